@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs, from Debian's packages, everything that building ovs-vhostuser, its demo
+# and its tests need.  Idempotent: when every package is already there it only checks
+# (dpkg-query) and returns within a second or two.
+#
+# Usage: utilities/install-deps.sh [--hugepages N]
+#   --hugepages N   also reserve N 2 MiB hugepages and mount hugetlbfs on /dev/hugepages
+#                   (the DPDK vhost PMD baseline in the benchmarks wants them; our own
+#                   switch never does).
+set -euo pipefail
+
+packages=(
+  build-essential g++ cmake pkg-config ninja-build
+  libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
+  openvswitch-source openvswitch-common openvswitch-switch
+  libssl-dev libcap-ng-dev libunbound-dev libnuma-dev libxdp-dev libbpf-dev
+  autoconf automake libtool python3
+  dpdk dpdk-dev libdpdk-dev
+  qemu-system-x86 busybox-static cpio
+  procps iproute2 psmisc
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ $status == "install ok installed" ]] || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # openvswitch-switch's postinst starts the system's OVS; our demo and tests use private
+  # run directories and never touch it, but it must not hold CPU or sockets we need.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The distribution's OVS services are not needed by anything here; stop them when a
+# package install started them so they do not compete for the two cores.
+if command -v ovs-ctl >/dev/null 2>&1 || [[ -x /usr/share/openvswitch/scripts/ovs-ctl ]]; then
+  /usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1 || true
+fi
+
+hugepages=0
+while (($#)); do
+  case $1 in
+    --hugepages) hugepages=$2; shift 2 ;;
+    *) echo "install-deps: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+if ((hugepages > 0)); then
+  have=$(cat /proc/sys/vm/nr_hugepages)
+  if ((have < hugepages)); then echo "$hugepages" > /proc/sys/vm/nr_hugepages; fi
+  mkdir -p /dev/hugepages
+  mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages
+fi
