@@ -1,0 +1,156 @@
+/* The C API of the vhost-user backend.
+ *
+ * A vhu_port is the device side of one vhost-user socket: in server mode it listens on
+ * a path and serves one frontend at a time, in client mode it connects to a path and
+ * reconnects when the frontend goes away.  All socket work happens on one control
+ * thread shared by every port; the data-path calls (vhu_dequeue_burst,
+ * vhu_enqueue_burst) may come from any number of threads, serialised per virtqueue by
+ * the library's one lock per queue.
+ *
+ * This header is C so that code built against Open vSwitch's C-only headers can use it.
+ * Nothing here knows about OVS. */
+#ifndef VHOSTUSER_VHOSTUSER_H
+#define VHOSTUSER_VHOSTUSER_H 1
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Queue pairs a port offers the frontend (GET_QUEUE_NUM).  Vring 2*q is the guest's RX
+ * queue of pair q (the switch enqueues to it), vring 2*q+1 its TX queue (the switch
+ * dequeues from it). */
+#define VHU_MAX_QUEUE_PAIRS 8
+#define VHU_MAX_VRINGS (2 * VHU_MAX_QUEUE_PAIRS)
+
+struct vhu_port;
+
+enum vhu_mode {
+    VHU_MODE_SERVER, /* We listen on socket_path. */
+    VHU_MODE_CLIENT, /* We connect to socket_path, and reconnect. */
+};
+
+enum vhu_event_type {
+    VHU_EVENT_CONNECTED,      /* A frontend connected (negotiation starts). */
+    VHU_EVENT_READY,          /* First queue pair usable: features and MTU are known. */
+    VHU_EVENT_VRING_CHANGED,  /* A vring was enabled, disabled, started or stopped. */
+    VHU_EVENT_DISCONNECTED,   /* The frontend went away or was dropped for an error. */
+};
+
+struct vhu_event {
+    enum vhu_event_type type;
+    int vring;                /* VHU_EVENT_VRING_CHANGED only, else -1. */
+};
+
+struct vhu_port_options {
+    const char *socket_path;  /* Required.  Copied. */
+    enum vhu_mode mode;
+    /* Called on the control thread, without library locks held, whenever events were
+     * queued for this port.  Must be quick and must not call back into the library's
+     * control functions for this port; typically it wakes the owner's thread, which
+     * then drains events with vhu_port_next_event().  May be NULL. */
+    void (*notify)(void *aux);
+    void *aux;
+};
+
+/* Creates a port and starts listening (server) or connecting (client).  On failure
+ * returns NULL and writes a human-readable reason into 'error' (if non-NULL). */
+struct vhu_port *vhu_port_create(const struct vhu_port_options *,
+                                 char *error, size_t error_size);
+
+/* Disconnects the frontend, closes every fd, unmaps guest memory and, in server mode,
+ * removes the socket file.  No data-path call for the port may be in progress or
+ * follow. */
+void vhu_port_destroy(struct vhu_port *);
+
+/* Pops the oldest pending event into '*event'; returns false when there is none. */
+bool vhu_port_next_event(struct vhu_port *, struct vhu_event *event);
+
+enum vhu_conn_state {
+    VHU_STATE_DISCONNECTED, /* No frontend (server: listening; client: retrying). */
+    VHU_STATE_CONNECTED,    /* A frontend is negotiating. */
+    VHU_STATE_READY,        /* At least one queue pair moves packets. */
+};
+
+struct vhu_port_status {
+    enum vhu_conn_state state;
+    uint64_t features;          /* Negotiated virtio features. */
+    uint64_t protocol_features; /* Negotiated vhost-user protocol features. */
+    uint16_t mtu;               /* From NET_SET_MTU; 0 if the frontend sent none. */
+    uint8_t device_status;      /* Last SET_STATUS value. */
+    uint32_t num_vrings;        /* Vrings the frontend configured (highest index + 1). */
+    uint32_t enabled_rx_mask;   /* Bit q: vring 2q (guest RX) usable. */
+    uint32_t enabled_tx_mask;   /* Bit q: vring 2q+1 (guest TX) usable. */
+    uint64_t connects;          /* Frontend connections since the port was created. */
+    uint64_t disconnects;
+    /* Why the last connection ended, when it was for an error ("" otherwise). */
+    char last_error[160];
+};
+
+void vhu_port_get_status(struct vhu_port *, struct vhu_port_status *);
+
+struct vhu_vring_status {
+    bool started;        /* Kick received and ring translated. */
+    bool enabled;        /* SET_VRING_ENABLE (or implicit without protocol features). */
+    uint16_t size;
+    uint16_t last_avail_idx;  /* Next avail entry the backend will consume. */
+    uint16_t avail_idx;       /* Guest's avail->idx as last read. */
+    uint16_t used_idx;        /* Backend's used->idx. */
+    bool call_fd;             /* The guest gave an eventfd to interrupt it. */
+    uint64_t packets;
+    uint64_t bytes;
+    uint64_t drops;           /* Packets dropped by the library on this vring. */
+    uint64_t errors;          /* Malformed descriptor chains seen. */
+    uint64_t calls;           /* Interrupts (callfd writes) sent. */
+};
+
+/* Returns false if 'vring' is out of range.  Lock-free reads of counters: safe while
+ * traffic flows. */
+bool vhu_vring_get_status(struct vhu_port *, unsigned vring,
+                          struct vhu_vring_status *);
+
+/* ---- Data path ---- */
+
+/* Allocates one packet able to hold 'size' bytes for vhu_dequeue_burst() and returns the
+ * caller's handle for it, storing where the bytes go in '*data'.  Returns NULL when no
+ * packet can be had: the burst stops there. */
+typedef void *vhu_alloc_fn(void *aux, uint32_t size, uint8_t **data);
+
+/* Dequeues up to 'max' packets that the guest sent on queue pair 'qp' (vring 2qp+1),
+ * copying each into a packet from 'alloc', whose handles go to 'pkts'.  Returns how many
+ * were dequeued; 0 when the vring is not usable.  Malformed chains are returned to the
+ * guest unused and counted in 'errors'; one that breaks the ring stops the device. */
+uint32_t vhu_dequeue_burst(struct vhu_port *, uint16_t qp,
+                           vhu_alloc_fn *alloc, void *aux,
+                           void **pkts, uint32_t max);
+
+struct vhu_tx_packet {
+    const void *data;
+    uint32_t size;
+};
+
+/* Copies packets into the guest's receive buffers of queue pair 'qp' (vring 2qp) in
+ * order, stopping at the first that does not fit in the buffers the guest has posted.
+ * Returns how many packets from the front of 'pkts' were consumed; of those,
+ * '*n_dropped' (if non-NULL) could never fit any buffer of this guest (larger than its
+ * buffers allow) and were dropped rather than block the queue.  Interrupts the guest at
+ * most once per call, and only if it asked for it. */
+uint32_t vhu_enqueue_burst(struct vhu_port *, uint16_t qp,
+                           const struct vhu_tx_packet *pkts, uint32_t n,
+                           uint32_t *n_dropped);
+
+/* Ethernet frame bytes that fit in the guest's receive buffers of one packet, as far as
+ * the negotiated features let us know (mergeable buffers: 65535). */
+uint32_t vhu_port_max_rx_frame(struct vhu_port *);
+
+/* Formats 'features' as a comma-separated list of names into 'buf'. */
+void vhu_format_features(uint64_t features, bool protocol, char *buf, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VHOSTUSER_VHOSTUSER_H */
