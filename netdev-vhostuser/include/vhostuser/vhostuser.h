@@ -121,8 +121,9 @@ typedef void *vhu_alloc_fn(void *aux, uint32_t size, uint8_t **data);
 
 /* Dequeues up to 'max' packets that the guest sent on queue pair 'qp' (vring 2qp+1),
  * copying each into a packet from 'alloc', whose handles go to 'pkts'.  Returns how many
- * were dequeued; 0 when the vring is not usable.  Malformed chains are returned to the
- * guest unused and counted in 'errors'; one that breaks the ring stops the device. */
+ * were dequeued; 0 when the vring is not usable.  A descriptor chain that breaks the
+ * rules (out of range, looping, outside guest memory...) stops the vring at once; the
+ * control thread then disconnects the frontend and logs why. */
 uint32_t vhu_dequeue_burst(struct vhu_port *, uint16_t qp,
                            vhu_alloc_fn *alloc, void *aux,
                            void **pkts, uint32_t max);
@@ -145,6 +146,12 @@ uint32_t vhu_enqueue_burst(struct vhu_port *, uint16_t qp,
 /* Ethernet frame bytes that fit in the guest's receive buffers of one packet, as far as
  * the negotiated features let us know (mergeable buffers: 65535). */
 uint32_t vhu_port_max_rx_frame(struct vhu_port *);
+
+/* Where the library's log lines go (connects, disconnects and why, refused messages).
+ * Default: stderr.  'level' is one of VHU_LOG_*.  Called from the control thread. */
+enum vhu_log_level { VHU_LOG_ERR, VHU_LOG_WARN, VHU_LOG_INFO, VHU_LOG_DBG };
+typedef void vhu_log_fn(enum vhu_log_level level, const char *message);
+void vhu_set_log_function(vhu_log_fn *);
 
 /* Formats 'features' as a comma-separated list of names into 'buf'. */
 void vhu_format_features(uint64_t features, bool protocol, char *buf, size_t size);

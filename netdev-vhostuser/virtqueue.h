@@ -1,0 +1,150 @@
+// One split virtqueue (virtio 1.x section 2.7) seen from the device side.
+//
+// The control thread configures it from the vhost-user messages (size, addresses, base,
+// kick/call fds, enable) and starts and stops it; data-path threads move packets through
+// it in bursts.  Both hold lock() while they touch it, which is the only lock on the
+// data path.  The guest writes the rings concurrently and may be hostile: every index
+// and descriptor is read once, bounds-checked, and translated as a whole range; a ring
+// that breaks the rules is marked failed and stops moving packets, and the owner
+// disconnects the frontend.
+#ifndef NETDEV_VHOSTUSER_VIRTQUEUE_H
+#define NETDEV_VHOSTUSER_VIRTQUEUE_H
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "guest_memory.h"
+#include "protocol.h"
+#include "spinlock.h"
+#include "unique_fd.h"
+#include "vhostuser/vhostuser.h"
+
+namespace vhostuser {
+
+// What the negotiated features mean for a ring.
+struct RingFeatures {
+  uint32_t net_header_size = kLegacyNetHeaderSize;
+  bool mergeable_rx = false;
+  bool event_idx = false;
+  bool indirect = false;
+};
+
+RingFeatures RingFeaturesFrom(uint64_t features);
+
+class Virtqueue {
+ public:
+  // Segments one descriptor chain may have; a longer chain is refused.  Linux guests use
+  // at most MAX_SKB_FRAGS + 2 (19).
+  static constexpr uint32_t kMaxChainSegments = 1024;
+
+  struct Counters {
+    std::atomic<uint64_t> packets{0};
+    std::atomic<uint64_t> bytes{0};
+    std::atomic<uint64_t> drops{0};
+    std::atomic<uint64_t> errors{0};
+    std::atomic<uint64_t> calls{0};
+  };
+
+  Virtqueue() = default;
+  Virtqueue(const Virtqueue&) = delete;
+  Virtqueue& operator=(const Virtqueue&) = delete;
+
+  Spinlock& lock() { return lock_; }
+
+  // ---- Control path: the caller holds lock(). ----
+  absl::Status SetSize(uint32_t size);
+  absl::Status SetAddresses(const VringAddress& address);
+  absl::Status SetBase(uint32_t base);
+  void SetKickFd(UniqueFd fd, bool polling);
+  void SetCallFd(UniqueFd fd) { call_fd_ = std::move(fd); }
+  void SetErrFd(UniqueFd fd) { err_fd_ = std::move(fd); }
+  void SetEnabled(bool enabled) { enabled_ = enabled; }
+
+  // Whether SET_VRING_KICK arrived since the ring was last stopped: the spec's cue that
+  // the frontend finished setting the ring up.
+  bool kick_received() const { return kick_received_; }
+
+  // Translates the ring addresses through 'memory' and starts moving packets (if also
+  // enabled).  'memory' must outlive the start, or be replaced by Remap().
+  absl::Status Start(const GuestMemory* memory, const RingFeatures& features);
+  // Points a started ring at a new memory table (SET_MEM_TABLE while running).
+  absl::Status Remap(const GuestMemory* memory);
+  // GET_VRING_BASE: stops the ring and returns the index of the next avail entry.
+  uint16_t Stop();
+  // Forgets everything but the counters and closes the fds (disconnect, RESET_OWNER).
+  void Reset();
+
+  bool started() const { return started_; }
+  bool enabled() const { return enabled_; }
+  bool usable() const { return started_ && enabled_ && failure_ == nullptr; }
+  // Why the guest broke the ring, or nullptr.
+  const char* failure() const { return failure_; }
+  uint32_t size() const { return size_; }
+
+  // ---- Data path: the caller holds lock(). ----
+
+  // Guest TX: copies up to 'max' packets into buffers from 'alloc'.
+  uint32_t Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max);
+  // Guest RX: copies packets into the guest's buffers; see vhu_enqueue_burst().
+  uint32_t Enqueue(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_dropped);
+
+  // ---- Either, without the lock. ----
+  const Counters& counters() const { return counters_; }
+  void FillStatus(vhu_vring_status* status) const;
+
+ private:
+  struct Segment {
+    uint8_t* data;
+    uint32_t len;
+  };
+
+  // Collects the buffers of the chain starting at 'head' into segments_.  'writable'
+  // says which kind every descriptor must be.  Returns false, after Fail(), for a chain
+  // that breaks the rules.
+  bool WalkChain(uint16_t head, bool writable, uint32_t* n_segments, uint64_t* total);
+  // Marks the ring failed; the data path stops using it.
+  void Fail(const char* why);
+  // Interrupts the guest if it asked to be, for used entries [old_used, used_idx_).
+  void MaybeInterrupt(uint16_t old_used);
+  void PublishUsed(uint16_t old_used);
+  uint16_t ReadAvailIdx() const;
+  bool AvailableEntries(uint16_t* count);
+  uint32_t EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, bool* fits);
+
+  Spinlock lock_;
+
+  // Configuration.
+  uint32_t size_ = 0;
+  uint32_t mask_ = 0;
+  VringAddress address_{};
+  bool address_set_ = false;
+  bool kick_received_ = false;
+  bool started_ = false;
+  bool enabled_ = false;
+  UniqueFd kick_fd_;
+  UniqueFd call_fd_;
+  UniqueFd err_fd_;
+  RingFeatures features_;
+  const GuestMemory* memory_ = nullptr;
+
+  // The rings, in our address space (valid while started_).
+  VringDesc* desc_ = nullptr;
+  uint16_t* avail_ = nullptr;  // flags, idx, ring[size], used_event
+  uint8_t* used_ = nullptr;    // flags, idx, ring[size] of VringUsedElem, avail_event
+
+  // Our side of the indices.
+  uint16_t last_avail_idx_ = 0;
+  uint16_t used_idx_ = 0;
+  uint16_t last_seen_avail_idx_ = 0;  // For status only.
+
+  const char* failure_ = nullptr;
+  Counters counters_;
+  std::array<Segment, kMaxChainSegments> segments_;
+};
+
+}  // namespace vhostuser
+
+#endif  // NETDEV_VHOSTUSER_VIRTQUEUE_H
