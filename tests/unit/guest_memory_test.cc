@@ -1,0 +1,80 @@
+#include "guest_memory.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "gtest/gtest.h"
+#include "unique_fd.h"
+
+namespace vhostuser {
+namespace {
+
+UniqueFd Memfd(size_t size) {
+  UniqueFd fd(memfd_create("t", MFD_CLOEXEC));
+  EXPECT_EQ(ftruncate(fd.get(), static_cast<off_t>(size)), 0);
+  return fd;
+}
+
+TEST(GuestMemoryTest, TranslatesWholeRangesInsideOneRegion) {
+  UniqueFd a = Memfd(0x10000), b = Memfd(0x10000);
+  MemoryRegionDesc regions[] = {{0x0, 0x10000, 0x7000000, 0},
+                                {0x20000, 0x8000, 0x9000000, 0x8000}};
+  int fds[] = {a.get(), b.get()};
+  auto memory = GuestMemory::Map(regions, fds);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  GuestMemory& m = **memory;
+  ASSERT_NE(m.TranslateGuest(0, 0x10000), nullptr);
+  EXPECT_EQ(m.TranslateGuest(0x100, 16), m.TranslateGuest(0, 1) + 0x100);
+  EXPECT_EQ(m.TranslateGuest(0xfff0, 0x20), nullptr) << "runs off the region's end";
+  EXPECT_EQ(m.TranslateGuest(0x10000, 1), nullptr) << "hole between regions";
+  EXPECT_EQ(m.TranslateGuest(0x1fff0, 0x20), nullptr) << "hole into region";
+  EXPECT_NE(m.TranslateGuest(0x27fff, 1), nullptr);
+  EXPECT_EQ(m.TranslateGuest(0x28000, 1), nullptr);
+  EXPECT_EQ(m.TranslateGuest(UINT64_MAX - 4, 16), nullptr) << "wraps";
+  EXPECT_EQ(m.TranslateGuest(0x10, UINT64_MAX), nullptr);
+  // Frontend addresses map to the same bytes.
+  EXPECT_EQ(m.TranslateUser(0x9000000 + 8, 8), m.TranslateGuest(0x20000 + 8, 8));
+  // mmap_offset is honoured: region 1 starts 0x8000 into its file.
+  *m.TranslateGuest(0x20000, 1) = 0xab;
+  uint8_t byte = 0;
+  ASSERT_EQ(pread(b.get(), &byte, 1, 0x8000), 1);
+  EXPECT_EQ(byte, 0xab);
+}
+
+TEST(GuestMemoryTest, RefusesBadTables) {
+  UniqueFd a = Memfd(0x10000);
+  int fd[] = {a.get()};
+  auto map = [&](MemoryRegionDesc r) {
+    MemoryRegionDesc regions[] = {r};
+    return GuestMemory::Map(regions, fd).status();
+  };
+  EXPECT_FALSE(map({0, 0, 0, 0}).ok()) << "zero size";
+  EXPECT_FALSE(map({UINT64_MAX - 0xfff, 0x2000, 0, 0}).ok()) << "gpa overflow";
+  EXPECT_FALSE(map({0, 0x2000, UINT64_MAX - 0xfff, 0}).ok()) << "user address overflow";
+  EXPECT_FALSE(map({0, 0x1000, 0, UINT64_MAX - 0xfff}).ok()) << "offset overflow";
+  EXPECT_FALSE(map({0, 0x10000, 0, 0x1000}).ok()) << "beyond the file";
+  EXPECT_FALSE(map({0, 0x20000, 0, 0}).ok()) << "beyond the file";
+  EXPECT_TRUE(map({0, 0x10000, 0, 0}).ok());
+
+  UniqueFd b = Memfd(0x10000);
+  int fds[] = {a.get(), b.get()};
+  MemoryRegionDesc overlapping[] = {{0, 0x10000, 0x100000, 0}, {0x8000, 0x1000, 0x900000, 0}};
+  EXPECT_FALSE(GuestMemory::Map(overlapping, fds).ok());
+  MemoryRegionDesc overlapping_user[] = {{0, 0x10000, 0x100000, 0},
+                                         {0x80000, 0x1000, 0x108000, 0}};
+  EXPECT_FALSE(GuestMemory::Map(overlapping_user, fds).ok());
+  EXPECT_FALSE(GuestMemory::Map(overlapping, fd).ok()) << "fewer fds than regions";
+
+  UniqueFd pipe_fds[2];
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pipe_fds[0].reset(p[0]);
+  pipe_fds[1].reset(p[1]);
+  int not_memory[] = {p[0]};
+  MemoryRegionDesc one[] = {{0, 0x1000, 0, 0}};
+  EXPECT_FALSE(GuestMemory::Map(one, not_memory).ok()) << "a pipe is not memory";
+}
+
+}  // namespace
+}  // namespace vhostuser

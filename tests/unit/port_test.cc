@@ -1,0 +1,734 @@
+// End-to-end tests of a vhu_port through its C API, with the test frontend playing the
+// guest over a real Unix socket and a memfd as guest RAM.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "protocol.h"
+#include "test_frontend.h"
+#include "vhostuser/vhostuser.h"
+
+namespace vhostuser::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr uint64_t kModernFeatures = Bit(feature::kVersion1) |
+                                     Bit(feature::kRingIndirectDesc);
+constexpr uint32_t kHeader = sizeof(VirtioNetHeader);
+
+int CountOpenFds() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/fd");
+  while (readdir(d) != nullptr) ++n;
+  closedir(d);
+  return n;
+}
+
+int CountMappings() {
+  std::ifstream maps("/proc/self/maps");
+  int n = 0;
+  for (std::string line; std::getline(maps, line);) ++n;
+  return n;
+}
+
+bool WaitFor(const std::function<bool()>& condition, int timeout_ms = 5000) {
+  for (int waited = 0; waited < timeout_ms; waited += 5) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return condition();
+}
+
+// Packet handles for vhu_dequeue_burst: plain vectors.
+void* AllocVector(void* /*aux*/, uint32_t size, uint8_t** data) {
+  auto* v = new std::vector<uint8_t>(size);
+  *data = v->data();
+  return v;
+}
+
+class PortTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/vhu-test-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    path_ = dir_ + "/sock";
+    port_ = CreatePort(path_, VHU_MODE_SERVER);
+    ASSERT_NE(port_, nullptr);
+  }
+  void TearDown() override {
+    frontend_.reset();
+    if (port_) vhu_port_destroy(port_);
+    rmdir(dir_.c_str());
+  }
+
+  vhu_port* CreatePort(const std::string& path, vhu_mode mode) {
+    vhu_port_options options{};
+    options.socket_path = path.c_str();
+    options.mode = mode;
+    char error[256] = "";
+    vhu_port* port = vhu_port_create(&options, error, sizeof error);
+    last_create_error_ = error;
+    return port;
+  }
+
+  // Connects and sets up queue pair 0 with the given features.
+  void Start(uint64_t features, int rx_call = -1, int tx_call = -1) {
+    auto fe = Frontend::Connect(path_);
+    ASSERT_TRUE(fe.ok()) << fe.status();
+    frontend_ = *std::move(fe);
+    ASSERT_TRUE(frontend_
+                    ->SetUp(ram_, features,
+                            {{0, &rx_, rx_call}, {1, &tx_, tx_call}})
+                    .ok());
+    ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
+  }
+
+  vhu_port_status Status() {
+    vhu_port_status s;
+    vhu_port_get_status(port_, &s);
+    return s;
+  }
+
+  // Puts a guest transmit of 'frame' (after a zeroed header) into guest RAM as one
+  // chain whose buffers are split at 'splits' (offsets into header+frame).
+  uint16_t GuestSend(const std::vector<uint8_t>& frame, std::vector<uint32_t> splits = {},
+                     bool indirect = false) {
+    std::vector<uint8_t> bytes(kHeader, 0);
+    bytes.insert(bytes.end(), frame.begin(), frame.end());
+    uint64_t gpa = ram_.Alloc(bytes.size());
+    memcpy(ram_.host(gpa), bytes.data(), bytes.size());
+    std::vector<DriverRing::Buffer> buffers;
+    uint32_t at = 0;
+    splits.push_back(static_cast<uint32_t>(bytes.size()));
+    for (uint32_t end : splits) {
+      buffers.push_back({gpa + at, end - at});
+      at = end;
+    }
+    uint16_t head = indirect ? tx_.AddIndirect(buffers, false) : tx_.AddChain(buffers, false);
+    tx_.Publish(head);
+    return head;
+  }
+
+  std::vector<std::vector<uint8_t>> Dequeue(uint32_t max = 32) {
+    void* pkts[64];
+    uint32_t n = vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, max);
+    std::vector<std::vector<uint8_t>> out;
+    for (uint32_t i = 0; i < n; ++i) {
+      auto* v = static_cast<std::vector<uint8_t>*>(pkts[i]);
+      out.push_back(std::move(*v));
+      delete v;
+    }
+    return out;
+  }
+
+  // Posts a guest receive buffer of 'size' bytes; returns its guest address.
+  uint64_t PostRxBuffer(uint32_t size) {
+    uint64_t gpa = ram_.Alloc(size);
+    rx_.Publish(rx_.AddChain({{gpa, size}}, true));
+    return gpa;
+  }
+
+  // Expects the connection to be dropped with an error naming 'reason'.
+  void ExpectDropped(const std::string& reason) {
+    EXPECT_TRUE(frontend_->WaitClosed(5000));
+    EXPECT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_DISCONNECTED; }));
+    EXPECT_THAT(Status().last_error, HasSubstr(reason));
+  }
+
+  std::string dir_, path_, last_create_error_;
+  vhu_port* port_ = nullptr;
+  GuestRam ram_{8 << 20};
+  DriverRing rx_{ram_, 256};
+  DriverRing tx_{ram_, 256};
+  std::unique_ptr<Frontend> frontend_;
+};
+
+TEST_F(PortTest, AdvertisesWhatItImplements) {
+  auto fe = Frontend::Connect(path_);
+  ASSERT_TRUE(fe.ok());
+  auto features = (*fe)->GetU64(Request::kGetFeatures);
+  ASSERT_TRUE(features.ok());
+  EXPECT_EQ(*features, kSupportedFeatures);
+  EXPECT_TRUE(*features & Bit(feature::kNetMrgRxbuf));
+  EXPECT_FALSE(*features & Bit(feature::kRingPacked)) << "not implemented yet";
+  EXPECT_EQ(*(*fe)->GetU64(Request::kGetProtocolFeatures), kSupportedProtocolFeatures);
+  EXPECT_EQ(*(*fe)->GetU64(Request::kGetQueueNum), uint64_t{VHU_MAX_QUEUE_PAIRS});
+}
+
+TEST_F(PortTest, BecomesReadyAndReportsEvents) {
+  Start(kModernFeatures);
+  vhu_port_status s = Status();
+  EXPECT_EQ(s.features, kModernFeatures | Bit(feature::kProtocolFeatures));
+  EXPECT_EQ(s.num_vrings, 2u);
+  EXPECT_EQ(s.enabled_rx_mask, 1u);
+  EXPECT_EQ(s.enabled_tx_mask, 1u);
+  EXPECT_EQ(s.connects, 1u);
+  std::vector<vhu_event_type> types;
+  vhu_event e;
+  while (vhu_port_next_event(port_, &e)) types.push_back(e.type);
+  EXPECT_THAT(types, ::testing::Contains(VHU_EVENT_CONNECTED));
+  EXPECT_THAT(types, ::testing::Contains(VHU_EVENT_READY));
+  // We poll: the guest is asked not to kick.
+  EXPECT_EQ(tx_.used_flags() & kUsedFlagNoNotify, kUsedFlagNoNotify);
+}
+
+TEST_F(PortTest, DequeuesChainsOfEveryShape) {
+  Start(kModernFeatures);
+  auto f1 = TestFrame(60, 1), f2 = TestFrame(1500, 2), f3 = TestFrame(300, 3),
+       f4 = TestFrame(100, 4);
+  uint16_t h1 = GuestSend(f1);                        // header and frame together
+  GuestSend(f2, {kHeader, kHeader + 700});            // header alone, frame in two
+  GuestSend(f3, {5}, /*indirect=*/true);              // header split, indirect
+  GuestSend(f4, {kHeader + 10});                      // frame split
+  auto got = Dequeue();
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0], f1);
+  EXPECT_EQ(got[1], f2);
+  EXPECT_EQ(got[2], f3);
+  EXPECT_EQ(got[3], f4);
+  VringUsedElem e;
+  ASSERT_TRUE(tx_.PopUsed(&e));
+  EXPECT_EQ(e.id, h1);
+  EXPECT_EQ(tx_.used_idx(), 4);
+  vhu_vring_status vs;
+  ASSERT_TRUE(vhu_vring_get_status(port_, 1, &vs));
+  EXPECT_EQ(vs.packets, 4u);
+  EXPECT_EQ(vs.bytes, 60u + 1500 + 300 + 100);
+  EXPECT_TRUE(Dequeue().empty());
+}
+
+TEST_F(PortTest, LegacyHeaderIsTenBytes) {
+  Start(Bit(feature::kRingIndirectDesc), -1, -1);
+  auto frame = TestFrame(64, 9);
+  std::vector<uint8_t> bytes(kLegacyNetHeaderSize, 0);
+  bytes.insert(bytes.end(), frame.begin(), frame.end());
+  uint64_t gpa = ram_.Alloc(bytes.size());
+  memcpy(ram_.host(gpa), bytes.data(), bytes.size());
+  tx_.Publish(tx_.AddChain({{gpa, static_cast<uint32_t>(bytes.size())}}, false));
+  auto got = Dequeue();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], frame);
+}
+
+TEST_F(PortTest, EnqueuesIntoSingleBuffers) {
+  Start(kModernFeatures);
+  uint64_t b1 = PostRxBuffer(2048), b2 = PostRxBuffer(2048);
+  auto f1 = TestFrame(64, 1), f2 = TestFrame(1514, 2), f3 = TestFrame(64, 3);
+  vhu_tx_packet pkts[] = {{f1.data(), 64}, {f2.data(), 1514}, {f3.data(), 64}};
+  uint32_t dropped = 99;
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, pkts, 3, &dropped), 2u) << "two buffers posted";
+  EXPECT_EQ(dropped, 0u);
+  VringUsedElem e;
+  ASSERT_TRUE(rx_.PopUsed(&e));
+  EXPECT_EQ(e.len, kHeader + 64);
+  ASSERT_TRUE(rx_.PopUsed(&e));
+  EXPECT_EQ(e.len, kHeader + 1514);
+  VirtioNetHeader h;
+  memcpy(&h, ram_.host(b1), sizeof h);
+  EXPECT_EQ(h.num_buffers, 1) << "VERSION_1 without MRG_RXBUF still says 1";
+  EXPECT_EQ(h.flags, 0);
+  EXPECT_EQ(0, memcmp(ram_.host(b1) + kHeader, f1.data(), 64));
+  EXPECT_EQ(0, memcmp(ram_.host(b2) + kHeader, f2.data(), 1514));
+}
+
+TEST_F(PortTest, EnqueueSpreadsOverMergeableBuffers) {
+  Start(kModernFeatures | Bit(feature::kNetMrgRxbuf));
+  uint64_t b[4];
+  for (auto& gpa : b) gpa = PostRxBuffer(1000);
+  auto frame = TestFrame(2500, 7);
+  vhu_tx_packet pkt{frame.data(), 2500};
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  VirtioNetHeader h;
+  memcpy(&h, ram_.host(b[0]), sizeof h);
+  EXPECT_EQ(h.num_buffers, 3);
+  uint32_t lens[3];
+  for (auto& len : lens) {
+    VringUsedElem e;
+    ASSERT_TRUE(rx_.PopUsed(&e));
+    len = e.len;
+  }
+  EXPECT_EQ(lens[0], 1000u);
+  EXPECT_EQ(lens[1], 1000u);
+  EXPECT_EQ(lens[2], kHeader + 2500 - 2000);
+  std::vector<uint8_t> got;
+  got.insert(got.end(), ram_.host(b[0]) + kHeader, ram_.host(b[0]) + 1000);
+  got.insert(got.end(), ram_.host(b[1]), ram_.host(b[1]) + 1000);
+  got.insert(got.end(), ram_.host(b[2]), ram_.host(b[2]) + lens[2]);
+  EXPECT_EQ(got, frame);
+  // One buffer left: a packet that needs two waits for the guest instead of dropping.
+  auto big = TestFrame(1500, 8);
+  vhu_tx_packet p2{big.data(), 1500};
+  uint32_t dropped = 9;
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &p2, 1, &dropped), 0u);
+  EXPECT_EQ(dropped, 0u);
+  PostRxBuffer(1000);
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &p2, 1, &dropped), 1u);
+}
+
+TEST_F(PortTest, DropsWhatNoSingleBufferCanHold) {
+  Start(kModernFeatures);
+  PostRxBuffer(200);
+  auto big = TestFrame(1000, 1), small = TestFrame(100, 2);
+  vhu_tx_packet pkts[] = {{big.data(), 1000}, {small.data(), 100}};
+  uint32_t dropped = 0;
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, pkts, 2, &dropped), 2u);
+  EXPECT_EQ(dropped, 1u);
+  VringUsedElem e;
+  ASSERT_TRUE(rx_.PopUsed(&e));
+  EXPECT_EQ(e.len, kHeader + 100) << "the buffer went to the packet that fits";
+  vhu_vring_status vs;
+  vhu_vring_get_status(port_, 0, &vs);
+  EXPECT_EQ(vs.drops, 1u);
+  EXPECT_EQ(vs.packets, 1u);
+}
+
+TEST_F(PortTest, InterruptsOnlyWhenAskedAndOncePerBurst) {
+  UniqueFd call(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  Start(kModernFeatures, call.get());
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkts[] = {{frame.data(), 64}, {frame.data(), 64}};
+  auto interrupts = [&] {
+    uint64_t v = 0;
+    return read(call.get(), &v, sizeof v) == 8 ? v : 0;
+  };
+  PostRxBuffer(2048);
+  PostRxBuffer(2048);
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, pkts, 2, nullptr), 2u);
+  EXPECT_EQ(interrupts(), 1u) << "one interrupt for a burst of two";
+  rx_.set_avail_flags(kAvailFlagNoInterrupt);
+  PostRxBuffer(2048);
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, pkts, 1, nullptr), 1u);
+  EXPECT_EQ(interrupts(), 0u) << "guest suppressed interrupts";
+}
+
+TEST_F(PortTest, EventIdxInterruptsWhenUsedEventIsCrossed) {
+  UniqueFd call(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  Start(kModernFeatures | Bit(feature::kRingEventIdx), call.get());
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  auto interrupts = [&] {
+    uint64_t v = 0;
+    return read(call.get(), &v, sizeof v) == 8 ? v : 0;
+  };
+  for (int i = 0; i < 4; ++i) PostRxBuffer(2048);
+  rx_.set_used_event(2);  // Interrupt me once used->idx passes 2.
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);  // idx 0 -> 1
+  EXPECT_EQ(interrupts(), 0u);
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);  // 1 -> 2
+  EXPECT_EQ(interrupts(), 0u);
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);  // 2 -> 3 crosses
+  EXPECT_EQ(interrupts(), 1u);
+}
+
+TEST_F(PortTest, GetVringBaseStopsTheRingAndReturnsTheNextIndex) {
+  Start(kModernFeatures);
+  GuestSend(TestFrame(64, 1));
+  GuestSend(TestFrame(64, 2));
+  ASSERT_EQ(Dequeue().size(), 2u);
+  VringState state{1, 0};
+  ASSERT_TRUE(frontend_->Send(Request::kGetVringBase, &state, sizeof state).ok());
+  auto reply = frontend_->Receive(Request::kGetVringBase);
+  ASSERT_TRUE(reply.ok());
+  ASSERT_EQ(reply->size(), sizeof(VringState));
+  VringState got;
+  memcpy(&got, reply->data(), sizeof got);
+  EXPECT_EQ(got.index, 1u);
+  EXPECT_EQ(got.num, 2u);
+  GuestSend(TestFrame(64, 3));
+  EXPECT_TRUE(Dequeue().empty()) << "a stopped ring moves nothing";
+  EXPECT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_CONNECTED; }));
+}
+
+TEST_F(PortTest, MemoryTableChangeWhileRunningRemapsAndUnmapsTheOld) {
+  Start(kModernFeatures);
+  const int maps_before = CountMappings();
+  struct {
+    MemoryTableHeader header;
+    MemoryRegionDesc region;
+  } table{{1, 0}, ram_.Region()};
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(frontend_->Send(Request::kSetMemTable, &table, sizeof table, {ram_.fd()}).ok());
+  }
+  ASSERT_TRUE(frontend_->Sync().ok());
+  EXPECT_LE(CountMappings(), maps_before + 1);
+  auto frame = TestFrame(200, 5);
+  GuestSend(frame);
+  auto got = Dequeue();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], frame);
+}
+
+TEST_F(PortTest, ReplyAckReportsFailures) {
+  auto fe = Frontend::Connect(path_);
+  ASSERT_TRUE(fe.ok());
+  ASSERT_TRUE((*fe)->SendU64(Request::kSetProtocolFeatures,
+                             Bit(protocol_feature::kReplyAck)).ok());
+  VringState num{0, 256};
+  ASSERT_TRUE((*fe)->Send(Request::kSetVringNum, &num, sizeof num, {}, kFlagNeedReply).ok());
+  auto ack = (*fe)->Receive(Request::kSetVringNum);
+  ASSERT_TRUE(ack.ok());
+  ASSERT_EQ(ack->size(), 8u);
+  EXPECT_EQ((*ack)[0], 0);
+}
+
+TEST_F(PortTest, SecondFrontendIsRefusedWhileOneIsConnected) {
+  Start(kModernFeatures);
+  auto second = Frontend::Connect(path_);
+  ASSERT_TRUE(second.ok());
+  EXPECT_TRUE((*second)->WaitClosed(5000));
+  EXPECT_EQ(Status().state, VHU_STATE_READY) << "the first one is untouched";
+}
+
+TEST_F(PortTest, DisconnectReleasesEveryFdAndMapping) {
+  // Warm up the control thread and allocator before counting.
+  Start(kModernFeatures);
+  frontend_.reset();
+  ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_DISCONNECTED; }));
+  const int fds = CountOpenFds(), maps = CountMappings();
+  for (int i = 0; i < 20; ++i) {
+    Start(kModernFeatures | Bit(feature::kNetMrgRxbuf));
+    GuestSend(TestFrame(64, i));
+    ASSERT_EQ(Dequeue().size(), 1u);
+    frontend_.reset();
+    ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_DISCONNECTED; }));
+  }
+  EXPECT_EQ(CountOpenFds(), fds);
+  EXPECT_EQ(CountMappings(), maps);
+  EXPECT_STREQ(Status().last_error, "") << "closing the socket is no error";
+  EXPECT_EQ(Status().connects, 21u);
+}
+
+// ---- Hostile guests: each breaks one rule and loses its connection, nothing else. ----
+
+TEST_F(PortTest, DescriptorLoopDisconnects) {
+  Start(kModernFeatures);
+  uint64_t gpa = ram_.Alloc(64);
+  uint16_t head = tx_.AddChain({{gpa, 32}, {gpa + 32, 32}}, false);
+  tx_.desc()[(head + 1) % 256].next = head;  // Second points back to first.
+  tx_.desc()[(head + 1) % 256].flags |= kDescFlagNext;
+  tx_.Publish(head);
+  EXPECT_TRUE(Dequeue().empty());
+  ExpectDropped("loops");
+}
+
+TEST_F(PortTest, DescriptorOutsideGuestMemoryDisconnects) {
+  Start(kModernFeatures);
+  tx_.Publish(tx_.AddChain({{GuestRam::kGuestBase + ram_.size() - 16, 64}}, false));
+  EXPECT_TRUE(Dequeue().empty());
+  ExpectDropped("not inside guest memory");
+}
+
+TEST_F(PortTest, ZeroLengthDescriptorAnywhereIsHarmless) {
+  Start(kModernFeatures);
+  auto frame = TestFrame(64, 1);
+  std::vector<uint8_t> bytes(kHeader, 0);
+  bytes.insert(bytes.end(), frame.begin(), frame.end());
+  uint64_t gpa = ram_.Alloc(bytes.size());
+  memcpy(ram_.host(gpa), bytes.data(), bytes.size());
+  tx_.Publish(tx_.AddChain({{gpa, static_cast<uint32_t>(bytes.size())},
+                            {0xdead00000000ull, 0}}, false));
+  auto got = Dequeue();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], frame);
+}
+
+TEST_F(PortTest, NestedIndirectDisconnects) {
+  Start(kModernFeatures);
+  uint64_t gpa = ram_.Alloc(64);
+  uint16_t head = tx_.AddIndirect({{gpa, 64}}, false);
+  auto* table = reinterpret_cast<VringDesc*>(ram_.host(tx_.desc()[head].addr));
+  table[0].flags = kDescFlagIndirect;
+  table[0].len = 16;
+  tx_.Publish(head);
+  EXPECT_TRUE(Dequeue().empty());
+  ExpectDropped("indirect");
+}
+
+TEST_F(PortTest, IndirectTableOfPartialDescriptorsDisconnects) {
+  Start(kModernFeatures);
+  uint64_t gpa = ram_.Alloc(64);
+  uint16_t head = tx_.AddIndirect({{gpa, 64}}, false);
+  tx_.desc()[head].len = 20;
+  tx_.Publish(head);
+  EXPECT_TRUE(Dequeue().empty());
+  ExpectDropped("whole number of descriptors");
+}
+
+TEST_F(PortTest, ChainShorterThanTheHeaderDisconnects) {
+  Start(kModernFeatures);
+  tx_.Publish(tx_.AddChain({{ram_.Alloc(8), 8}}, false));
+  EXPECT_TRUE(Dequeue().empty());
+  ExpectDropped("shorter than the virtio-net header");
+}
+
+TEST_F(PortTest, AvailIndexRunningAheadDisconnects) {
+  Start(kModernFeatures);
+  tx_.set_avail_idx(1000);
+  EXPECT_TRUE(Dequeue().empty());
+  ExpectDropped("avail index");
+}
+
+TEST_F(PortTest, HeadIndexOutOfRangeDisconnects) {
+  Start(kModernFeatures);
+  tx_.avail_ring()[0] = 300;
+  tx_.set_avail_idx(1);
+  EXPECT_TRUE(Dequeue().empty());
+  ExpectDropped("out of range");
+}
+
+TEST_F(PortTest, ReadOnlyDescriptorInReceiveChainDisconnects) {
+  Start(kModernFeatures);
+  rx_.Publish(rx_.AddChain({{ram_.Alloc(2048), 2048}}, /*writable=*/false));
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 0u);
+  ExpectDropped("read-only descriptor");
+}
+
+struct BadMessage {
+  const char* name;
+  std::function<absl::Status(Frontend&, GuestRam&)> send;
+  const char* reason;
+};
+
+class HostileMessageTest : public PortTest,
+                           public ::testing::WithParamInterface<BadMessage> {};
+
+TEST_P(HostileMessageTest, DisconnectsAndTheNextFrontendWorks) {
+  auto fe = Frontend::Connect(path_);
+  ASSERT_TRUE(fe.ok());
+  frontend_ = *std::move(fe);
+  const int fds = CountOpenFds();
+  ASSERT_TRUE(GetParam().send(*frontend_, ram_).ok());
+  ExpectDropped(GetParam().reason);
+  frontend_.reset();
+  EXPECT_LE(CountOpenFds(), fds - 1) << "every fd of the bad connection closed";
+  Start(kModernFeatures);
+  auto frame = TestFrame(64, 1);
+  GuestSend(frame);
+  auto got = Dequeue();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], frame);
+}
+
+absl::Status SendVringState(Frontend& fe, Request r, uint32_t index, uint32_t num) {
+  VringState s{index, num};
+  return fe.Send(r, &s, sizeof s);
+}
+
+absl::Status SendTable(Frontend& fe, std::vector<MemoryRegionDesc> regions,
+                       std::vector<int> fds, uint32_t nregions) {
+  std::vector<uint8_t> payload(sizeof(MemoryTableHeader) +
+                               regions.size() * sizeof(MemoryRegionDesc));
+  MemoryTableHeader h{nregions, 0};
+  memcpy(payload.data(), &h, sizeof h);
+  memcpy(payload.data() + sizeof h, regions.data(),
+         regions.size() * sizeof(MemoryRegionDesc));
+  return fe.Send(Request::kSetMemTable, payload.data(),
+                 static_cast<uint32_t>(payload.size()), fds);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Messages, HostileMessageTest,
+    ::testing::Values(
+        BadMessage{"RingSizeZero",
+                   [](Frontend& fe, GuestRam&) {
+                     return SendVringState(fe, Request::kSetVringNum, 0, 0);
+                   },
+                   "ring size 0"},
+        BadMessage{"RingSizeNotPowerOfTwo",
+                   [](Frontend& fe, GuestRam&) {
+                     return SendVringState(fe, Request::kSetVringNum, 0, 300);
+                   },
+                   "power of two"},
+        BadMessage{"RingSizeTooLarge",
+                   [](Frontend& fe, GuestRam&) {
+                     return SendVringState(fe, Request::kSetVringNum, 0, 65536);
+                   },
+                   "power of two"},
+        BadMessage{"VringIndexHuge",
+                   [](Frontend& fe, GuestRam&) {
+                     return SendVringState(fe, Request::kSetVringNum, 0x10001, 256);
+                   },
+                   "out of range"},
+        BadMessage{"VringIndexOnePastQueues",
+                   [](Frontend& fe, GuestRam&) {
+                     return SendVringState(fe, Request::kSetVringBase, VHU_MAX_VRINGS, 0);
+                   },
+                   "out of range"},
+        BadMessage{"BaseBeyondIndexSpace",
+                   [](Frontend& fe, GuestRam&) {
+                     return SendVringState(fe, Request::kSetVringBase, 0, 70000);
+                   },
+                   "ring base"},
+        BadMessage{"TruncatedPayload",
+                   [](Frontend& fe, GuestRam&) {
+                     uint32_t short_payload = 1;
+                     return fe.Send(Request::kSetFeatures, &short_payload, 4);
+                   },
+                   "4-byte payload"},
+        BadMessage{"UnofferedFeature",
+                   [](Frontend& fe, GuestRam&) {
+                     return fe.SendU64(Request::kSetFeatures, Bit(feature::kRingPacked));
+                   },
+                   "do not offer"},
+        BadMessage{"FdOnMessageThatTakesNone",
+                   [](Frontend& fe, GuestRam& ram) {
+                     return fe.SendU64(Request::kSetFeatures, 0, {ram.fd(), ram.fd()});
+                   },
+                   "carries 2 fds"},
+        BadMessage{"TooManyRegions",
+                   [](Frontend& fe, GuestRam& ram) {
+                     return SendTable(fe, std::vector<MemoryRegionDesc>(9, ram.Region()),
+                                      {ram.fd()}, 9);
+                   },
+                   "9 regions"},
+        BadMessage{"FewerFdsThanRegions",
+                   [](Frontend& fe, GuestRam& ram) {
+                     MemoryRegionDesc a = ram.Region(), b = ram.Region();
+                     a.memory_size = b.memory_size = ram.size() / 2;
+                     b.guest_phys_addr += ram.size();
+                     b.userspace_addr += ram.size();
+                     return SendTable(fe, {a, b}, {ram.fd()}, 2);
+                   },
+                   "carries 1 fds"},
+        BadMessage{"RegionOverflows",
+                   [](Frontend& fe, GuestRam& ram) {
+                     MemoryRegionDesc r = ram.Region();
+                     r.mmap_offset = UINT64_MAX - 4095;
+                     return SendTable(fe, {r}, {ram.fd()}, 1);
+                   },
+                   "overflows"},
+        BadMessage{"RegionBeyondItsFile",
+                   [](Frontend& fe, GuestRam& ram) {
+                     MemoryRegionDesc r = ram.Region();
+                     r.memory_size *= 2;
+                     return SendTable(fe, {r}, {ram.fd()}, 1);
+                   },
+                   "beyond the file"},
+        BadMessage{"RingOutsideMemory",
+                   [](Frontend& fe, GuestRam& ram) {
+                     MemoryRegionDesc r = ram.Region();
+                     if (auto s = SendTable(fe, {r}, {ram.fd()}, 1); !s.ok()) return s;
+                     if (auto s = SendVringState(fe, Request::kSetVringNum, 1, 256); !s.ok())
+                       return s;
+                     VringAddress a{1, 0, r.userspace_addr + r.memory_size - 64,
+                                    r.userspace_addr, r.userspace_addr + 8192, 0};
+                     if (auto s = fe.Send(Request::kSetVringAddr, &a, sizeof a); !s.ok())
+                       return s;
+                     UniqueFd kick(eventfd(0, EFD_CLOEXEC));
+                     return fe.SendU64(Request::kSetVringKick, 1, {kick.get()});
+                   },
+                   "not inside guest memory"},
+        BadMessage{"RingsOverlap",
+                   [](Frontend& fe, GuestRam& ram) {
+                     MemoryRegionDesc r = ram.Region();
+                     if (auto s = SendTable(fe, {r}, {ram.fd()}, 1); !s.ok()) return s;
+                     if (auto s = SendVringState(fe, Request::kSetVringNum, 1, 256); !s.ok())
+                       return s;
+                     VringAddress a{1, 0, r.userspace_addr, r.userspace_addr + 1024,
+                                    r.userspace_addr + 8192, 0};
+                     if (auto s = fe.Send(Request::kSetVringAddr, &a, sizeof a); !s.ok())
+                       return s;
+                     UniqueFd kick(eventfd(0, EFD_CLOEXEC));
+                     return fe.SendU64(Request::kSetVringKick, 1, {kick.get()});
+                   },
+                   "overlap"},
+        BadMessage{"OversizedHeader",
+                   [](Frontend& fe, GuestRam&) {
+                     MessageHeader h{5, kVersion, 1u << 30};
+                     return send(fe.fd(), &h, sizeof h, 0) == sizeof h
+                                ? absl::OkStatus()
+                                : absl::InternalError("send");
+                   },
+                   "announces"}),
+    [](const ::testing::TestParamInfo<BadMessage>& info) { return info.param.name; });
+
+TEST_F(PortTest, UnsupportedRequestsAreAnsweredSafely) {
+  auto fe = Frontend::Connect(path_);
+  ASSERT_TRUE(fe.ok());
+  ASSERT_TRUE((*fe)->SendU64(Request::kSetProtocolFeatures,
+                             Bit(protocol_feature::kReplyAck)).ok());
+  for (int i = 0; i < 1000; ++i) {
+    uint8_t inflight[24] = {};
+    ASSERT_TRUE((*fe)->Send(Request::kGetInflightFd, inflight, sizeof inflight).ok());
+    uint64_t log[2] = {UINT64_MAX - 4095, 4096};
+    ASSERT_TRUE((*fe)->Send(Request::kSetLogBase, log, sizeof log, {ram_.fd()}).ok());
+  }
+  ASSERT_TRUE((*fe)->Sync().ok()) << "still connected and answering";
+}
+
+// ---- Socket life cycle. ----
+
+TEST_F(PortTest, LiveSocketIsNotStolenButStaleOneIsReplaced) {
+  vhu_port* second = CreatePort(path_, VHU_MODE_SERVER);
+  EXPECT_EQ(second, nullptr);
+  EXPECT_THAT(last_create_error_, HasSubstr("in use"));
+
+  vhu_port_destroy(port_);
+  port_ = nullptr;
+  struct stat st;
+  EXPECT_NE(lstat(path_.c_str(), &st), 0) << "socket file removed with the port";
+
+  // A socket file nobody listens on (left by a crash) is replaced.
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  close(fd);
+  port_ = CreatePort(path_, VHU_MODE_SERVER);
+  EXPECT_NE(port_, nullptr) << last_create_error_;
+
+  std::string file = dir_ + "/regular";
+  close(open(file.c_str(), O_CREAT | O_WRONLY, 0600));
+  EXPECT_EQ(CreatePort(file, VHU_MODE_SERVER), nullptr);
+  EXPECT_THAT(last_create_error_, HasSubstr("not a socket"));
+  unlink(file.c_str());
+}
+
+TEST_F(PortTest, ClientModeConnectsAndReconnects) {
+  std::string server_path = dir_ + "/qemu.sock";
+  vhu_port* client = CreatePort(server_path, VHU_MODE_CLIENT);
+  ASSERT_NE(client, nullptr);
+  for (int round = 0; round < 2; ++round) {
+    // The frontend (QEMU in server mode) appears after the port was created.
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    UniqueFd listener(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    strncpy(addr.sun_path, server_path.c_str(), sizeof addr.sun_path - 1);
+    ASSERT_EQ(bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(listen(listener.get(), 1), 0);
+    UniqueFd conn(accept(listener.get(), nullptr, nullptr));
+    ASSERT_TRUE(conn.valid());
+    Frontend fe(std::move(conn));
+    ASSERT_TRUE(fe.SetUp(ram_, kModernFeatures, {{0, &rx_}, {1, &tx_}}).ok());
+    vhu_port_status s;
+    ASSERT_TRUE(WaitFor([&] {
+      vhu_port_get_status(client, &s);
+      return s.state == VHU_STATE_READY;
+    }));
+    EXPECT_EQ(s.connects, static_cast<uint64_t>(round + 1));
+    unlink(server_path.c_str());
+  }
+  vhu_port_destroy(client);
+}
+
+}  // namespace
+}  // namespace vhostuser::testing

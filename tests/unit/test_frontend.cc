@@ -1,0 +1,249 @@
+#include "test_frontend.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace vhostuser::testing {
+
+GuestRam::GuestRam(size_t size) : fd_(memfd_create("guest-ram", MFD_CLOEXEC)), size_(size) {
+  if (!fd_.valid() || ftruncate(fd_.get(), static_cast<off_t>(size)) != 0) abort();
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
+  if (p == MAP_FAILED) abort();
+  base_ = static_cast<uint8_t*>(p);
+}
+
+GuestRam::~GuestRam() { munmap(base_, size_); }
+
+uint64_t GuestRam::Alloc(size_t size, size_t align) {
+  next_ = (next_ + align - 1) & ~(align - 1);
+  if (next_ + size > size_) abort();
+  uint64_t gpa = kGuestBase + next_;
+  next_ += size;
+  return gpa;
+}
+
+MemoryRegionDesc GuestRam::Region() const {
+  return MemoryRegionDesc{kGuestBase, size_, reinterpret_cast<uint64_t>(base_), 0};
+}
+
+DriverRing::DriverRing(GuestRam& ram, uint16_t size) : ram_(ram), size_(size) {
+  desc_gpa_ = ram.Alloc(16u * size, 16);
+  avail_gpa_ = ram.Alloc(6u + 2u * size, 2);
+  used_gpa_ = ram.Alloc(6u + 8u * size, 4);
+  desc_ = reinterpret_cast<VringDesc*>(ram.host(desc_gpa_));
+  avail_ = reinterpret_cast<uint16_t*>(ram.host(avail_gpa_));
+  used_ = ram.host(used_gpa_);
+  memset(desc_, 0, 16u * size);
+  memset(avail_, 0, 6u + 2u * size);
+  memset(used_, 0, 6u + 8u * size);
+}
+
+VringAddress DriverRing::Address(uint32_t index) const {
+  return VringAddress{index, 0, ram_.user_addr(desc_gpa_), ram_.user_addr(used_gpa_),
+                      ram_.user_addr(avail_gpa_), 0};
+}
+
+uint16_t DriverRing::AddChain(const std::vector<Buffer>& buffers, bool writable) {
+  const uint16_t head = next_desc_;
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    uint16_t idx = next_desc_;
+    next_desc_ = static_cast<uint16_t>((next_desc_ + 1) % size_);
+    desc_[idx].addr = buffers[i].gpa;
+    desc_[idx].len = buffers[i].len;
+    desc_[idx].flags = (writable ? kDescFlagWrite : 0) |
+                       (i + 1 < buffers.size() ? kDescFlagNext : 0);
+    desc_[idx].next = next_desc_;
+  }
+  return head;
+}
+
+uint16_t DriverRing::AddIndirect(const std::vector<Buffer>& buffers, bool writable) {
+  uint64_t table_gpa = ram_.Alloc(16 * buffers.size(), 16);
+  auto* table = reinterpret_cast<VringDesc*>(ram_.host(table_gpa));
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    table[i].addr = buffers[i].gpa;
+    table[i].len = buffers[i].len;
+    table[i].flags = (writable ? kDescFlagWrite : 0) |
+                     (i + 1 < buffers.size() ? kDescFlagNext : 0);
+    table[i].next = static_cast<uint16_t>(i + 1);
+  }
+  uint16_t head = next_desc_;
+  next_desc_ = static_cast<uint16_t>((next_desc_ + 1) % size_);
+  desc_[head] = VringDesc{table_gpa, static_cast<uint32_t>(16 * buffers.size()),
+                          kDescFlagIndirect, 0};
+  return head;
+}
+
+void DriverRing::Publish(uint16_t head) {
+  uint16_t idx = avail_[1];
+  avail_[2 + (idx % size_)] = head;
+  __atomic_store_n(&avail_[1], static_cast<uint16_t>(idx + 1), __ATOMIC_RELEASE);
+}
+
+bool DriverRing::PopUsed(VringUsedElem* elem) {
+  uint16_t idx = __atomic_load_n(reinterpret_cast<uint16_t*>(used_ + 2), __ATOMIC_ACQUIRE);
+  if (idx == last_used_) return false;
+  memcpy(elem, used_ + 4 + 8 * (last_used_ % size_), sizeof *elem);
+  ++last_used_;
+  return true;
+}
+
+uint16_t DriverRing::avail_idx() const { return avail_[1]; }
+uint16_t DriverRing::used_idx() const {
+  return __atomic_load_n(reinterpret_cast<uint16_t*>(used_ + 2), __ATOMIC_ACQUIRE);
+}
+uint16_t DriverRing::used_flags() const { return *reinterpret_cast<uint16_t*>(used_); }
+void DriverRing::set_avail_flags(uint16_t flags) { avail_[0] = flags; }
+void DriverRing::set_used_event(uint16_t event) { avail_[2 + size_] = event; }
+void DriverRing::set_avail_idx(uint16_t idx) { avail_[1] = idx; }
+
+absl::StatusOr<std::unique_ptr<Frontend>> Frontend::Connect(const std::string& path) {
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      return std::make_unique<Frontend>(std::move(fd));
+    }
+    usleep(10000);
+  }
+  return absl::UnavailableError(absl::StrCat("connect ", path, ": ", strerror(errno)));
+}
+
+absl::Status Frontend::Send(Request request, const void* payload, uint32_t size,
+                            const std::vector<int>& fds, uint32_t flags) {
+  MessageHeader header{static_cast<uint32_t>(request), kVersion | flags, size};
+  iovec iov[2] = {{&header, sizeof header}, {const_cast<void*>(payload), size}};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)] = {};
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = size ? 2 : 1;
+  if (!fds.empty()) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  if (sendmsg(fd_.get(), &msg, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof header + size)) {
+    return absl::UnavailableError(absl::StrCat("sendmsg: ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint8_t>> Frontend::Receive(Request expected) {
+  pollfd p{fd_.get(), POLLIN, 0};
+  if (poll(&p, 1, 5000) != 1) return absl::DeadlineExceededError("no reply");
+  MessageHeader header;
+  if (recv(fd_.get(), &header, sizeof header, MSG_WAITALL) != sizeof header) {
+    return absl::UnavailableError("connection closed");
+  }
+  if (header.request != static_cast<uint32_t>(expected) || !(header.flags & kFlagReply) ||
+      header.size > kMaxPayload) {
+    return absl::InternalError(absl::StrCat("unexpected reply ", header.request));
+  }
+  std::vector<uint8_t> payload(header.size);
+  if (header.size &&
+      recv(fd_.get(), payload.data(), header.size, MSG_WAITALL) != header.size) {
+    return absl::UnavailableError("connection closed");
+  }
+  return payload;
+}
+
+absl::StatusOr<uint64_t> Frontend::GetU64(Request request) {
+  if (auto s = Send(request, nullptr, 0); !s.ok()) return s;
+  auto payload = Receive(request);
+  if (!payload.ok()) return payload.status();
+  if (payload->size() != 8) return absl::InternalError("reply is not a u64");
+  uint64_t value;
+  memcpy(&value, payload->data(), 8);
+  return value;
+}
+
+absl::Status Frontend::Sync() { return GetU64(Request::kGetFeatures).status(); }
+
+bool Frontend::WaitClosed(int timeout_ms) {
+  for (int waited = 0; waited < timeout_ms; waited += 10) {
+    char c;
+    ssize_t n = recv(fd_.get(), &c, 1, MSG_DONTWAIT | MSG_PEEK);
+    if (n == 0 || (n < 0 && errno != EAGAIN)) return true;
+    if (n > 0) {  // Drain a stray reply.
+      recv(fd_.get(), &c, 1, MSG_DONTWAIT);
+      continue;
+    }
+    usleep(10000);
+  }
+  return false;
+}
+
+absl::Status Frontend::SetUp(GuestRam& ram, uint64_t features,
+                             const std::vector<RingSetup>& rings, bool protocol_features) {
+  auto offered = GetU64(Request::kGetFeatures);
+  if (!offered.ok()) return offered.status();
+  if (protocol_features) features |= Bit(feature::kProtocolFeatures);
+  if ((features & *offered) != features) {
+    return absl::FailedPreconditionError("backend lacks a feature the test wants");
+  }
+  if (auto s = Send(Request::kSetOwner, nullptr, 0); !s.ok()) return s;
+  if (protocol_features) {
+    auto pf = GetU64(Request::kGetProtocolFeatures);
+    if (!pf.ok()) return pf.status();
+    if (auto s = SendU64(Request::kSetProtocolFeatures, *pf); !s.ok()) return s;
+  }
+  if (auto s = SendU64(Request::kSetFeatures, features); !s.ok()) return s;
+  struct {
+    MemoryTableHeader header;
+    MemoryRegionDesc region;
+  } table{{1, 0}, ram.Region()};
+  if (auto s = Send(Request::kSetMemTable, &table, sizeof table, {ram.fd()}); !s.ok()) {
+    return s;
+  }
+  for (const RingSetup& r : rings) {
+    VringState num{r.index, r.ring->size()};
+    VringState base{r.index, 0};
+    VringAddress addr = r.ring->Address(r.index);
+    if (auto s = Send(Request::kSetVringNum, &num, sizeof num); !s.ok()) return s;
+    if (auto s = Send(Request::kSetVringBase, &base, sizeof base); !s.ok()) return s;
+    if (auto s = Send(Request::kSetVringAddr, &addr, sizeof addr); !s.ok()) return s;
+    UniqueFd kick(eventfd(0, EFD_CLOEXEC));
+    if (auto s = SendU64(Request::kSetVringKick, r.index, {kick.get()}); !s.ok()) return s;
+    if (r.call_fd >= 0) {
+      if (auto s = SendU64(Request::kSetVringCall, r.index, {r.call_fd}); !s.ok()) return s;
+    } else {
+      if (auto s = SendU64(Request::kSetVringCall, r.index | kVringNoFdFlag); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  if (protocol_features) {
+    for (const RingSetup& r : rings) {
+      VringState enable{r.index, 1};
+      if (auto s = Send(Request::kSetVringEnable, &enable, sizeof enable); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  return Sync();
+}
+
+std::vector<uint8_t> TestFrame(uint32_t size, uint32_t seq) {
+  std::vector<uint8_t> frame(size);
+  for (uint32_t i = 0; i < size; ++i) frame[i] = static_cast<uint8_t>(seq * 31 + i);
+  return frame;
+}
+
+}  // namespace vhostuser::testing
