@@ -14,9 +14,17 @@
 #   ovs-build            target that redoes build-ovs.sh at build time, so that a build
 #                        tree survives the cache being wiped
 
-set(VHU_OVS_TARBALL /usr/src/openvswitch/openvswitch.tar.gz CACHE FILEPATH
+# Both default to the environment variables build-ovs.sh reads, as they were when the
+# tree was first configured; from then on the CMake cache holds them, so that the
+# build-time check below looks where configure looked, whatever the shell says.
+if(DEFINED ENV{VHU_OVS_TARBALL})
+  set(_ovs_default_tarball $ENV{VHU_OVS_TARBALL})
+else()
+  set(_ovs_default_tarball /usr/src/openvswitch/openvswitch.tar.gz)
+endif()
+set(VHU_OVS_TARBALL ${_ovs_default_tarball} CACHE FILEPATH
     "Open vSwitch 3.1 source tarball (Debian's openvswitch-source)")
-set(VHU_OVS_CACHE_DIR "" CACHE PATH
+set(VHU_OVS_CACHE_DIR "$ENV{VHU_OVS_CACHE_DIR}" CACHE PATH
     "Where OVS builds are cached, once per machine (empty: /var/cache/ovs-vhostuser)")
 
 set(_ovs_script ${CMAKE_CURRENT_LIST_DIR}/build-ovs.sh)
