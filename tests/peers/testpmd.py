@@ -20,7 +20,9 @@ class TestPmd:
     def __init__(self, sockets, queues=1, queue_size=None, mrg_rxbuf=None,
                  in_order=None, packed_vq=None, server=False, forward_mode="io",
                  cpu=1, hugepages=False, file_prefix=None, burst=None, descs=None,
-                 extra_args=(), log_path=None):
+                 extra_args=(), log_path=None, vhost=False):
+        # vhost=True: the ports are DPDK's vhost PMD (net_vhost) serving the sockets,
+        # the baseline our backend is compared with, instead of virtio_user.
         self.sockets = list(sockets)
         prefix = file_prefix or "vhu-tp-%d-%d" % (os.getpid(), id(self) % 100000)
         vdevs = []
@@ -32,7 +34,10 @@ class TestPmd:
                     devargs.append("%s=%d" % (name, value))
             if server:
                 devargs.append("server=1")
-            vdevs += ["--vdev", "virtio_user%d,%s" % (i, ",".join(devargs))]
+            if vhost:
+                vdevs += ["--vdev", "net_vhost%d,iface=%s,queues=%d" % (i, path, queues)]
+            else:
+                vdevs += ["--vdev", "virtio_user%d,%s" % (i, ",".join(devargs))]
         eal = ["--lcores", "0@%d,1@%d" % (cpu, cpu), "--no-pci", "--file-prefix", prefix,
                "--log-level", "*:notice"]
         if hugepages:
