@@ -42,7 +42,7 @@ ControlLoop::ControlLoop()
 
 void ControlLoop::Add(Port* port) {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     port->set_id(next_id_++);
     ports_[port->id()] = port;
     port->OnAdded();
@@ -51,7 +51,7 @@ void ControlLoop::Add(Port* port) {
 }
 
 void ControlLoop::Remove(Port* port) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   ports_.erase(port->id());
 }
 
@@ -82,7 +82,7 @@ void ControlLoop::Run() {
       Log(VHU_LOG_ERR, "epoll_wait: ", strerror(errno));
       n = 0;
     }
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     for (int i = 0; i < n; ++i) {
       const uint64_t token = events[i].data.u64;
       if (token == 0) {

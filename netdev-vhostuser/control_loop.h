@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
 #include "absl/time/time.h"
 #include "unique_fd.h"
 
@@ -37,9 +37,12 @@ class ControlLoop {
   ControlLoop();
   void Run();
 
-  absl::Mutex mu_;
-  absl::flat_hash_map<uint64_t, Port*> ports_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // std::mutex rather than absl::Mutex: the distribution's Abseil is not built for
+  // ThreadSanitizer, which then cannot see absl::Mutex's ordering; pthread mutexes it
+  // always understands.  Guards ports_ and next_id_.
+  std::mutex mu_;
+  absl::flat_hash_map<uint64_t, Port*> ports_;
+  uint64_t next_id_ = 1;
   UniqueFd epoll_fd_;
   UniqueFd wake_fd_;
   std::thread thread_;

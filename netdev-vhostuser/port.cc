@@ -63,7 +63,7 @@ Port::Port(const vhu_port_options& options)
 Port::~Port() {
   ControlLoop::Get().Remove(this);
   if (conn_fd_.valid()) {
-    absl::MutexLock lock(&status_mu_);
+    std::lock_guard<std::mutex> lock(status_mu_);
     device_.Reset();
   }
   if (listen_fd_.valid()) {
@@ -159,7 +159,7 @@ void Port::Connected(UniqueFd fd) {
   conn_fd_ = std::move(fd);
   ControlLoop::Get().Watch(this, conn_fd_.get(), ControlLoop::FdKind::kConnection);
   {
-    absl::MutexLock lock(&status_mu_);
+    std::lock_guard<std::mutex> lock(status_mu_);
     connected_ = true;
     ++connects_;
   }
@@ -177,7 +177,7 @@ void Port::ReadMessages() {
     if (!*got) return;
     absl::Status handled;
     {
-      absl::MutexLock lock(&status_mu_);
+      std::lock_guard<std::mutex> lock(status_mu_);
       handled = device_.Handle(conn_fd_.get(), *message_);
     }
     message_->fds.clear();  // Closes whatever the request did not keep.
@@ -196,7 +196,7 @@ void Port::Disconnect(const absl::Status& why) {
   conn_fd_.reset();
   reader_.Reset();
   {
-    absl::MutexLock lock(&status_mu_);
+    std::lock_guard<std::mutex> lock(status_mu_);
     device_.Reset();
     connected_ = false;
     ++disconnects_;
@@ -216,7 +216,7 @@ absl::Time Port::OnTick(absl::Time now) {
   if (ring_failure_.exchange(false, std::memory_order_acq_rel) && conn_fd_.valid()) {
     std::string reason;
     {
-      absl::MutexLock lock(&status_mu_);
+      std::lock_guard<std::mutex> lock(status_mu_);
       for (unsigned i = 0; i < VHU_MAX_VRINGS && reason.empty(); ++i) {
         if (const char* why = device_.vring(i).failure()) {
           reason = absl::StrCat("vring ", i, ": ", why);
@@ -233,7 +233,7 @@ absl::Time Port::OnTick(absl::Time now) {
 }
 
 void Port::Post(vhu_event event) {
-  absl::MutexLock lock(&events_mu_);
+  std::lock_guard<std::mutex> lock(events_mu_);
   if (events_.size() >= kMaxQueuedEvents && event.type == VHU_EVENT_VRING_CHANGED) return;
   events_.push_back(event);
   notify_pending_ = true;
@@ -241,7 +241,7 @@ void Port::Post(vhu_event event) {
 
 void Port::FlushNotify() {
   {
-    absl::MutexLock lock(&events_mu_);
+    std::lock_guard<std::mutex> lock(events_mu_);
     if (!notify_pending_) return;
     notify_pending_ = false;
   }
@@ -249,7 +249,7 @@ void Port::FlushNotify() {
 }
 
 bool Port::NextEvent(vhu_event* event) {
-  absl::MutexLock lock(&events_mu_);
+  std::lock_guard<std::mutex> lock(events_mu_);
   if (events_.empty()) return false;
   *event = events_.front();
   events_.pop_front();
@@ -261,7 +261,7 @@ void Port::ReportRingFailure() {
 }
 
 void Port::GetStatus(vhu_port_status* status) {
-  absl::MutexLock lock(&status_mu_);
+  std::lock_guard<std::mutex> lock(status_mu_);
   *status = {};
   status->state = !connected_  ? VHU_STATE_DISCONNECTED
                   : device_.ready() ? VHU_STATE_READY
@@ -282,7 +282,7 @@ void Port::GetStatus(vhu_port_status* status) {
 
 bool Port::GetVringStatus(unsigned vring, vhu_vring_status* status) {
   if (vring >= VHU_MAX_VRINGS) return false;
-  absl::MutexLock lock(&status_mu_);
+  std::lock_guard<std::mutex> lock(status_mu_);
   Virtqueue& vq = device_.vring(vring);
   std::lock_guard<Spinlock> vq_lock(vq.lock());
   vq.FillStatus(status);

@@ -14,7 +14,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
 #include "absl/time/time.h"
 #include "device.h"
 #include "message_reader.h"
@@ -74,17 +74,18 @@ class Port {
   std::atomic<bool> ring_failure_{false};
 
   // Status and Device state read by other threads.
-  absl::Mutex status_mu_;
+  // Guards connected_, the counters, last_error_ and the Device's non-vring state.
+  std::mutex status_mu_;
   // The vrings have locks of their own; the rest of the device is read under status_mu_.
   Device device_;
-  bool connected_ ABSL_GUARDED_BY(status_mu_) = false;
-  uint64_t connects_ ABSL_GUARDED_BY(status_mu_) = 0;
-  uint64_t disconnects_ ABSL_GUARDED_BY(status_mu_) = 0;
-  std::string last_error_ ABSL_GUARDED_BY(status_mu_);
+  bool connected_ = false;
+  uint64_t connects_ = 0;
+  uint64_t disconnects_ = 0;
+  std::string last_error_;
 
-  absl::Mutex events_mu_;
-  std::deque<vhu_event> events_ ABSL_GUARDED_BY(events_mu_);
-  bool notify_pending_ ABSL_GUARDED_BY(events_mu_) = false;
+  std::mutex events_mu_;  // Guards events_ and notify_pending_.
+  std::deque<vhu_event> events_;
+  bool notify_pending_ = false;
 };
 
 }  // namespace vhostuser
