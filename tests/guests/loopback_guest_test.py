@@ -16,9 +16,11 @@ them).  Then the counts must agree exactly:
 --backend-mode server: the loopback listens and QEMU connects (dpdkvhostuser ports);
 client: QEMU listens and the loopback connects (dpdkvhostuserclient ports).
 --queues 2 runs a two-vCPU guest with two queue pairs and pings from each vCPU.
+--mtu 9000 has the device advertise a 9000-byte MTU, and the pings fill it: frames
+larger than one receive buffer, which the backend spreads over mergeable buffers.
 
 usage: loopback_guest_test.py --loopback BIN [--backend-mode server|client]
-                              [--queues N] [--pings N] [--keep]
+                              [--queues N] [--pings N] [--mtu BYTES] [--keep]
 """
 
 import argparse
@@ -71,11 +73,14 @@ def wait_until_quiet(guest, iface, settle=1.0, timeout=30):
         previous = current
 
 
-def send_pings(guest, queues, count):
-    """Pings from every vCPU at once; Linux maps each vCPU to its own TX queue."""
+def send_pings(guest, queues, count, mtu):
+    """Pings from every vCPU at once; Linux maps each vCPU to its own TX queue.  Each
+    frame fills the MTU: 20 bytes of IPv4 and 8 of ICMP header around the payload."""
     per_cpu = count // queues
-    pings = ["taskset -c %d ping -q -c %d -i %s -W 1 %s >/dev/null &"
-             % (cpu, per_cpu, PING_INTERVAL, NEIGHBOUR_IP) for cpu in range(queues)]
+    payload = mtu - 28
+    pings = ["taskset -c %d ping -q -c %d -s %d -i %s -W 1 %s >/dev/null &"
+             % (cpu, per_cpu, payload, PING_INTERVAL, NEIGHBOUR_IP)
+             for cpu in range(queues)]
     # ping exits 1 (no replies: the echoes are not addressed to us); wait collects them.
     guest.run(" ".join(pings) + " wait", timeout=30 + count * PING_INTERVAL)
     return per_cpu * queues
@@ -101,8 +106,12 @@ def run(args, workdir):
                                os.path.join(workdir, "loopback.log"),
                                client=backend_is_client, queues=args.queues)
     guest = QemuGuest(image, [VhostUserNic(socket_path, qemu_listens=backend_is_client,
-                                           queues=args.queues)],
-                      workdir, kernel_args=["vhu.ip=" + GUEST_ADDRESS])
+                                           queues=args.queues,
+                                           host_mtu=args.mtu if args.mtu != 1500 else None)],
+                      workdir,
+                      # link-report prints the driver and queue count of each card
+                      # at boot, before the test touches anything.
+                      kernel_args=["vhu.ip=" + GUEST_ADDRESS, "vhu.run=link-report"])
     try:
         if backend_is_client:
             guest.start()  # QEMU listens at once (wait=off) and boots meanwhile.
@@ -120,12 +129,16 @@ def run(args, workdir):
         log("guest shell up %.1f s after QEMU started" % boot)
         guest.wait_for_interface("eth0", "virtio_net")
         wait_for_carrier(guest, "eth0")
-        queue_dirs = guest.run("ls /sys/class/net/eth0/queues").split()
-        log("eth0 up under virtio_net, queues: %s" % " ".join(queue_dirs))
+        link = guest.console.wait_for(r"^VHU-LINK iface=eth0 .*$", 5).group(0)
+        log("eth0 up: %s" % link)
+        mtu = int(guest.run("cat /sys/class/net/eth0/mtu"))
+        if mtu != args.mtu:
+            raise AssertionError("eth0 has MTU %d, the device advertised %d"
+                                 % (mtu, args.mtu))
         guest.run("arp -s %s %s" % (NEIGHBOUR_IP, NEIGHBOUR_MAC))
 
         before = wait_until_quiet(guest, "eth0")
-        sent = send_pings(guest, args.queues, args.pings)
+        sent = send_pings(guest, args.queues, args.pings, args.mtu)
         after = wait_until_quiet(guest, "eth0")
         log("guest eth0 before: tx=%d rx=%d; after: tx=%d rx=%d" %
             (before["tx_packets"], before["rx_packets"], after["tx_packets"],
@@ -141,6 +154,12 @@ def run(args, workdir):
               "guest sent %d frames while pinging %d times" % (tx_delta, sent))
         check(problems, rx_delta == sent,
               "guest received %d frames back for %d sent" % (rx_delta, sent))
+        frame_bytes = args.mtu + 14  # The guest counts the Ethernet header, no FCS.
+        for counter in ["tx_bytes", "rx_bytes"]:
+            moved = after[counter] - before[counter]
+            check(problems, moved == sent * frame_bytes,
+                  "guest %s rose by %d, expected %d frames of %d bytes"
+                  % (counter, moved, sent, frame_bytes))
         check(problems, ours["rx"] == after["tx_packets"],
               "guest sent %d frames in all, loopback received %d"
               % (after["tx_packets"], ours["rx"]))
@@ -161,8 +180,10 @@ def run(args, workdir):
               ours.get("enabled_tx_mask") == every_pair,
               "enabled queue pairs rx=%s tx=%s, expected %#x" %
               (ours.get("enabled_rx_mask"), ours.get("enabled_tx_mask"), every_pair))
-        check(problems, len([d for d in queue_dirs if d.startswith("tx-")]) == args.queues,
-              "the guest uses TX queues %s, expected %d" % (queue_dirs, args.queues))
+        expected_link = ("driver=virtio_net tx_queues=%d rx_queues=%d"
+                         % (args.queues, args.queues))
+        check(problems, link.endswith(expected_link),
+              "guest reports %r, expected %r" % (link, expected_link))
         for q in range(args.queues):
             check(problems, ours["queues"].get(q, (0, 0))[0] > 0,
                   "no traffic on queue pair %d: %s" % (q, ours["queues"]))
@@ -196,6 +217,7 @@ def main():
     ap.add_argument("--backend-mode", choices=["server", "client"], default="server")
     ap.add_argument("--queues", type=int, default=1)
     ap.add_argument("--pings", type=int, default=20)
+    ap.add_argument("--mtu", type=int, default=1500)
     ap.add_argument("--keep", action="store_true", help="keep the logs even on success")
     args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="vhu-guest-")

@@ -39,11 +39,14 @@ POWEROFF_TIMEOUT = 30
 
 class VhostUserNic:
     def __init__(self, socket_path, qemu_listens=False, queues=1, mac=None,
-                 reconnect_seconds=0):
+                 reconnect_seconds=0, host_mtu=None):
         """qemu_listens: QEMU is the socket's server (for dpdkvhostuserclient ports).
         reconnect_seconds: with QEMU as client, retry a lost connection this often
-        (0: never), e.g. for a switch that restarts."""
+        (0: never), e.g. for a switch that restarts.  host_mtu: the MTU the device
+        advertises to the guest (VIRTIO_NET_F_MTU); QEMU also tells the backend
+        (VHOST_USER_NET_SET_MTU)."""
         self.socket_path = socket_path
+        self.host_mtu = host_mtu
         self.qemu_listens = qemu_listens
         self.queues = queues
         self.mac = mac
@@ -101,6 +104,8 @@ class QemuGuest:
             device = "virtio-net-pci,netdev=net%d,mac=%s,vectors=0" % (i, mac)
             if nic.queues > 1:
                 device += ",mq=on"
+            if nic.host_mtu:
+                device += ",host_mtu=%d" % nic.host_mtu
             argv += ["-chardev", chardev,
                      "-netdev", "vhost-user,id=net%d,chardev=vhu%d,queues=%d"
                      % (i, i, nic.queues),
