@@ -2,21 +2,20 @@
  * OVS's userspace datapath, without DPDK.
  *
  * A port is the switch's end of one vhost-user socket.  In server mode
- * (dpdkvhostuser) the switch listens on <OVS run directory>/<port name>; in client
- * mode (dpdkvhostuserclient) it connects to options:vhost-server-path, where QEMU
- * listens.  Both classes are PMD classes: dpif-netdev polls their receive queues from
- * its PMD threads, as it does for OVS-DPDK's ports of the same names.
+ * (dpdkvhostuser) the switch listens on <vhost-sock-dir>/<port name>; in client mode
+ * (dpdkvhostuserclient) it connects to options:vhost-server-path, where QEMU listens,
+ * and reconnects when QEMU restarts.  Both are PMD classes: dpif-netdev polls their
+ * receive queues from its PMD threads, one OVS rx queue per guest queue pair.
  *
- * This file holds the OVS side of a port: its configuration, flags, MAC, MTU and
- * counters, and the netdev_class entry points.  The vhost-user protocol and the
- * virtqueues live in the netdev-vhostuser library, behind the C API of
- * <vhostuser/vhostuser.h>; no frontend can connect yet, because the port does not
- * create its vhu_port yet.  Until then a port is what OVS-DPDK's port is while no
- * guest is attached: carrier down, nothing received, everything sent dropped and
- * counted.  The places that will call the library are marked "Backend:".
+ * The vhost-user protocol and the virtqueues live in the netdev-vhostuser library,
+ * behind <vhostuser/vhostuser.h>; its control thread serves every socket and tells us
+ * what changed through per-port events, which run() turns into OVS state: carrier,
+ * queue counts (through reconfigure), the tx queue map, status.
  *
- * Locking: 'mutex' guards the configuration.  The data path (send, rxq_recv) runs on
- * PMD threads and takes no lock; it touches only atomic counters. */
+ * Locking: 'mutex' guards the configuration.  The data path (send, rxq_recv) takes no
+ * lock of ours: it reads atomics and 'port', which only reconfigure() replaces, while
+ * dpif-netdev keeps every PMD thread off the port.  The one lock on the data path is
+ * the library's, per guest queue. */
 
 #include <config.h>
 
@@ -26,58 +25,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dirs.h"
 #include "dp-packet.h"
-#include "netdev-provider.h"
-#include "netdev-vhostuser-options.h"
+#include "dpif-netdev.h"
+#include "netdev-vhostuser-private.h"
 #include "openvswitch/vlog.h"
-#include "ovs-atomic.h"
 #include "ovs-numa.h"
-#include "ovs-thread.h"
 #include "packets.h"
+#include "seq.h"
 #include "smap.h"
+#include "sset.h"
 #include "util.h"
 
 VLOG_DEFINE_THIS_MODULE(netdev_vhostuser);
 
-/* The MTU a port reports until mtu_request or the guest says otherwise: Ethernet's. */
+/* The MTU a port reports until mtu_request says otherwise: Ethernet's. */
 #define VHOSTUSER_DEFAULT_MTU 1500
+/* mtu_request range, as OVS-DPDK's (a 9728-byte frame at most). */
+#define VHOSTUSER_MIN_MTU 68
+#define VHOSTUSER_MAX_MTU 9702
 
-/* Counters of one port.  Atomic because any PMD thread may send to any port. */
-struct vhostuser_counters {
-    atomic_uint64_t rx_packets;
-    atomic_uint64_t rx_bytes;
-    atomic_uint64_t tx_packets;
-    atomic_uint64_t tx_bytes;
-    atomic_uint64_t tx_dropped;
-};
+struct ovs_mutex vhostuser_ports_mutex = OVS_MUTEX_INITIALIZER;
+struct ovs_list vhostuser_ports OVS_GUARDED_BY(vhostuser_ports_mutex)
+    = OVS_LIST_INITIALIZER(&vhostuser_ports);
 
-struct netdev_vhostuser {
-    struct netdev up;
-
-    /* Fixed at construction: which of the two classes this port belongs to. */
-    bool client_mode;
-
-    struct ovs_mutex mutex;
-
-    /* The Interface options as last applied, verbatim, so that set_config (called on
-     * every bridge reconfiguration) only acts, and logs, when they changed. */
-    struct smap applied_args OVS_GUARDED;
-    struct vhostuser_options options OVS_GUARDED;
-
-    /* Server mode: <run dir>/<name>.  Client mode: options.server_path's copy, or
-     * NULL until options:vhost-server-path is set. */
-    char *socket_path OVS_GUARDED;
-
-    struct eth_addr hwaddr OVS_GUARDED;
-    int mtu OVS_GUARDED;
-    enum netdev_flags flags OVS_GUARDED;
-
-    struct vhostuser_counters counters;
-
-    /* Backend: struct vhu_port *port, created in reconfigure() once the socket path
-     * is known, destroyed in destruct(). */
-};
+/* Changed by the library's control thread when any port has events; run() drains
+ * them and wait() sleeps on it. */
+static struct seq *vhostuser_seq;
+static uint64_t vhostuser_last_seqno;   /* What run() last handled. */
 
 struct netdev_rxq_vhostuser {
     struct netdev_rxq up;
@@ -86,42 +60,235 @@ struct netdev_rxq_vhostuser {
 static int netdev_vhostuser_construct_server(struct netdev *);
 static int netdev_vhostuser_construct_client(struct netdev *);
 
-static bool
-is_vhostuser_class(const struct netdev_class *class)
+bool
+netdev_vhostuser_is_vhostuser(const struct netdev *netdev)
 {
+    const struct netdev_class *class = netdev_get_class(netdev);
+
     return class->construct == netdev_vhostuser_construct_server
            || class->construct == netdev_vhostuser_construct_client;
 }
 
-static struct netdev_vhostuser *
+struct netdev_vhostuser *
 netdev_vhostuser_cast(const struct netdev *netdev)
 {
-    ovs_assert(is_vhostuser_class(netdev_get_class(netdev)));
+    ovs_assert(netdev_vhostuser_is_vhostuser(netdev));
     return CONTAINER_OF(netdev, struct netdev_vhostuser, up);
 }
 
-static struct netdev_rxq_vhostuser *
-netdev_rxq_vhostuser_cast(const struct netdev_rxq *rxq)
+/* ---- The backend's log and events ---- */
+
+static void
+backend_log(enum vhu_log_level level, const char *message)
 {
-    ovs_assert(is_vhostuser_class(netdev_get_class(rxq->netdev)));
-    return CONTAINER_OF(rxq, struct netdev_rxq_vhostuser, up);
+    static struct vlog_rate_limit rl = VLOG_RATE_LIMIT_INIT(20, 60);
+
+    switch (level) {
+    case VHU_LOG_ERR:
+        VLOG_ERR_RL(&rl, "%s", message);
+        break;
+    case VHU_LOG_WARN:
+        VLOG_WARN_RL(&rl, "%s", message);
+        break;
+    case VHU_LOG_INFO:
+        VLOG_INFO("%s", message);
+        break;
+    default:
+        VLOG_DBG("%s", message);
+        break;
+    }
 }
 
-static uint64_t
-counter_read(atomic_uint64_t *counter)
+/* Called on the library's control thread: only wakes the main thread. */
+static void
+backend_notify(void *aux OVS_UNUSED)
 {
-    uint64_t value;
+    seq_change(vhostuser_seq);
+}
 
-    atomic_read_relaxed(counter, &value);
-    return value;
+/* Which guest RX vring (queue pair) each OVS tx queue sends to: its own if the guest
+ * enabled it, else the enabled ones in turn, else none (packets are dropped). */
+static void
+update_tx_map(struct netdev_vhostuser *dev, int n_txq)
+    OVS_REQUIRES(dev->mutex)
+{
+    int enabled[VHU_MAX_QUEUE_PAIRS];
+    int n_enabled = 0;
+
+    for (int q = 0; q < VHU_MAX_QUEUE_PAIRS; q++) {
+        if (dev->enabled_rx_mask & (1u << q)) {
+            enabled[n_enabled++] = q;
+        }
+    }
+    for (int q = 0; q < VHU_MAX_QUEUE_PAIRS; q++) {
+        int map = -1;
+
+        if (q < n_txq && n_enabled) {
+            map = (dev->enabled_rx_mask & (1u << q)) ? q : enabled[q % n_enabled];
+        }
+        atomic_store_relaxed(&dev->tx_map[q], map);
+    }
+}
+
+static uint32_t
+max_frame_for_mtu(int mtu)
+{
+    return mtu + ETH_HEADER_LEN + VLAN_HEADER_LEN;
+}
+
+/* Takes in what the backend says about the guest: carrier, queues, the tx map. */
+static void
+update_from_backend(struct netdev_vhostuser *dev)
+    OVS_REQUIRES(dev->mutex)
+{
+    const char *name = netdev_get_name(&dev->up);
+    struct vhu_port_status status;
+    bool carrier, old_carrier;
+
+    if (!dev->port) {
+        return;
+    }
+    vhu_port_get_status(dev->port, &status);
+
+    carrier = status.state == VHU_STATE_READY;
+    atomic_read_relaxed(&dev->carrier, &old_carrier);
+    if (carrier != old_carrier) {
+        atomic_store_relaxed(&dev->carrier, carrier);
+        dev->carrier_resets++;
+        if (carrier) {
+            char features[256];
+
+            vhu_format_features(status.features, false, features, sizeof features);
+            VLOG_INFO("%s: guest ready, %u vrings, features %s", name,
+                      status.num_vrings, features);
+        } else if (status.last_error[0]) {
+            VLOG_WARN("%s: guest disconnected: %s", name, status.last_error);
+        } else {
+            VLOG_INFO("%s: guest %s", name,
+                      status.state == VHU_STATE_DISCONNECTED ? "disconnected"
+                                                             : "not ready");
+        }
+    }
+
+    if (status.enabled_rx_mask != dev->enabled_rx_mask
+        || status.enabled_tx_mask != dev->enabled_tx_mask) {
+        VLOG_INFO("%s: guest queues enabled: receive %#x, transmit %#x", name,
+                  status.enabled_rx_mask, status.enabled_tx_mask);
+        dev->enabled_rx_mask = status.enabled_rx_mask;
+        dev->enabled_tx_mask = status.enabled_tx_mask;
+        atomic_store_relaxed(&dev->guest_tx_mask, status.enabled_tx_mask);
+        update_tx_map(dev, netdev_n_txq(&dev->up));
+    }
+
+    /* One OVS rx and tx queue per queue pair the guest set up; kept while no guest is
+     * connected, so that a reconnecting guest does not reshuffle the PMDs. */
+    if (status.state != VHU_STATE_DISCONNECTED && status.num_vrings) {
+        int n_pairs = MIN((status.num_vrings + 1) / 2, VHU_MAX_QUEUE_PAIRS);
+
+        if (n_pairs != dev->requested_n_rxq) {
+            VLOG_INFO("%s: guest has %d queue pairs (was %d)", name, n_pairs,
+                      dev->requested_n_rxq);
+            dev->requested_n_rxq = dev->requested_n_txq = n_pairs;
+            netdev_request_reconfigure(&dev->up);
+        }
+    }
+
+    uint32_t guest_frame = vhu_port_max_rx_frame(dev->port);
+    atomic_store_relaxed(&dev->max_frame,
+                         MIN(guest_frame, max_frame_for_mtu(dev->mtu)));
+    netdev_change_seq_changed(&dev->up);
 }
 
 static void
-counter_add(atomic_uint64_t *counter, uint64_t n)
+netdev_vhostuser_run(const struct netdev_class *class OVS_UNUSED)
 {
-    uint64_t orig;
+    struct netdev_vhostuser *dev;
 
-    atomic_add_relaxed(counter, n, &orig);
+    if (!vhostuser_seq) {
+        return;   /* No port yet. */
+    }
+    uint64_t seqno = seq_read(vhostuser_seq);
+
+    if (seqno == vhostuser_last_seqno) {
+        return;
+    }
+    vhostuser_last_seqno = seqno;
+
+    ovs_mutex_lock(&vhostuser_ports_mutex);
+    LIST_FOR_EACH (dev, list_node, &vhostuser_ports) {
+        struct vhu_event event;
+        bool changed = false;
+
+        ovs_mutex_lock(&dev->mutex);
+        while (dev->port && vhu_port_next_event(dev->port, &event)) {
+            changed = true;
+        }
+        if (changed) {
+            update_from_backend(dev);
+        }
+        ovs_mutex_unlock(&dev->mutex);
+    }
+    ovs_mutex_unlock(&vhostuser_ports_mutex);
+}
+
+static void
+netdev_vhostuser_wait(const struct netdev_class *class OVS_UNUSED)
+{
+    if (vhostuser_seq) {
+        seq_wait(vhostuser_seq, vhostuser_last_seqno);
+    }
+}
+
+/* ---- The backend port ---- */
+
+/* Makes the backend port serve dev->socket_path, creating it or moving it there.
+ * Failure is shown in the port's status (and logged), not returned: dpif-netdev
+ * deletes a port whose reconfiguration fails, and the user would lose the port
+ * instead of seeing why it does not work. */
+static void
+ensure_backend_port(struct netdev_vhostuser *dev)
+    OVS_REQUIRES(dev->mutex)
+{
+    const char *name = netdev_get_name(&dev->up);
+    char error[256];
+
+    if (dev->port && nullable_string_is_equal(dev->port_path, dev->socket_path)) {
+        return;
+    }
+    if (dev->port) {
+        VLOG_INFO("%s: leaving socket %s", name, dev->port_path);
+        vhu_port_destroy(dev->port);
+        dev->port = NULL;
+        atomic_store_relaxed(&dev->carrier, false);
+        dev->enabled_rx_mask = dev->enabled_tx_mask = 0;
+        atomic_store_relaxed(&dev->guest_tx_mask, 0);
+        update_tx_map(dev, netdev_n_txq(&dev->up));
+    }
+    free(dev->port_path);
+    dev->port_path = NULL;
+    free(dev->socket_error);
+    dev->socket_error = NULL;
+    if (!dev->socket_path) {
+        return;   /* Client port without options:vhost-server-path. */
+    }
+
+    struct vhu_port_options options = {
+        .socket_path = dev->socket_path,
+        .mode = dev->client_mode ? VHU_MODE_CLIENT : VHU_MODE_SERVER,
+        .notify = backend_notify,
+        .aux = NULL,
+    };
+    dev->port = vhu_port_create(&options, error, sizeof error);
+    if (!dev->port) {
+        VLOG_ERR("%s: cannot %s vhost-user socket %s: %s", name,
+                 dev->client_mode ? "use" : "create", dev->socket_path, error);
+        dev->socket_error = xstrdup(error);
+        return;
+    }
+    dev->port_path = xstrdup(dev->socket_path);
+    VLOG_INFO("%s: vhost-user %s on %s", name,
+              dev->client_mode ? "client connecting to" : "server listening",
+              dev->socket_path);
 }
 
 /* ---- Life cycle ---- */
@@ -134,56 +301,85 @@ netdev_vhostuser_alloc(void)
     return &dev->up;
 }
 
+static void
+netdev_vhostuser_class_init(void)
+{
+    static struct ovsthread_once once = OVSTHREAD_ONCE_INITIALIZER;
+
+    if (ovsthread_once_start(&once)) {
+        vhostuser_seq = seq_create();
+        vhu_set_log_function(backend_log);
+        ovsthread_once_done(&once);
+    }
+}
+
 static int
 netdev_vhostuser_construct__(struct netdev *netdev, bool client_mode)
 {
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
     const char *name = netdev_get_name(netdev);
 
-    /* The name of a server-mode port becomes a file name in the run directory, so it
-     * must not climb out of it.  OVS-DPDK refuses the same names for the same
-     * reason; we refuse them in client mode too, so that a port can change mode
-     * without changing name. */
+    /* The name of a server-mode port becomes a file name in the socket directory, so
+     * it must not climb out of it.  OVS-DPDK refuses the same names; we refuse them in
+     * client mode too, so that a port can change mode without changing name. */
     if (strchr(name, '/') || strchr(name, '\\')) {
         VLOG_ERR("\"%s\" is not a valid name for a vhost-user port: it must not "
                  "contain '/' or '\\'", name);
         return EINVAL;
     }
+    netdev_vhostuser_class_init();
 
     dev->client_mode = client_mode;
     ovs_mutex_init(&dev->mutex);
     smap_init(&dev->applied_args);
     vhostuser_options_init(&dev->options);
-    dev->socket_path = NULL;
     dev->hwaddr = eth_addr_zero;
     dev->mtu = VHOSTUSER_DEFAULT_MTU;
-    dev->flags = 0;
-
-    atomic_init(&dev->counters.rx_packets, 0);
-    atomic_init(&dev->counters.rx_bytes, 0);
-    atomic_init(&dev->counters.tx_packets, 0);
-    atomic_init(&dev->counters.tx_bytes, 0);
-    atomic_init(&dev->counters.tx_dropped, 0);
+    /* Up from the start, as OVS's other NICs: "ovs-ofctl mod-port ... down" takes it
+     * down. */
+    dev->flags = NETDEV_UP | NETDEV_PROMISC;
+    dev->requested_n_rxq = dev->requested_n_txq = 1;
+    atomic_init(&dev->admin_up, true);
+    atomic_init(&dev->carrier, false);
+    atomic_init(&dev->guest_tx_mask, 0);
+    atomic_init(&dev->tx_retries_max, dev->options.tx_retries_max);
+    atomic_init(&dev->max_frame, max_frame_for_mtu(dev->mtu));
+    for (int q = 0; q < VHU_MAX_QUEUE_PAIRS; q++) {
+        atomic_init(&dev->tx_map[q], -1);
+    }
+    vhostuser_counters_init(dev);
+    vhostuser_policer_init(&dev->ingress_policer);
+    vhostuser_policer_init(&dev->egress_policer);
 
     if (!client_mode) {
-        char *path = xasprintf("%s/%s", ovs_rundir(), name);
+        char *path = xasprintf("%s/%s", vhostuser_sock_dir(), name);
         char *error = vhostuser_socket_path_check(path);
 
         if (error) {
             VLOG_ERR("%s: %s", name, error);
             free(error);
             free(path);
+            vhostuser_policer_destroy(&dev->ingress_policer);
+            vhostuser_policer_destroy(&dev->egress_policer);
+            vhostuser_options_destroy(&dev->options);
             smap_destroy(&dev->applied_args);
             ovs_mutex_destroy(&dev->mutex);
             return ENAMETOOLONG;
         }
         dev->socket_path = path;
+        /* Listen at once: QEMU may be waiting for the socket. */
+        ovs_mutex_lock(&dev->mutex);
+        ensure_backend_port(dev);
+        ovs_mutex_unlock(&dev->mutex);
     }
 
-    VLOG_INFO("%s: %s vhost-user port created%s%s", name,
-              client_mode ? "client-mode" : "server-mode",
-              dev->socket_path ? ", socket " : "",
-              dev->socket_path ? dev->socket_path : "");
+    ovs_mutex_lock(&vhostuser_ports_mutex);
+    ovs_list_push_back(&vhostuser_ports, &dev->list_node);
+    ovs_mutex_unlock(&vhostuser_ports_mutex);
+
+    netdev->n_rxq = netdev->n_txq = 1;
+    VLOG_INFO("%s: %s vhost-user port created", name,
+              client_mode ? "client-mode" : "server-mode");
     return 0;
 }
 
@@ -204,15 +400,27 @@ netdev_vhostuser_destruct(struct netdev *netdev)
 {
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
 
-    /* Backend: vhu_port_destroy(dev->port), which also removes a server socket. */
-    VLOG_INFO("%s: vhost-user port destroyed", netdev_get_name(netdev));
+    ovs_mutex_lock(&vhostuser_ports_mutex);
+    ovs_list_remove(&dev->list_node);
+    ovs_mutex_unlock(&vhostuser_ports_mutex);
 
     ovs_mutex_lock(&dev->mutex);
+    if (dev->port) {
+        /* Also removes a server socket file. */
+        vhu_port_destroy(dev->port);
+        dev->port = NULL;
+    }
+    free(dev->port_path);
     free(dev->socket_path);
+    free(dev->socket_error);
+    free(dev->config_error);
     vhostuser_options_destroy(&dev->options);
     smap_destroy(&dev->applied_args);
     ovs_mutex_unlock(&dev->mutex);
+    vhostuser_policer_destroy(&dev->ingress_policer);
+    vhostuser_policer_destroy(&dev->egress_policer);
     ovs_mutex_destroy(&dev->mutex);
+    VLOG_INFO("%s: vhost-user port destroyed", netdev_get_name(netdev));
 }
 
 static void
@@ -249,22 +457,36 @@ netdev_vhostuser_set_config(struct netdev *netdev, const struct smap *args,
     error = vhostuser_options_parse(netdev_get_name(netdev), dev->client_mode, args,
                                     &dev->options, errp);
     if (error) {
-        /* netdev_set_config() puts the reason in the error column and logs only
-         * the errno; log the reason too.  Rate-limited: the bridge retries a port
-         * it could not configure on every reconfiguration. */
+        /* Rate-limited: the bridge retries a configuration on every pass. */
         static struct vlog_rate_limit rl = VLOG_RATE_LIMIT_INIT(5, 20);
 
-        VLOG_WARN_RL(&rl, "%s", *errp);
+        VLOG_WARN_RL(&rl, "%s%s", *errp, dev->configured
+                     ? "; the port keeps its previous options" : "");
+        if (dev->configured) {
+            /* A port already in use keeps working with the options it had: failing
+             * here would make the bridge delete it, and the guest would lose its
+             * network over a typo.  The refusal shows in status:config_error. */
+            free(dev->config_error);
+            dev->config_error = *errp;
+            *errp = NULL;
+            error = 0;
+        }
+        /* For a new port, netdev_set_config() puts the reason in the Interface's
+         * error column and the port is not created. */
         goto out;
     }
+    dev->configured = true;
+    free(dev->config_error);
+    dev->config_error = NULL;
     smap_destroy(&dev->applied_args);
     smap_clone(&dev->applied_args, args);
+    atomic_store_relaxed(&dev->tx_retries_max, dev->options.tx_retries_max);
 
     if (dev->client_mode
         && !nullable_string_is_equal(dev->socket_path, dev->options.server_path)) {
         free(dev->socket_path);
         dev->socket_path = xstrdup(dev->options.server_path);
-        /* Backend: the connection moves to the new path in reconfigure(). */
+        /* The connection moves to the new path in reconfigure(). */
         netdev_request_reconfigure(netdev);
     }
 
@@ -278,11 +500,23 @@ netdev_vhostuser_reconfigure(struct netdev *netdev)
 {
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
 
-    /* Backend: (re)create the vhu_port for dev->socket_path, and take the queue
-     * counts and MTU the guest negotiated into n_rxq, n_txq and mtu. */
     ovs_mutex_lock(&dev->mutex);
-    VLOG_DBG("%s: reconfigured, socket %s", netdev_get_name(netdev),
-             dev->socket_path ? dev->socket_path : "(none)");
+    if (!dev->client_mode) {
+        char *path = xasprintf("%s/%s", vhostuser_sock_dir(), netdev_get_name(netdev));
+
+        if (!nullable_string_is_equal(path, dev->socket_path)) {
+            free(dev->socket_path);
+            dev->socket_path = path;
+        } else {
+            free(path);
+        }
+    }
+    ensure_backend_port(dev);
+
+    netdev->n_rxq = dev->requested_n_rxq;
+    netdev->n_txq = dev->requested_n_txq;
+    update_tx_map(dev, netdev->n_txq);
+    netdev_change_seq_changed(netdev);
     ovs_mutex_unlock(&dev->mutex);
     return 0;
 }
@@ -328,15 +562,20 @@ netdev_vhostuser_set_mtu(struct netdev *netdev, int mtu)
 {
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
 
-    if (mtu < ETH_PAYLOAD_MIN || mtu > UINT16_MAX) {
+    if (mtu < VHOSTUSER_MIN_MTU || mtu > VHOSTUSER_MAX_MTU) {
+        static struct vlog_rate_limit rl = VLOG_RATE_LIMIT_INIT(5, 20);
+
+        VLOG_WARN_RL(&rl, "%s: mtu_request=%d refused: vhost-user ports take %d to %d",
+                     netdev_get_name(netdev), mtu, VHOSTUSER_MIN_MTU,
+                     VHOSTUSER_MAX_MTU);
         return EINVAL;
     }
 
-    /* Backend: frames longer than the guest's buffers allow
-     * (vhu_port_max_rx_frame()) are dropped on send, whatever the MTU says. */
     ovs_mutex_lock(&dev->mutex);
     if (dev->mtu != mtu) {
         dev->mtu = mtu;
+        uint32_t guest_frame = dev->port ? vhu_port_max_rx_frame(dev->port) : UINT32_MAX;
+        atomic_store_relaxed(&dev->max_frame, MIN(guest_frame, max_frame_for_mtu(mtu)));
         netdev_change_seq_changed(netdev);
     }
     ovs_mutex_unlock(&dev->mutex);
@@ -356,6 +595,7 @@ netdev_vhostuser_update_flags(struct netdev *netdev, enum netdev_flags off,
     ovs_mutex_lock(&dev->mutex);
     *old_flagsp = dev->flags;
     dev->flags = (dev->flags | on) & ~off;
+    atomic_store_relaxed(&dev->admin_up, (dev->flags & NETDEV_UP) != 0);
     if (dev->flags != *old_flagsp) {
         netdev_change_seq_changed(netdev);
     }
@@ -363,15 +603,82 @@ netdev_vhostuser_update_flags(struct netdev *netdev, enum netdev_flags off,
     return 0;
 }
 
-/* ---- State and counters ---- */
+static int
+netdev_vhostuser_set_policing(struct netdev *netdev, uint32_t kbits_rate,
+                              uint32_t kbits_burst, uint32_t kpkts_rate,
+                              uint32_t kpkts_burst)
+{
+    struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
+
+    if (kpkts_rate || kpkts_burst) {
+        /* Packet-rate policing is not implemented; say so rather than ignore it. */
+        return EOPNOTSUPP;
+    }
+    vhostuser_policer_set(&dev->ingress_policer, kbits_rate, kbits_burst);
+    return 0;
+}
+
+/* ---- QoS: the egress-policer type, as OVS-DPDK's ---- */
+
+static int
+netdev_vhostuser_get_qos_types(const struct netdev *netdev OVS_UNUSED,
+                               struct sset *types)
+{
+    sset_add(types, "egress-policer");
+    return 0;
+}
+
+static int
+netdev_vhostuser_get_qos(const struct netdev *netdev, const char **typep,
+                         struct smap *details)
+{
+    struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
+    struct vhostuser_policer *p = &dev->egress_policer;
+
+    ovs_spin_lock(&p->lock);
+    if (p->rate_kbps) {
+        *typep = "egress-policer";
+        /* Back in the units of the configuration: bytes/s and bytes. */
+        smap_add_format(details, "cir", "%llu", (unsigned long long) p->rate_kbps * 125);
+        smap_add_format(details, "cbs", "%llu", (unsigned long long) p->burst_kb * 125);
+    } else {
+        *typep = "";
+    }
+    ovs_spin_unlock(&p->lock);
+    return 0;
+}
+
+static int
+netdev_vhostuser_set_qos(struct netdev *netdev, const char *type,
+                         const struct smap *details)
+{
+    struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
+
+    if (!type || !type[0]) {
+        vhostuser_policer_set(&dev->egress_policer, 0, 0);
+        return 0;
+    }
+    if (strcmp(type, "egress-policer")) {
+        return EOPNOTSUPP;
+    }
+    /* cir in bytes per second, cbs in bytes, as OVS-DPDK reads them. */
+    unsigned long long cir = smap_get_ullong(details, "cir", 0);
+    unsigned long long cbs = smap_get_ullong(details, "cbs", 0);
+    if (!cir) {
+        return EINVAL;
+    }
+    vhostuser_policer_set(&dev->egress_policer, MAX(1, MIN(cir / 125, UINT32_MAX)),
+                          MIN(cbs / 125, UINT32_MAX));
+    return 0;
+}
+
+/* ---- State ---- */
 
 static int
 netdev_vhostuser_get_numa_id(const struct netdev *netdev OVS_UNUSED)
 {
-    /* The node that matters is the one holding the guest's memory, known only once
-     * a guest is attached (Backend: from the mapped regions).  On a single-node
-     * machine there is no choice to make, and saying so spares dpif-netdev's
-     * warning about ports on an unknown node. */
+    /* On a single-node machine there is no choice to make, and saying so spares
+     * dpif-netdev's warning about ports on an unknown node. */
     if (ovs_numa_get_n_numas() == 1 && ovs_numa_numa_id_is_valid(0)) {
         return 0;
     }
@@ -379,46 +686,96 @@ netdev_vhostuser_get_numa_id(const struct netdev *netdev OVS_UNUSED)
 }
 
 static int
-netdev_vhostuser_get_carrier(const struct netdev *netdev OVS_UNUSED, bool *carrier)
+netdev_vhostuser_get_carrier(const struct netdev *netdev, bool *carrier)
 {
-    /* Backend: up while vhu_port_get_status() says VHU_STATE_READY. */
-    *carrier = false;
+    struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
+
+    atomic_read_relaxed(&dev->carrier, carrier);
     return 0;
 }
 
-static int
-netdev_vhostuser_get_stats(const struct netdev *netdev, struct netdev_stats *stats)
+static long long int
+netdev_vhostuser_get_carrier_resets(const struct netdev *netdev)
 {
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
-    struct vhostuser_counters *c = &dev->counters;
+    long long int resets;
 
-    /* Unlike OVS-DPDK's vhost ports, report the standard counters in both modes and
-     * whether or not a guest is attached: a counter that disappears cannot be
-     * graphed. */
-    stats->rx_packets = counter_read(&c->rx_packets);
-    stats->rx_bytes = counter_read(&c->rx_bytes);
-    stats->tx_packets = counter_read(&c->tx_packets);
-    stats->tx_bytes = counter_read(&c->tx_bytes);
-    stats->tx_dropped = counter_read(&c->tx_dropped);
-    stats->rx_dropped = 0;
-    stats->rx_errors = 0;
-    stats->tx_errors = 0;
-    return 0;
+    ovs_mutex_lock(&dev->mutex);
+    resets = dev->carrier_resets;
+    ovs_mutex_unlock(&dev->mutex);
+    return resets;
+}
+
+static void
+format_mask(struct ds *s, uint32_t mask)
+{
+    for (int q = 0; q < VHU_MAX_QUEUE_PAIRS; q++) {
+        if (mask & (1u << q)) {
+            ds_put_format(s, "%s%d", s->length ? "," : "", q);
+        }
+    }
 }
 
 static int
 netdev_vhostuser_get_status(const struct netdev *netdev, struct smap *args)
 {
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
+    struct vhu_port_status status;
 
-    /* The keys OVS-DPDK's vhost ports report, so that tools reading them keep
-     * working.  Backend: features, mtu, num_of_vrings and per-vring state from
-     * vhu_port_get_status() once a guest is connected. */
     ovs_mutex_lock(&dev->mutex);
     smap_add(args, "mode", dev->client_mode ? "client" : "server");
-    smap_add(args, "status", "disconnected");
     if (dev->socket_path) {
         smap_add(args, "socket", dev->socket_path);
+    }
+    smap_add_format(args, "tx-retries-max", "%d", dev->options.tx_retries_max);
+    if (dev->config_error) {
+        smap_add(args, "config_error", dev->config_error);
+    }
+
+    if (!dev->port) {
+        smap_add(args, "status", "error");
+        smap_add(args, "error", dev->socket_error ? dev->socket_error
+                                : "no socket: options:vhost-server-path is not set");
+        ovs_mutex_unlock(&dev->mutex);
+        return 0;
+    }
+
+    vhu_port_get_status(dev->port, &status);
+    if (status.state == VHU_STATE_DISCONNECTED) {
+        smap_add(args, "status", status.last_error[0] ? "error" : "disconnected");
+        if (status.last_error[0]) {
+            smap_add(args, "error", status.last_error);
+        }
+        ovs_mutex_unlock(&dev->mutex);
+        return 0;
+    }
+
+    char names[512];
+    smap_add(args, "status", "connected");
+    vhu_format_features(status.features, false, names, sizeof names);
+    smap_add(args, "features", names);
+    vhu_format_features(status.protocol_features, true, names, sizeof names);
+    smap_add(args, "protocol_features", names);
+    smap_add_format(args, "num_of_vrings", "%u", status.num_vrings);
+    for (unsigned i = 0; i < status.num_vrings && i < VHU_MAX_VRINGS; i++) {
+        struct vhu_vring_status vs;
+
+        if (vhu_vring_get_status(dev->port, i, &vs) && vs.size) {
+            char key[32];
+
+            snprintf(key, sizeof key, "vring_%u_size", i);
+            smap_add_format(args, key, "%u", vs.size);
+        }
+    }
+    struct ds s = DS_EMPTY_INITIALIZER;
+    format_mask(&s, status.enabled_rx_mask);
+    smap_add(args, "rx_queues_enabled_in_guest", ds_cstr(&s));
+    ds_clear(&s);
+    format_mask(&s, status.enabled_tx_mask);
+    smap_add(args, "tx_queues_enabled_in_guest", ds_cstr(&s));
+    ds_destroy(&s);
+    if (status.mtu) {
+        smap_add_format(args, "mtu", "%u", status.mtu);
     }
     ovs_mutex_unlock(&dev->mutex);
     return 0;
@@ -448,26 +805,66 @@ netdev_vhostuser_rxq_destruct(struct netdev_rxq *rxq OVS_UNUSED)
 static void
 netdev_vhostuser_rxq_dealloc(struct netdev_rxq *rxq)
 {
-    free(netdev_rxq_vhostuser_cast(rxq));
+    free(CONTAINER_OF(rxq, struct netdev_rxq_vhostuser, up));
 }
 
 static bool
-netdev_vhostuser_rxq_enabled(struct netdev_rxq *rxq OVS_UNUSED)
+netdev_vhostuser_rxq_enabled(struct netdev_rxq *rxq)
 {
-    /* Backend: whether the guest enabled its TX vring of this queue pair. */
-    return false;
+    struct netdev_vhostuser *dev = netdev_vhostuser_cast(rxq->netdev);
+    uint32_t mask;
+
+    /* PMD threads ask whenever the port's change_seq moves: no mutex here. */
+    atomic_read_relaxed(&dev->guest_tx_mask, &mask);
+    return mask & (1u << rxq->queue_id);
+}
+
+/* vhu_alloc_fn: packets the backend copies guest frames into are OVS's own, with the
+ * headroom dpif-netdev wants for pushing tunnel headers. */
+static void *
+alloc_packet(void *aux OVS_UNUSED, uint32_t size, uint8_t **data)
+{
+    struct dp_packet *packet = dp_packet_new_with_headroom(size, DP_NETDEV_HEADROOM);
+
+    dp_packet_set_size(packet, size);
+    *data = dp_packet_data(packet);
+    return packet;
 }
 
 static int
-netdev_vhostuser_rxq_recv(struct netdev_rxq *rxq OVS_UNUSED,
-                          struct dp_packet_batch *batch OVS_UNUSED,
+netdev_vhostuser_rxq_recv(struct netdev_rxq *rxq, struct dp_packet_batch *batch,
                           int *qfill)
 {
-    /* Backend: vhu_dequeue_burst() into dp_packets, counting rx_packets/bytes. */
+    struct netdev_vhostuser *dev = netdev_vhostuser_cast(rxq->netdev);
+    int qid = rxq->queue_id;
+    bool admin_up;
+    uint32_t n;
+
     if (qfill) {
         *qfill = 0;
     }
-    return EAGAIN;
+    atomic_read_relaxed(&dev->admin_up, &admin_up);
+    if (!dev->port || !admin_up || qid >= VHU_MAX_QUEUE_PAIRS) {
+        /* Down: leave the packets in the guest's queue, as a NIC that is down does
+         * not take them off the wire. */
+        return EAGAIN;
+    }
+    n = vhu_dequeue_burst(dev->port, qid, alloc_packet, NULL,
+                          (void **) batch->packets, NETDEV_MAX_BURST);
+    if (!n) {
+        return EAGAIN;
+    }
+    batch->count = n;
+
+    int n_policed = vhostuser_policer_run(&dev->ingress_policer, batch);
+    if (n_policed) {
+        vhostuser_counter_add(&dev->drops.rx_qos, n_policed);
+        vhostuser_counter_add(&dev->rx.dropped, n_policed);
+        vhostuser_counter_add(&dev->rxq[qid].dropped, n_policed);
+    }
+    vhostuser_count_batch(&dev->rx, &dev->rxq[qid], batch->packets, batch->count);
+    dp_packet_batch_init_packet_fields(batch);
+    return batch->count ? 0 : EAGAIN;
 }
 
 static void
@@ -476,47 +873,136 @@ netdev_vhostuser_rxq_wait(struct netdev_rxq *rxq OVS_UNUSED)
     /* PMD threads poll; nothing waits on a PMD port's receive queue. */
 }
 
+static void
+count_tx_drops(struct netdev_vhostuser *dev, int q, atomic_uint64_t *reason, int n)
+{
+    if (n) {
+        vhostuser_counter_add(&dev->tx.dropped, n);
+        if (reason) {
+            vhostuser_counter_add(reason, n);
+        }
+        if (q >= 0) {
+            vhostuser_counter_add(&dev->txq[q].dropped, n);
+        }
+    }
+}
+
 static int
-netdev_vhostuser_send(struct netdev *netdev, int qid OVS_UNUSED,
-                      struct dp_packet_batch *batch,
+netdev_vhostuser_send(struct netdev *netdev, int qid, struct dp_packet_batch *batch,
                       bool concurrent_txq OVS_UNUSED)
 {
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
+    struct vhu_tx_packet pkts[NETDEV_MAX_BURST];
+    struct dp_packet *packet;
+    int n_txq = MAX(1, netdev_n_txq(netdev));
+    int q = qid % n_txq;
+    int cnt = dp_packet_batch_size(batch);
+    int vring_pair = -1;
+    uint32_t max_frame;
+    bool admin_up;
+    int retries_max;
 
-    /* With no guest there is no receive queue to put the packets in: drop them and
-     * count them, as a NIC with its link down would.  Backend: vhu_enqueue_burst()
-     * with up to options.tx_retries_max retries. */
-    counter_add(&dev->counters.tx_dropped, dp_packet_batch_size(batch));
+    /* Locking: several PMD threads may send on one OVS tx queue ('concurrent_txq');
+     * the backend serialises them with its lock on the guest queue. */
+    atomic_read_relaxed(&dev->admin_up, &admin_up);
+    if (q < VHU_MAX_QUEUE_PAIRS) {
+        atomic_read_relaxed(&dev->tx_map[q], &vring_pair);
+    }
+    if (!dev->port || !admin_up || vring_pair < 0) {
+        /* No guest, port down, or no queue enabled: nowhere to put them. */
+        count_tx_drops(dev, q < VHU_MAX_QUEUE_PAIRS ? q : -1, NULL, cnt);
+        dp_packet_delete_batch(batch, true);
+        return 0;
+    }
+
+    int n_policed = vhostuser_policer_run(&dev->egress_policer, batch);
+    count_tx_drops(dev, q, &dev->drops.tx_qos, n_policed);
+
+    /* Frames longer than the MTU (or than the guest's buffers hold) are dropped here,
+     * so that what reaches the guest is exactly what the counters below count. */
+    atomic_read_relaxed(&dev->max_frame, &max_frame);
+    int n = 0, n_oversized = 0;
+    size_t i, size = dp_packet_batch_size(batch);
+    DP_PACKET_BATCH_REFILL_FOR_EACH (i, size, packet, batch) {
+        uint32_t packet_size = dp_packet_size(packet);
+
+        if (OVS_LIKELY(packet_size <= max_frame)) {
+            dp_packet_batch_refill(batch, packet, i);
+            pkts[n].data = dp_packet_data(packet);
+            pkts[n].size = packet_size;
+            n++;
+        } else {
+            dp_packet_delete(packet);
+            n_oversized++;
+        }
+    }
+    count_tx_drops(dev, q, &dev->drops.tx_mtu_exceeded, n_oversized);
+
+    /* Retry while the guest keeps making room, up to tx-retries-max times. */
+    atomic_read_relaxed(&dev->tx_retries_max, &retries_max);
+    int done = 0, retries = 0, n_unfit = 0;
+    for (;;) {
+        uint32_t unfit = 0;
+        uint32_t consumed = vhu_enqueue_burst(dev->port, vring_pair, &pkts[done],
+                                              n - done, &unfit);
+
+        done += consumed;
+        n_unfit += unfit;
+        if (done == n || !consumed || retries >= retries_max) {
+            break;
+        }
+        retries++;
+    }
+    vhostuser_counter_add(&dev->drops.tx_retries, retries);
+
+    /* The backend drops a frame no buffer of this guest could hold (mergeable buffers
+     * off and a frame larger than the guest's buffers, which the max_frame check above
+     * makes rare): count it with the oversized ones.  The size bins then count the
+     * first n_sent frames, approximate only in that rare case. */
+    int n_sent = done - n_unfit;
+    count_tx_drops(dev, q, &dev->drops.tx_mtu_exceeded, n_unfit);
+    count_tx_drops(dev, q, &dev->drops.tx_failure, n - done);
+    if (n_sent) {
+        vhostuser_count_batch(&dev->tx, &dev->txq[q], batch->packets, n_sent);
+    }
     dp_packet_delete_batch(batch, true);
     return 0;
 }
 
 /* ---- Registration ---- */
 
-#define NETDEV_VHOSTUSER_CLASS_COMMON                       \
-    .is_pmd = true,                                         \
-    .alloc = netdev_vhostuser_alloc,                        \
-    .destruct = netdev_vhostuser_destruct,                  \
-    .dealloc = netdev_vhostuser_dealloc,                    \
-    .get_config = netdev_vhostuser_get_config,              \
-    .set_config = netdev_vhostuser_set_config,              \
-    .reconfigure = netdev_vhostuser_reconfigure,            \
-    .set_etheraddr = netdev_vhostuser_set_etheraddr,        \
-    .get_etheraddr = netdev_vhostuser_get_etheraddr,        \
-    .get_mtu = netdev_vhostuser_get_mtu,                    \
-    .set_mtu = netdev_vhostuser_set_mtu,                    \
-    .update_flags = netdev_vhostuser_update_flags,          \
-    .get_numa_id = netdev_vhostuser_get_numa_id,            \
-    .get_carrier = netdev_vhostuser_get_carrier,            \
-    .get_stats = netdev_vhostuser_get_stats,                \
-    .get_status = netdev_vhostuser_get_status,              \
-    .rxq_alloc = netdev_vhostuser_rxq_alloc,                \
-    .rxq_construct = netdev_vhostuser_rxq_construct,        \
-    .rxq_destruct = netdev_vhostuser_rxq_destruct,          \
-    .rxq_dealloc = netdev_vhostuser_rxq_dealloc,            \
-    .rxq_enabled = netdev_vhostuser_rxq_enabled,            \
-    .rxq_recv = netdev_vhostuser_rxq_recv,                  \
-    .rxq_wait = netdev_vhostuser_rxq_wait,                  \
+#define NETDEV_VHOSTUSER_CLASS_COMMON                               \
+    .is_pmd = true,                                                 \
+    .run = netdev_vhostuser_run,                                    \
+    .wait = netdev_vhostuser_wait,                                  \
+    .alloc = netdev_vhostuser_alloc,                                \
+    .destruct = netdev_vhostuser_destruct,                          \
+    .dealloc = netdev_vhostuser_dealloc,                            \
+    .get_config = netdev_vhostuser_get_config,                      \
+    .set_config = netdev_vhostuser_set_config,                      \
+    .reconfigure = netdev_vhostuser_reconfigure,                    \
+    .set_etheraddr = netdev_vhostuser_set_etheraddr,                \
+    .get_etheraddr = netdev_vhostuser_get_etheraddr,                \
+    .get_mtu = netdev_vhostuser_get_mtu,                            \
+    .set_mtu = netdev_vhostuser_set_mtu,                            \
+    .update_flags = netdev_vhostuser_update_flags,                  \
+    .set_policing = netdev_vhostuser_set_policing,                  \
+    .get_qos_types = netdev_vhostuser_get_qos_types,                \
+    .get_qos = netdev_vhostuser_get_qos,                            \
+    .set_qos = netdev_vhostuser_set_qos,                            \
+    .get_numa_id = netdev_vhostuser_get_numa_id,                    \
+    .get_carrier = netdev_vhostuser_get_carrier,                    \
+    .get_carrier_resets = netdev_vhostuser_get_carrier_resets,      \
+    .get_stats = netdev_vhostuser_get_stats,                        \
+    .get_custom_stats = netdev_vhostuser_get_custom_stats,          \
+    .get_status = netdev_vhostuser_get_status,                      \
+    .rxq_alloc = netdev_vhostuser_rxq_alloc,                        \
+    .rxq_construct = netdev_vhostuser_rxq_construct,                \
+    .rxq_destruct = netdev_vhostuser_rxq_destruct,                  \
+    .rxq_dealloc = netdev_vhostuser_rxq_dealloc,                    \
+    .rxq_enabled = netdev_vhostuser_rxq_enabled,                    \
+    .rxq_recv = netdev_vhostuser_rxq_recv,                          \
+    .rxq_wait = netdev_vhostuser_rxq_wait,                          \
     .send = netdev_vhostuser_send
 
 static const struct netdev_class netdev_vhostuser_server_class = {
@@ -536,4 +1022,5 @@ netdev_vhostuser_register(void)
 {
     netdev_register_provider(&netdev_vhostuser_server_class);
     netdev_register_provider(&netdev_vhostuser_client_class);
+    netdev_vhostuser_appctl_register();
 }

@@ -207,6 +207,14 @@ class OvsSandbox:
                     process.wait()
         self.vswitchd = self.ovsdb = None
 
+    def kill_vswitchd(self):
+        """SIGKILLs ovs-vswitchd alone (a crash, as far as anyone can tell), leaving
+        ovsdb-server and the database as they are; start_vswitchd() restarts it."""
+        if self.vswitchd and self.vswitchd.poll() is None:
+            self.vswitchd.kill()
+            self.vswitchd.wait()
+        self.vswitchd = None
+
     def remove_workdir(self):
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)

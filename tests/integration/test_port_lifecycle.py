@@ -115,8 +115,12 @@ class PortLifecycleTest(unittest.TestCase):
             self.assertIn("vhu1", ovs.appctl("ovs-vswitchd", "dpif/show"))
 
             # A relative path would be relative to wherever the daemon runs: refused.
+            # The port, already in use, keeps its path and says why in its status.
             ovs.vsctl("set", "Interface", "vhu1", "options:vhost-server-path=guest.sock")
-            self.assertIn("not absolute", ovs.get("Interface", "vhu1", "error"))
+            status = ovs.get_map("Interface", "vhu1", "status")
+            self.assertIn("not absolute", status.get("config_error", ""))
+            self.assertEqual(status.get("socket"), path)
+            self.assertIn("vhu1", ovs.appctl("ovs-vswitchd", "dpif/show"))
 
     def test_tx_retries_max_out_of_range_is_reported(self):
         with sandbox() as ovs:

@@ -1,0 +1,165 @@
+/* What the files of the vhost-user netdev provider share: the port structure, its
+ * counters and the helpers between them.  Not for use outside datapath-glue/. */
+#ifndef NETDEV_VHOSTUSER_PRIVATE_H
+#define NETDEV_VHOSTUSER_PRIVATE_H 1
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "netdev-provider.h"
+#include "netdev-vhostuser-options.h"
+#include "openvswitch/list.h"
+#include "ovs-atomic.h"
+#include "ovs-thread.h"
+#include "smap.h"
+#include "openvswitch/token-bucket.h"
+#include "vhostuser/vhostuser.h"
+
+struct dp_packet_batch;
+
+/* Frame-size bins of RFC 2819, as OVS's netdev_stats has them. */
+enum vhostuser_size_bin {
+    VHOSTUSER_BIN_64,
+    VHOSTUSER_BIN_127,
+    VHOSTUSER_BIN_255,
+    VHOSTUSER_BIN_511,
+    VHOSTUSER_BIN_1023,
+    VHOSTUSER_BIN_1522,
+    VHOSTUSER_BIN_MAX,
+    VHOSTUSER_N_BINS
+};
+
+/* Counters of one direction of one port.  Any PMD thread may update them (several
+ * share a tx queue), so they are atomic; each burst adds once per counter. */
+struct vhostuser_dir_counters {
+    atomic_uint64_t packets;
+    atomic_uint64_t bytes;
+    atomic_uint64_t dropped;
+    atomic_uint64_t errors;
+    atomic_uint64_t multicast;
+    atomic_uint64_t broadcast;
+    atomic_uint64_t bins[VHOSTUSER_N_BINS];
+};
+
+struct vhostuser_queue_counters {
+    atomic_uint64_t packets;
+    atomic_uint64_t bytes;
+    atomic_uint64_t dropped;
+};
+
+/* Why packets were dropped, as OVS-DPDK names its custom counters. */
+struct vhostuser_drop_counters {
+    atomic_uint64_t tx_failure;        /* Left over after the retries. */
+    atomic_uint64_t tx_mtu_exceeded;   /* Larger than the MTU or the guest allows. */
+    atomic_uint64_t tx_qos;            /* Egress policer. */
+    atomic_uint64_t rx_qos;            /* Ingress policer. */
+    atomic_uint64_t tx_retries;        /* Retries, not drops, but counted alongside. */
+};
+
+/* A rate limiter (ingress policing, egress-policer QoS) on OVS's token bucket, shared
+ * by the PMD threads.  Costs nothing while disabled; while enabled, one spinlock per
+ * batch, as OVS-DPDK's policers. */
+struct vhostuser_policer {
+    atomic_bool enabled;
+    struct ovs_spin lock;
+    struct token_bucket bucket OVS_GUARDED_BY(lock);  /* Tokens are bytes. */
+    uint32_t rate_kbps;   /* As configured, for get_qos and status. */
+    uint32_t burst_kb;
+};
+
+struct netdev_vhostuser {
+    struct netdev up;
+
+    /* Fixed at construction. */
+    bool client_mode;
+
+    /* In vhostuser_ports, under vhostuser_ports_mutex. */
+    struct ovs_list list_node;
+
+    struct ovs_mutex mutex;
+
+    /* The Interface options as last applied, so that set_config (called on every
+     * bridge reconfiguration) only acts, and logs, when they changed. */
+    struct smap applied_args OVS_GUARDED;
+    struct vhostuser_options options OVS_GUARDED;
+    bool configured OVS_GUARDED;       /* Options were accepted at least once. */
+    char *config_error OVS_GUARDED;    /* Why the last options change was refused. */
+
+    /* Where the socket should be (server: <vhost-sock-dir>/<name>; client:
+     * options:vhost-server-path), and where the backend port is now. */
+    char *socket_path OVS_GUARDED;
+    char *port_path OVS_GUARDED;
+    /* Why the socket could not be served, or NULL. */
+    char *socket_error OVS_GUARDED;
+
+    struct eth_addr hwaddr OVS_GUARDED;
+    int mtu OVS_GUARDED;
+    enum netdev_flags flags OVS_GUARDED;
+
+    /* Queue counts the guest asked for; applied by reconfigure. */
+    int requested_n_rxq OVS_GUARDED;
+    int requested_n_txq OVS_GUARDED;
+
+    /* The backend.  Replaced only in reconfigure(), while no PMD thread uses the port,
+     * so the data path reads it without a lock. */
+    struct vhu_port *port;
+
+    /* Read by the data path without the mutex. */
+    atomic_bool admin_up;
+    atomic_bool carrier;
+    atomic_uint32_t guest_tx_mask;  /* enabled_tx_mask, for rxq_enabled(). */
+    atomic_int tx_retries_max;
+    atomic_uint32_t max_frame;  /* Longest frame send() passes to the guest. */
+    /* OVS tx queue -> queue pair whose guest RX vring gets its packets; -1: none. */
+    atomic_int tx_map[VHU_MAX_QUEUE_PAIRS];
+
+    /* Guest-state bookkeeping, updated from backend events in the main thread. */
+    uint32_t enabled_rx_mask OVS_GUARDED;
+    uint32_t enabled_tx_mask OVS_GUARDED;
+    uint64_t carrier_resets OVS_GUARDED;
+
+    struct vhostuser_policer ingress_policer;  /* ingress_policing_rate/burst */
+    struct vhostuser_policer egress_policer;   /* QoS type egress-policer */
+
+    struct vhostuser_dir_counters rx;
+    struct vhostuser_dir_counters tx;
+    struct vhostuser_drop_counters drops;
+    struct vhostuser_queue_counters rxq[VHU_MAX_QUEUE_PAIRS];
+    struct vhostuser_queue_counters txq[VHU_MAX_QUEUE_PAIRS];
+};
+
+struct netdev_vhostuser *netdev_vhostuser_cast(const struct netdev *);
+bool netdev_vhostuser_is_vhostuser(const struct netdev *);
+
+/* Every vhost-user port, for the appctl commands and the event loop. */
+extern struct ovs_mutex vhostuser_ports_mutex;
+extern struct ovs_list vhostuser_ports OVS_GUARDED_BY(vhostuser_ports_mutex);
+
+/* netdev-vhostuser-stats.c */
+void vhostuser_counters_init(struct netdev_vhostuser *);
+void vhostuser_count_batch(struct vhostuser_dir_counters *,
+                           struct vhostuser_queue_counters *,
+                           struct dp_packet **, int n);
+void vhostuser_counter_add(atomic_uint64_t *, uint64_t n);
+uint64_t vhostuser_counter_read(atomic_uint64_t *);
+int netdev_vhostuser_get_stats(const struct netdev *, struct netdev_stats *);
+int netdev_vhostuser_get_custom_stats(const struct netdev *,
+                                      struct netdev_custom_stats *);
+
+/* netdev-vhostuser-policer.c */
+void vhostuser_policer_init(struct vhostuser_policer *);
+void vhostuser_policer_destroy(struct vhostuser_policer *);
+/* Sets the rate and burst; a rate of 0 disables the policer. */
+void vhostuser_policer_set(struct vhostuser_policer *, uint32_t rate_kbps,
+                           uint32_t burst_kb);
+/* Keeps the packets of 'batch' the policer lets through, in order, deletes the rest
+ * and returns how many it deleted. */
+int vhostuser_policer_run(struct vhostuser_policer *, struct dp_packet_batch *);
+
+/* ovs-other-config.c: other_config:vhost-sock-dir, absolute, never NULL. */
+const char *vhostuser_sock_dir(void);
+
+/* netdev-vhostuser-appctl.c */
+void netdev_vhostuser_appctl_register(void);
+
+#endif /* netdev-vhostuser-private.h */

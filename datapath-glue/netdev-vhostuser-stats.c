@@ -1,0 +1,204 @@
+/* Counters of vhost-user ports: what get_stats and get_custom_stats report.
+ *
+ * They belong to the OVS port, not to the guest's connection: they survive the guest
+ * disconnecting and reconnecting and reset only when the port is deleted, and every
+ * standard counter is reported in both modes whether or not a guest is attached. */
+
+#include <config.h>
+
+#include "netdev-vhostuser-private.h"
+
+#include "dp-packet.h"
+#include "packets.h"
+#include "util.h"
+
+void
+vhostuser_counter_add(atomic_uint64_t *counter, uint64_t n)
+{
+    uint64_t orig;
+
+    if (n) {
+        atomic_add_relaxed(counter, n, &orig);
+    }
+}
+
+uint64_t
+vhostuser_counter_read(atomic_uint64_t *counter)
+{
+    uint64_t value;
+
+    atomic_read_relaxed(counter, &value);
+    return value;
+}
+
+static void
+dir_counters_init(struct vhostuser_dir_counters *c)
+{
+    atomic_init(&c->packets, 0);
+    atomic_init(&c->bytes, 0);
+    atomic_init(&c->dropped, 0);
+    atomic_init(&c->errors, 0);
+    atomic_init(&c->multicast, 0);
+    atomic_init(&c->broadcast, 0);
+    for (int i = 0; i < VHOSTUSER_N_BINS; i++) {
+        atomic_init(&c->bins[i], 0);
+    }
+}
+
+void
+vhostuser_counters_init(struct netdev_vhostuser *dev)
+{
+    dir_counters_init(&dev->rx);
+    dir_counters_init(&dev->tx);
+    atomic_init(&dev->drops.tx_failure, 0);
+    atomic_init(&dev->drops.tx_mtu_exceeded, 0);
+    atomic_init(&dev->drops.tx_qos, 0);
+    atomic_init(&dev->drops.rx_qos, 0);
+    atomic_init(&dev->drops.tx_retries, 0);
+    for (int q = 0; q < VHU_MAX_QUEUE_PAIRS; q++) {
+        atomic_init(&dev->rxq[q].packets, 0);
+        atomic_init(&dev->rxq[q].bytes, 0);
+        atomic_init(&dev->rxq[q].dropped, 0);
+        atomic_init(&dev->txq[q].packets, 0);
+        atomic_init(&dev->txq[q].bytes, 0);
+        atomic_init(&dev->txq[q].dropped, 0);
+    }
+}
+
+static enum vhostuser_size_bin
+size_bin(uint32_t size)
+{
+    /* Frame sizes as RFC 2819 counts them include the 4-byte FCS that virtio frames
+     * do not carry. */
+    size += 4;
+    return size <= 64 ? VHOSTUSER_BIN_64
+           : size <= 127 ? VHOSTUSER_BIN_127
+           : size <= 255 ? VHOSTUSER_BIN_255
+           : size <= 511 ? VHOSTUSER_BIN_511
+           : size <= 1023 ? VHOSTUSER_BIN_1023
+           : size <= 1522 ? VHOSTUSER_BIN_1522
+           : VHOSTUSER_BIN_MAX;
+}
+
+/* Counts 'n' packets that crossed the port, in one pass and with one atomic add per
+ * counter that moved. */
+void
+vhostuser_count_batch(struct vhostuser_dir_counters *c,
+                      struct vhostuser_queue_counters *q,
+                      struct dp_packet **packets, int n)
+{
+    uint64_t bins[VHOSTUSER_N_BINS] = { 0 };
+    uint64_t bytes = 0, multicast = 0, broadcast = 0;
+
+    for (int i = 0; i < n; i++) {
+        const struct dp_packet *packet = packets[i];
+        uint32_t size = dp_packet_size(packet);
+        const struct eth_header *eth = dp_packet_data(packet);
+
+        bytes += size;
+        bins[size_bin(size)]++;
+        if (size >= ETH_HEADER_LEN && eth_addr_is_multicast(eth->eth_dst)) {
+            if (eth_addr_is_broadcast(eth->eth_dst)) {
+                broadcast++;
+            } else {
+                multicast++;
+            }
+        }
+    }
+    vhostuser_counter_add(&c->packets, n);
+    vhostuser_counter_add(&c->bytes, bytes);
+    vhostuser_counter_add(&c->multicast, multicast);
+    vhostuser_counter_add(&c->broadcast, broadcast);
+    for (int i = 0; i < VHOSTUSER_N_BINS; i++) {
+        vhostuser_counter_add(&c->bins[i], bins[i]);
+    }
+    vhostuser_counter_add(&q->packets, n);
+    vhostuser_counter_add(&q->bytes, bytes);
+}
+
+int
+netdev_vhostuser_get_stats(const struct netdev *netdev, struct netdev_stats *stats)
+{
+    struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
+    struct vhostuser_dir_counters *rx = &dev->rx, *tx = &dev->tx;
+
+    stats->rx_packets = vhostuser_counter_read(&rx->packets);
+    stats->rx_bytes = vhostuser_counter_read(&rx->bytes);
+    stats->rx_dropped = vhostuser_counter_read(&rx->dropped);
+    stats->rx_errors = vhostuser_counter_read(&rx->errors);
+    stats->multicast = vhostuser_counter_read(&rx->multicast);
+    stats->rx_broadcast_packets = vhostuser_counter_read(&rx->broadcast);
+    stats->tx_packets = vhostuser_counter_read(&tx->packets);
+    stats->tx_bytes = vhostuser_counter_read(&tx->bytes);
+    stats->tx_dropped = vhostuser_counter_read(&tx->dropped);
+    stats->tx_errors = vhostuser_counter_read(&tx->errors);
+    stats->tx_multicast_packets = vhostuser_counter_read(&tx->multicast);
+    stats->tx_broadcast_packets = vhostuser_counter_read(&tx->broadcast);
+
+    uint64_t *rx_bins[VHOSTUSER_N_BINS] = {
+        &stats->rx_1_to_64_packets, &stats->rx_65_to_127_packets,
+        &stats->rx_128_to_255_packets, &stats->rx_256_to_511_packets,
+        &stats->rx_512_to_1023_packets, &stats->rx_1024_to_1522_packets,
+        &stats->rx_1523_to_max_packets,
+    };
+    uint64_t *tx_bins[VHOSTUSER_N_BINS] = {
+        &stats->tx_1_to_64_packets, &stats->tx_65_to_127_packets,
+        &stats->tx_128_to_255_packets, &stats->tx_256_to_511_packets,
+        &stats->tx_512_to_1023_packets, &stats->tx_1024_to_1522_packets,
+        &stats->tx_1523_to_max_packets,
+    };
+    for (int i = 0; i < VHOSTUSER_N_BINS; i++) {
+        *rx_bins[i] = vhostuser_counter_read(&rx->bins[i]);
+        *tx_bins[i] = vhostuser_counter_read(&tx->bins[i]);
+    }
+    return 0;
+}
+
+static void
+custom_counter(struct netdev_custom_stats *custom, const char *name, uint64_t value)
+{
+    struct netdev_custom_counter *counter = &custom->counters[custom->size++];
+
+    ovs_strlcpy(counter->name, name, NETDEV_CUSTOM_STATS_NAME_SIZE);
+    counter->value = value;
+}
+
+int
+netdev_vhostuser_get_custom_stats(const struct netdev *netdev,
+                                  struct netdev_custom_stats *custom)
+{
+    struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
+    int n_rxq = netdev_n_rxq(netdev), n_txq = netdev_n_txq(netdev);
+    char name[NETDEV_CUSTOM_STATS_NAME_SIZE];
+
+    n_rxq = MIN(n_rxq, VHU_MAX_QUEUE_PAIRS);
+    n_txq = MIN(n_txq, VHU_MAX_QUEUE_PAIRS);
+    custom->size = 0;
+    custom->counters = xcalloc(5 + 2 * n_rxq + 3 * n_txq, sizeof *custom->counters);
+
+    custom_counter(custom, "ovs_tx_failure_drops",
+                   vhostuser_counter_read(&dev->drops.tx_failure));
+    custom_counter(custom, "ovs_tx_mtu_exceeded_drops",
+                   vhostuser_counter_read(&dev->drops.tx_mtu_exceeded));
+    custom_counter(custom, "ovs_tx_qos_drops",
+                   vhostuser_counter_read(&dev->drops.tx_qos));
+    custom_counter(custom, "ovs_rx_qos_drops",
+                   vhostuser_counter_read(&dev->drops.rx_qos));
+    custom_counter(custom, "ovs_tx_retries",
+                   vhostuser_counter_read(&dev->drops.tx_retries));
+    for (int q = 0; q < n_rxq; q++) {
+        snprintf(name, sizeof name, "rx_q%d_good_packets", q);
+        custom_counter(custom, name, vhostuser_counter_read(&dev->rxq[q].packets));
+        snprintf(name, sizeof name, "rx_q%d_good_bytes", q);
+        custom_counter(custom, name, vhostuser_counter_read(&dev->rxq[q].bytes));
+    }
+    for (int q = 0; q < n_txq; q++) {
+        snprintf(name, sizeof name, "tx_q%d_good_packets", q);
+        custom_counter(custom, name, vhostuser_counter_read(&dev->txq[q].packets));
+        snprintf(name, sizeof name, "tx_q%d_good_bytes", q);
+        custom_counter(custom, name, vhostuser_counter_read(&dev->txq[q].bytes));
+        snprintf(name, sizeof name, "tx_q%d_dropped", q);
+        custom_counter(custom, name, vhostuser_counter_read(&dev->txq[q].dropped));
+    }
+    return 0;
+}

@@ -1,0 +1,322 @@
+"""Traffic through our ovs-vswitchd between DPDK testpmd "VMs" on vhost-user ports.
+
+VM A (txonly) sends into vhu0, the bridge forwards to vhu1, VM B (rxonly) receives.
+Stopping A first and letting B drain makes every count exact: what A sent is what vhu0
+received; what vhu0 received is what vhu1 sent plus what vhu1 dropped; what vhu1 sent
+is what B received.
+
+Run by ctest; by hand:
+    OVS_VHOSTUSER_DAEMON=build/bin/ovs-vswitchd-vhostuser \\
+        /usr/bin/python3 -m unittest -v tests/integration/test_traffic.py
+"""
+
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ovs_sandbox import OvsSandbox  # noqa: E402
+from vm_peers import start_vm, wait_socket  # noqa: E402
+
+
+def daemon_path():
+    path = os.environ.get("OVS_VHOSTUSER_DAEMON")
+    if not path:
+        raise unittest.SkipTest("OVS_VHOSTUSER_DAEMON is not set")
+    return path
+
+
+def stats(ovs, port):
+    return {k: int(v) for k, v in ovs.get_map("Interface", port, "statistics").items()}
+
+
+def settled_stats(ovs, ports, rx_port_expected=None, timeout=15):
+    """Interface statistics once OVS has written a snapshot taken after the traffic
+    stopped.  ovs-vswitchd writes statistics every 5 s (its minimum), all ports in
+    one transaction: wait for two equal snapshots in a row (or for the first port's
+    rx_packets to reach what its peer sent) and return the last."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        snap = [stats(ovs, p) for p in ports]
+        if rx_port_expected is not None and snap[0].get("rx_packets") == rx_port_expected:
+            return snap
+        if rx_port_expected is None and snap == last:
+            return snap
+        last = snap
+        time.sleep(6 if rx_port_expected is None else 0.5)
+    return snap
+
+
+class TrafficTest(unittest.TestCase):
+    def setUp(self):
+        self.vms = []
+
+    def tearDown(self):
+        for vm in self.vms:
+            vm.kill()
+
+    def sandbox(self, **other_config):
+        config = {"pmd-cpu-mask": "0x1"}
+        config.update(other_config)
+        return OvsSandbox(daemon_path(), other_config=config)
+
+    def two_port_bridge(self, ovs, types=("dpdkvhostuser", "dpdkvhostuser"),
+                        openflow=True, options=({}, {})):
+        ovs.vsctl("add-br", "br0", "--", "set", "Bridge", "br0", "datapath_type=netdev")
+        for i, (kind, opts) in enumerate(zip(types, options)):
+            name = "vhu%d" % i
+            args = ["add-port", "br0", name, "--", "set", "Interface", name,
+                    "type=" + kind, "ofport_request=%d" % (i + 1)]
+            args += ["options:%s=%s" % kv for kv in opts.items()]
+            ovs.vsctl(*args)
+        if openflow:
+            ovs.ofctl("del-flows", "br0")
+            ovs.ofctl("add-flow", "br0", "in_port=1,actions=output:2")
+            ovs.ofctl("add-flow", "br0", "in_port=2,actions=output:1")
+
+    def start_vm(self, ovs, port, name, mode, **kwargs):
+        sock = os.path.join(ovs.rundir, port)
+        wait_socket(sock)
+        vm = start_vm(sock, name, ovs.root, mode=mode, **kwargs)
+        self.vms.append(vm)
+        return vm
+
+    def wait_carrier(self, ovs, *ports):
+        for port in ports:
+            ovs.wait_for(lambda: ovs.get("Interface", port, "link_state") == "up",
+                         "link up on " + port)
+
+    def run_a_to_b(self, ovs, a, b, seconds=2.0):
+        """A sends for 'seconds'; B drains.  Returns (a_stats, b_stats)."""
+        a.command("start")
+        b.command("start")
+        time.sleep(seconds)
+        a.command("stop")
+        time.sleep(1.5)   # B drains what the switch queued for it.
+        b.command("stop")
+        return a.port_stats()[0], b.port_stats()[0]
+
+    def assertExactAccounting(self, ovs, a_stats, b_stats):
+        s0, s1 = settled_stats(ovs, ["vhu0", "vhu1"], a_stats["tx"])
+        self.assertGreater(a_stats["tx"], 1000, "VM A sent almost nothing")
+        self.assertEqual(s0["rx_packets"], a_stats["tx"], "vhu0 received != A sent")
+        self.assertEqual(s0["rx_packets"], s1["tx_packets"] + s1["tx_dropped"],
+                         "vhu1 sent + dropped != vhu0 received")
+        self.assertEqual(s1["tx_packets"], b_stats["rx"], "B received != vhu1 sent")
+        self.assertGreater(b_stats["rx"], 0)
+        return s0, s1
+
+    def test_openflow_forwarding_counts_exactly(self):
+        with self.sandbox() as ovs:
+            self.two_port_bridge(ovs)
+            a = self.start_vm(ovs, "vhu0", "a", "txonly")
+            b = self.start_vm(ovs, "vhu1", "b", "rxonly")
+            self.wait_carrier(ovs, "vhu0", "vhu1")
+            a_stats, b_stats = self.run_a_to_b(ovs, a, b)
+            s0, s1 = self.assertExactAccounting(ovs, a_stats, b_stats)
+            # The standard counters are all there on a dpdkvhostuser port.
+            for key in ("rx_bytes", "tx_bytes", "rx_1_to_64_packets",
+                        "tx_1_to_64_packets", "ovs_tx_failure_drops",
+                        "ovs_tx_retries", "rx_q0_good_packets", "tx_q0_good_packets"):
+                self.assertIn(key, s0)
+            self.assertEqual(s0["rx_q0_good_packets"], s0["rx_packets"])
+            self.assertEqual(s1["tx_dropped"], s1["ovs_tx_failure_drops"] +
+                             s1["ovs_tx_mtu_exceeded_drops"] + s1["ovs_tx_qos_drops"])
+            status = ovs.get_map("Interface", "vhu0", "status")
+            self.assertEqual(status["status"], "connected")
+            self.assertEqual(status["num_of_vrings"], "2")
+            self.assertIn("version_1", status["features"])
+            out = ovs.appctl("ovs-vswitchd", "vhostuser/show", "vhu0")
+            self.assertIn("vring 1 (guest tx 0): started, enabled", out)
+
+    def test_normal_action_forwards(self):
+        with self.sandbox() as ovs:
+            self.two_port_bridge(ovs, openflow=False)
+            a = self.start_vm(ovs, "vhu0", "a", "txonly")
+            b = self.start_vm(ovs, "vhu1", "b", "rxonly")
+            self.wait_carrier(ovs, "vhu0", "vhu1")
+            a_stats, b_stats = self.run_a_to_b(ovs, a, b)
+            self.assertExactAccounting(ovs, a_stats, b_stats)
+
+    def test_guest_that_stops_draining(self):
+        with self.sandbox() as ovs:
+            self.two_port_bridge(ovs)
+            a = self.start_vm(ovs, "vhu0", "a", "txonly")
+            # B takes 4 packets per poll from a 64-entry ring: the switch often finds
+            # room for part of a burst, which is when it retries.
+            b = self.start_vm(ovs, "vhu1", "b", "rxonly", burst=4, descs=64)
+            self.wait_carrier(ovs, "vhu0", "vhu1")
+            # B never starts: its receive ring fills and the switch must drop.
+            a.command("start")
+            time.sleep(1.5)
+            a.command("stop")
+            time.sleep(0.5)
+            a_stats = a.port_stats()[0]
+            s0, s1 = settled_stats(ovs, ["vhu0", "vhu1"], a_stats["tx"])
+            self.assertEqual(s0["rx_packets"], a_stats["tx"])
+            self.assertEqual(s0["rx_packets"], s1["tx_packets"] + s1["tx_dropped"])
+            self.assertGreater(s1["ovs_tx_failure_drops"], 0)
+            self.assertLessEqual(s1["tx_packets"], 64, "more than B's ring holds")
+
+            # B drains slowly against A: the switch retries while B makes room.
+            a_stats, b_stats = self.run_a_to_b(ovs, a, b, seconds=2.0)
+            s0, s1 = settled_stats(ovs, ["vhu0", "vhu1"], a_stats["tx"])
+            self.assertEqual(s0["rx_packets"], s1["tx_packets"] + s1["tx_dropped"])
+            retries = s1["ovs_tx_retries"]
+            self.assertGreater(retries, 0, "no retry while the guest made room")
+
+            # tx-retries-max=0: no more retries.
+            ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=0")
+            self.assertEqual(ovs.get_map("Interface", "vhu1", "status")["tx-retries-max"], "0")
+            a_stats, _ = self.run_a_to_b(ovs, a, b, seconds=2.0)
+            s0, s1 = settled_stats(ovs, ["vhu0", "vhu1"], a_stats["tx"])
+            self.assertEqual(s1["ovs_tx_retries"], retries)
+            self.assertEqual(s0["rx_packets"], s1["tx_packets"] + s1["tx_dropped"])
+
+    def test_bad_tx_retries_max_is_refused_and_previous_value_stays(self):
+        with self.sandbox() as ovs:
+            self.two_port_bridge(ovs, openflow=False)
+            ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=4")
+            ovs.wait_for(lambda: ovs.get_map("Interface", "vhu1", "status")
+                         .get("tx-retries-max") == "4", "tx-retries-max=4")
+            # A port in use keeps its previous value and says why it refused.
+            ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=99")
+            ovs.wait_for(lambda: "config_error" in
+                         ovs.get_map("Interface", "vhu1", "status"),
+                         "status:config_error for tx-retries-max=99")
+            status = ovs.get_map("Interface", "vhu1", "status")
+            self.assertIn("tx-retries-max", status["config_error"])
+            self.assertEqual(status["tx-retries-max"], "4")
+            self.assertGreater(int(ovs.get("Interface", "vhu1", "ofport")), 0)
+            self.assertTrue(any("tx-retries-max=99" in line
+                                for line in ovs.log_lines(levels=("WARN",))))
+            # A new port with a bad value is not created, and the error column says why.
+            ovs.vsctl("add-port", "br0", "vhu2", "--", "set", "Interface", "vhu2",
+                      "type=dpdkvhostuser", "options:tx-retries-max=-1")
+            ovs.wait_for(lambda: ovs.get("Interface", "vhu2", "error") != "[]",
+                         "an error column for vhu2")
+            self.assertIn("tx-retries-max", ovs.get("Interface", "vhu2", "error"))
+            # Fixing the value clears the refusal.
+            ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=2")
+            ovs.wait_for(lambda: "config_error" not in
+                         ovs.get_map("Interface", "vhu1", "status"), "refusal cleared")
+
+    def test_admin_down_drops_and_up_resumes(self):
+        with self.sandbox() as ovs:
+            self.two_port_bridge(ovs)
+            a = self.start_vm(ovs, "vhu0", "a", "txonly")
+            b = self.start_vm(ovs, "vhu1", "b", "rxonly")
+            self.wait_carrier(ovs, "vhu0", "vhu1")
+            ovs.ofctl("mod-port", "br0", "vhu1", "down")
+            ovs.wait_for(lambda: ovs.get("Interface", "vhu1", "admin_state") == "down",
+                         "vhu1 admin down")
+            before = settled_stats(ovs, ["vhu1"])[0]
+            a_stats, b_stats = self.run_a_to_b(ovs, a, b, seconds=1.0)
+            after = settled_stats(ovs, ["vhu1"])[0]
+            self.assertEqual(after["tx_packets"], before["tx_packets"])
+            self.assertGreater(after["tx_dropped"], before["tx_dropped"])
+            ovs.ofctl("mod-port", "br0", "vhu1", "up")
+            ovs.wait_for(lambda: ovs.get("Interface", "vhu1", "admin_state") == "up",
+                         "vhu1 admin up")
+            self.run_a_to_b(ovs, a, b, seconds=1.0)
+            self.assertGreater(settled_stats(ovs, ["vhu1"])[0]["tx_packets"],
+                               after["tx_packets"])
+
+    def test_mtu_request(self):
+        with self.sandbox() as ovs:
+            self.two_port_bridge(ovs, openflow=False)
+            ovs.vsctl("set", "Interface", "vhu0", "mtu_request=9000")
+            ovs.wait_for(lambda: ovs.get("Interface", "vhu0", "mtu") == "9000", "mtu 9000")
+            ovs.vsctl("set", "Interface", "vhu0", "mtu_request=9800")
+            time.sleep(1)
+            self.assertEqual(ovs.get("Interface", "vhu0", "mtu"), "9000",
+                             "an MTU above 9702 is refused")
+
+    def test_multiqueue_counts_every_queue(self):
+        for queues in (2, 4):
+            with self.subTest(queues=queues), self.sandbox() as ovs:
+                self.two_port_bridge(ovs)
+                a = self.start_vm(ovs, "vhu0", "a", "txonly", queues=queues)
+                b = self.start_vm(ovs, "vhu1", "b", "rxonly", queues=queues)
+                self.wait_carrier(ovs, "vhu0", "vhu1")
+                ovs.wait_for(lambda: ovs.get_map("Interface", "vhu0", "status")
+                             .get("num_of_vrings") == str(2 * queues), "all vrings")
+                ovs.wait_for(lambda: "rx_q%d_good_packets" % (queues - 1) in
+                             stats(ovs, "vhu0"), "one OVS rx queue per queue pair")
+                a_stats, b_stats = self.run_a_to_b(ovs, a, b)
+                s0, s1 = self.assertExactAccounting(ovs, a_stats, b_stats)
+                for q in range(queues):
+                    self.assertGreater(s0["rx_q%d_good_packets" % q], 0,
+                                       "no traffic from guest queue %d" % q)
+                self.assertEqual(sum(s0["rx_q%d_good_packets" % q] for q in range(queues)),
+                                 s0["rx_packets"])
+                for vm in self.vms:
+                    vm.kill()
+                self.vms = []
+
+    def test_client_mode_survives_guest_and_switch_restarts(self):
+        with self.sandbox() as ovs:
+            sock_a = os.path.join(ovs.root, "guest-a.sock")
+            sock_b = os.path.join(ovs.root, "guest-b.sock")
+            self.two_port_bridge(ovs, types=("dpdkvhostuserclient",) * 2,
+                                 options=({"vhost-server-path": sock_a},
+                                          {"vhost-server-path": sock_b}))
+            a = start_vm(sock_a, "a", ovs.root, mode="txonly", server=True)
+            b = start_vm(sock_b, "b", ovs.root, mode="rxonly", server=True)
+            self.vms += [a, b]
+            self.wait_carrier(ovs, "vhu0", "vhu1")
+            self.assertExactAccounting(ovs, *self.run_a_to_b(ovs, a, b))
+
+            # The guest on vhu1 restarts (QEMU restarting): the port reconnects.
+            b.kill()
+            os.unlink(sock_b)   # testpmd, unlike QEMU, leaves its socket file behind.
+            ovs.wait_for(lambda: ovs.get("Interface", "vhu1", "link_state") == "down",
+                         "vhu1 down after its guest died")
+            b = start_vm(sock_b, "b2", ovs.root, mode="rxonly", server=True)
+            self.vms.append(b)
+            self.wait_carrier(ovs, "vhu1")
+            before = settled_stats(ovs, ["vhu1"])[0]["tx_packets"]
+            a_stats, b_stats = self.run_a_to_b(ovs, a, b)
+            self.assertEqual(settled_stats(ovs, ["vhu1"])[0]["tx_packets"] - before,
+                             b_stats["rx"])
+            self.assertGreater(b_stats["rx"], 1000)
+            self.assertGreaterEqual(int(ovs.get("Interface", "vhu1", "link_resets")), 2)
+
+            # Our daemon restarts while both guests run: both ports reconnect.
+            ovs.kill_vswitchd()
+            ovs.start_vswitchd()
+            self.wait_carrier(ovs, "vhu0", "vhu1")
+            b_before = b.port_stats()[0]["rx"]
+            self.run_a_to_b(ovs, a, b)
+            self.assertGreater(b.port_stats()[0]["rx"] - b_before, 1000)
+
+    def test_client_without_path_shows_error_and_path_change_reconnects(self):
+        with self.sandbox() as ovs:
+            ovs.vsctl("add-br", "br0", "--", "set", "Bridge", "br0",
+                      "datapath_type=netdev")
+            ovs.vsctl("add-port", "br0", "vhu0", "--", "set", "Interface", "vhu0",
+                      "type=dpdkvhostuserclient")
+            ovs.wait_for(lambda: ovs.get("Interface", "vhu0", "error") != "[]",
+                         "an error for a missing vhost-server-path")
+            sock_1 = os.path.join(ovs.root, "one.sock")
+            sock_2 = os.path.join(ovs.root, "two.sock")
+            ovs.vsctl("set", "Interface", "vhu0", "options:vhost-server-path=" + sock_1)
+            vm1 = start_vm(sock_1, "one", ovs.root, mode="rxonly", server=True)
+            self.vms.append(vm1)
+            self.wait_carrier(ovs, "vhu0")
+            self.assertEqual(ovs.get_map("Interface", "vhu0", "status")["socket"], sock_1)
+            # A new path: the port leaves the old guest and connects to the new one
+            # (testpmd in server mode only shows its prompt once a client came).
+            ovs.vsctl("set", "Interface", "vhu0", "options:vhost-server-path=" + sock_2)
+            ovs.wait_for(lambda: ovs.get_map("Interface", "vhu0", "status")
+                         .get("socket") == sock_2, "socket moved to the new path")
+            vm2 = start_vm(sock_2, "two", ovs.root, mode="rxonly", server=True)
+            self.vms.append(vm2)
+            self.wait_carrier(ovs, "vhu0")
+            vm2.wait_link_up()
+
+
+if __name__ == "__main__":
+    unittest.main()
