@@ -19,6 +19,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovs_sandbox import OvsSandbox  # noqa: E402
 from vm_peers import start_vm, wait_socket  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                "ovsdb-schema"))
+from check_keys import documented_key  # noqa: E402
+
 
 def daemon_path():
     path = os.environ.get("OVS_VHOSTUSER_DAEMON")
@@ -128,6 +132,12 @@ class TrafficTest(unittest.TestCase):
             self.assertEqual(status["status"], "connected")
             self.assertEqual(status["num_of_vrings"], "2")
             self.assertIn("version_1", status["features"])
+            # Every key a live port reports is documented in ovsdb-schema/.
+            for port in ("vhu0", "vhu1"):
+                for column in ("status", "statistics"):
+                    for key in ovs.get_map("Interface", port, column):
+                        self.assertTrue(documented_key("Interface", column, key),
+                                        "%s:%s is not documented" % (column, key))
             out = ovs.appctl("ovs-vswitchd", "vhostuser/show", "vhu0")
             self.assertIn("vring 1 (guest tx 0): started, enabled", out)
 
