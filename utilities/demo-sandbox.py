@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""The demo's sandbox phase: our ovs-vswitchd with two vhost-user ports, and (later)
-two DPDK testpmd "VMs" forwarding through it.
+"""The demo's sandbox phase: our ovs-vswitchd with two vhost-user ports and two DPDK
+testpmd "VMs" forwarding through it.
 
 Run by utilities/ovs-vhostuser-demo after it built the tree; by hand:
     /usr/bin/python3 utilities/demo-sandbox.py --daemon build/bin/ovs-vswitchd-vhostuser
@@ -10,20 +10,18 @@ What it does:
   2. creates a netdev bridge br0 with a dpdkvhostuser port (vhu0: the switch listens)
      and a dpdkvhostuserclient port (vhu1: the guest listens, the switch connects),
   3. prints both ports' status and statistics,
-  4. with --with-guests: starts one testpmd virtio_user "VM" per port, forwards
+  4. starts one testpmd virtio_user "VM" per port (unless --no-guests), forwards
      packets vhu0 -> vhu1 -> vhu0 for --seconds with a live rate line, stops them,
+     and prints both ports' statistics as ovsdb has them,
   5. stops the daemons with ovs-appctl exit.
 
-Step 4 needs the vhost-user backend behind the ports, which the netdev provider does
-not use yet: until it does, the guests cannot attach and step 4 stops with a message
-saying so.  TODO: make --with-guests the default once ports accept guests.
+Exits non-zero if no packet crossed the switch in both directions.
 """
 
 import argparse
 import glob
 import os
-import signal
-import subprocess
+import re
 import sys
 import time
 
@@ -31,9 +29,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 from ovs_sandbox import OvsSandbox, SandboxError  # noqa: E402
 
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "peers"))
+from testpmd import TestPmd  # noqa: E402
+
 # The switch's PMD thread polls on CPU 0; the guests get CPU 1 (two-core machines).
 SWITCH_PMD_CPU_MASK = "0x1"
-GUEST_LCORES = "0@1,1@1"
 
 SERVER_PORT = "vhu0"   # dpdkvhostuser: the switch listens on <rundir>/vhu0
 CLIENT_PORT = "vhu1"   # dpdkvhostuserclient: the guest listens, the switch connects
@@ -72,147 +72,105 @@ def print_port_report(ovs, ports):
 
 # ---- Guests ----
 
-class TestpmdGuest:
-    """One DPDK testpmd with a virtio_user port: the guest side of a vhost-user
-    socket, standing in for a VM."""
-
-    def __init__(self, name, socket_path, listen, forward_mode, logdir, tx_first=False):
-        self.name = name
-        self.log_path = os.path.join(logdir, f"{name}.log")
-        devargs = f"virtio_user0,path={socket_path},queues=1,queue_size=1024"
-        if listen:
-            devargs += ",server=1"
-        self.command = [
-            "dpdk-testpmd", "--lcores", GUEST_LCORES, "--no-pci",
-            f"--file-prefix={name}", "--single-file-segments", "-m", "512",
-            "--vdev", devargs, "--",
-            f"--forward-mode={forward_mode}", "--burst=32",
-            "--txd=1024", "--rxd=1024", "--total-num-mbufs=16384",
-            "--stats-period=1"]
-        if tx_first:
-            self.command.append("--tx-first")
-        self.process = None
-
-    def start(self):
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT)
-
-    def alive(self):
-        return self.process is not None and self.process.poll() is None
-
-    def has_no_port(self):
-        """testpmd keeps running, forwarding nothing, when its virtio_user port could
-        not attach; this is how it says so."""
-        try:
-            with open(self.log_path, errors="replace") as log:
-                return "No probed ethernet devices" in log.read()
-        except FileNotFoundError:
-            return False
-
-    def stop(self):
-        """testpmd with --stats-period quits, printing its totals, on SIGINT."""
-        if not self.alive():
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        # DPDK leaves its hugepage files behind; they would hold the pages.
-        for path in glob.glob(f"/dev/hugepages/{self.name}map_*"):
-            os.unlink(path)
-
-
-def wait_until_connected(ovs, ports, guests, timeout):
+def wait_until_ready(ovs, ports, vm, timeout):
+    """Waits until every port's guest is attached and ready (link up)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = {p: ovs.get_map("Interface", p, "status").get("status") for p in ports}
-        if all(s == "connected" for s in states.values()):
+        if all(ovs.get("Interface", p, "link_state") == "up" for p in ports):
             return True
-        for guest in guests:
-            if not guest.alive() or guest.has_no_port():
-                say(f"guest {guest.name} could not attach; its log: {guest.log_path}")
-                return False
-        time.sleep(0.5)
+        if vm.proc.poll() is not None:
+            say(f"testpmd exited; its log: {vm.log_path}")
+            return False
+        time.sleep(0.2)
+    say(f"the guests did not become ready within {timeout} s; testpmd's log: "
+        f"{vm.log_path}")
     return False
+
+
+def live_counters(ovs):
+    """{port: (rx packets, tx packets, tx dropped)} straight from the switch (ovsdb's
+    statistics are refreshed only every 5 s)."""
+    text = ovs.ofctl("--names", "dump-ports", "br0")
+    counters = {}
+    for port, rx, tx, drop in re.findall(
+            r'port\s+"?([\w-]+)"?:\s+rx pkts=(\d+).*?\n\s+tx pkts=(\d+), bytes=\d+, '
+            r'drop=(\d+)', text):
+        counters[port] = (int(rx), int(tx), int(drop))
+    return counters
 
 
 def forwarding_phase(ovs, ports, seconds):
     """Prints, once a second and on one line, each port's receive and transmit rate
-    as the switch counts them."""
-    def snapshot():
-        return {p: ovs.get_map("Interface", p, "statistics") for p in ports}
-
-    def rate(now, before, counter, interval):
-        return (int(now.get(counter, 0)) - int(before.get(counter, 0))) / interval
-
-    previous, previous_time = snapshot(), time.monotonic()
+    as the switch counts them.  Returns the last counters."""
+    previous, previous_time = live_counters(ovs), time.monotonic()
+    current = previous
     for elapsed in range(1, seconds + 1):
         time.sleep(1)
-        current, current_time = snapshot(), time.monotonic()
+        current, current_time = live_counters(ovs), time.monotonic()
         interval = current_time - previous_time
         fields = []
         for port in ports:
-            rx = rate(current[port], previous[port], "rx_packets", interval) / 1e6
-            tx = rate(current[port], previous[port], "tx_packets", interval) / 1e6
-            drop = rate(current[port], previous[port], "tx_dropped", interval) / 1e6
-            fields.append(f"{port} rx {rx:6.2f} tx {tx:6.2f} drop {drop:5.2f} Mpps")
+            now, before = current.get(port, (0, 0, 0)), previous.get(port, (0, 0, 0))
+            rx, tx, drop = ((now[i] - before[i]) / interval / 1e6 for i in range(3))
+            fields.append(f"{port} rx {rx:5.2f} tx {tx:5.2f} drop {drop:5.2f} Mpps")
         print(f"\r[{elapsed:3d}/{seconds} s] " + " | ".join(fields), end="", flush=True)
         previous, previous_time = current, current_time
     print()
+    return current
 
 
-def wait_for_path(path, timeout):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-def start_guests(ovs, sockets, guests):
-    """Starts the guests in an order that lets each attach; returns False (having
-    said why) when one cannot."""
-    guest2, guest1 = guests
-    # Guest 2 listens: the client-mode port connects to it.
-    say(f"starting {guest2.name}: {' '.join(guest2.command)}")
-    guest2.start()
-    # Guest 1 connects: the switch's socket must exist first.
-    if not wait_for_path(sockets[SERVER_PORT], 10):
-        say(f"the switch did not create {sockets[SERVER_PORT]}")
-        return False
-    say(f"starting {guest1.name}: {' '.join(guest1.command)}")
-    guest1.start()
-    return wait_until_connected(ovs, list(sockets), guests, timeout=30)
+def wait_for_fresh_statistics(ovs, ports, live):
+    """ovsdb gets the switch's counters every 5 s: wait until it has the final ones."""
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        stats = {p: ovs.get_map("Interface", p, "statistics") for p in ports}
+        if all(int(stats[p].get("rx_packets", -1)) == live[p][0] for p in ports):
+            return
+        time.sleep(0.5)
 
 
 def run_guests(ovs, sockets, seconds):
-    """Phase 4.  Returns True if traffic flowed."""
+    """Phase 4.  Returns True if traffic crossed the switch both ways."""
     say("flows: vhu0 -> vhu1 and vhu1 -> vhu0")
     ovs.ofctl("del-flows", "br0")
     ovs.ofctl("add-flow", "br0", f"in_port={SERVER_PORT},actions=output:{CLIENT_PORT}")
     ovs.ofctl("add-flow", "br0", f"in_port={CLIENT_PORT},actions=output:{SERVER_PORT}")
 
-    # Guest 1 starts the loop with one burst (--tx-first); from then on both guests
-    # send back whatever they receive, and the switch forwards it across.
-    guests = [TestpmdGuest("guest2", sockets[CLIENT_PORT], listen=True,
-                           forward_mode="io", logdir=ovs.logdir),
-              TestpmdGuest("guest1", sockets[SERVER_PORT], listen=False,
-                           forward_mode="io", logdir=ovs.logdir, tx_first=True)]
+    # One testpmd plays both VMs, with one virtio_user port per vhost-user port: it
+    # connects to vhu0's socket and listens on vhu1's.  In io mode it sends whatever
+    # one port receives out of the other, so packets circle through the switch.
+    say("starting testpmd with two virtio_user ports, the VMs' side of both sockets")
+    vm = TestPmd([sockets[SERVER_PORT], sockets[CLIENT_PORT]], server=[False, True],
+                 queue_size=1024, descs=1024, burst=32, forward_mode="io",
+                 hugepages=True, file_prefix="demo-vms",
+                 log_path=os.path.join(ovs.logdir, "testpmd.log"))
     try:
-        if not start_guests(ovs, sockets, guests):
-            say("the guests did not attach: the netdev provider does not drive the "
-                "vhost-user backend yet (see the TODO in utilities/demo-sandbox.py)")
+        vm.wait_ready(timeout=60)
+        print(f"    {' '.join(vm.argv)}")
+        if not wait_until_ready(ovs, list(sockets), vm, timeout=30):
             return False
+        # Eight bursts of 32 to start the circle.
+        vm.command("start tx_first 8")
         say(f"forwarding for {seconds} s (rates as the switch counts them)")
         forwarding_phase(ovs, list(sockets), seconds)
-        return True
+        vm.command("stop")
+        time.sleep(0.5)
     finally:
-        for guest in reversed(guests):
-            guest.stop()
+        vm.quit()
+        # DPDK leaves its hugepage files behind; they would hold the pages.
+        for path in glob.glob("/dev/hugepages/demo-vmsmap_*"):
+            os.unlink(path)
+    final = live_counters(ovs)
+    wait_for_fresh_statistics(ovs, list(sockets), final)
+    crossed = all(final.get(p, (0, 0, 0))[0] > 0 and final.get(p, (0, 0, 0))[1] > 0
+                  for p in sockets)
+    for port in sockets:
+        rx, tx, drop = final.get(port, (0, 0, 0))
+        say(f"{port}: received {rx} packets from its guest, sent {tx} to it, "
+            f"dropped {drop}")
+    if not crossed:
+        say("no packet crossed the switch in both directions")
+    return crossed
 
 
 # ---- Main ----
@@ -221,9 +179,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--daemon", required=True,
                         help="our ovs-vswitchd (build/bin/ovs-vswitchd-vhostuser)")
-    parser.add_argument("--with-guests", action="store_true",
-                        help="also run two testpmd guests and forward between them "
-                             "(needs the backend wired into the provider: not yet)")
+    parser.add_argument("--no-guests", action="store_true",
+                        help="only create the ports: no testpmd guests, no traffic")
     parser.add_argument("--seconds", type=int, default=10,
                         help="length of the forwarding phase (default 10)")
     parser.add_argument("--keep", action="store_true",
@@ -241,8 +198,9 @@ def main():
         types = ovs.get("Open_vSwitch", ".", "iface_types")
         print(f"$ ovs-vsctl get Open_vSwitch . iface_types\n{types}")
         sockets = build_topology(ovs)
-        print_port_report(ovs, sockets)
-        if args.with_guests:
+        if args.no_guests:
+            print_port_report(ovs, sockets)
+        else:
             ok = run_guests(ovs, sockets, args.seconds)
             print_port_report(ovs, sockets)
             if not ok:
@@ -250,7 +208,7 @@ def main():
                 print(f"    keeping {ovs.root} (logs of the switch and guests)")
         say("shutting down (ovs-appctl exit)")
         ovs.stop()
-    say("done" if ok else "done, with the guest phase incomplete")
+    say("done" if ok else "FAILED: no traffic crossed the switch")
     return 0 if ok else 1
 
 

@@ -26,13 +26,16 @@ class TestPmd:
         self.sockets = list(sockets)
         prefix = file_prefix or "vhu-tp-%d-%d" % (os.getpid(), id(self) % 100000)
         vdevs = []
+        # 'server' may be one flag for every port or a list, one per socket.
+        servers = list(server) if isinstance(server, (list, tuple)) else \
+            [server] * len(self.sockets)
         for i, path in enumerate(self.sockets):
             devargs = ["path=%s" % path, "queues=%d" % queues]
             for name, value in (("queue_size", queue_size), ("mrg_rxbuf", mrg_rxbuf),
                                 ("in_order", in_order), ("packed_vq", packed_vq)):
                 if value is not None:
                     devargs.append("%s=%d" % (name, value))
-            if server:
+            if servers[i]:
                 devargs.append("server=1")
             if vhost:
                 vdevs += ["--vdev", "net_vhost%d,iface=%s,queues=%d" % (i, path, queues)]
