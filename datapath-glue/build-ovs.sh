@@ -24,6 +24,10 @@
 #   VHU_OVS_CACHE_DIR  cache root (default /var/cache/ovs-vhostuser, or
 #                      ~/.cache/ovs-vhostuser when that is not writable).
 #   VHU_OVS_JOBS       make's parallelism (default 2: the build machines have two cores).
+#   CFLAGS, CPPFLAGS, LDFLAGS  reach OVS's configure, as usual, and so are part of the
+#                      cache key: a package build (which exports the distribution's
+#                      hardening flags) gets a build of its own, and a plain build, with
+#                      none of them set, the same build as before.
 set -euo pipefail
 
 # Bump when the recipe below changes what ends up in the build directory, so that
@@ -50,6 +54,27 @@ die() { log "$*"; exit 1; }
 
 [[ -r $tarball ]] || die "cannot read $tarball (install Debian's openvswitch-source)"
 
+# The compiler flags configure reads from the environment decide what is built, so they
+# go into the key.  The -f*-prefix-map= options that dpkg-buildflags adds name the
+# caller's source tree, where OVS is not built: they would change nothing but the key,
+# and would give every clone a build of its own, so they are dropped.  An empty
+# variable is unset: configure would take an empty CFLAGS as "no -g -O2".
+for var in CFLAGS CPPFLAGS LDFLAGS; do
+    kept=()
+    read -r -a words <<< "${!var:-}"
+    for word in "${words[@]}"; do
+        case $word in
+            -ffile-prefix-map=*|-fdebug-prefix-map=*|-fmacro-prefix-map=*) ;;
+            *) kept+=("$word") ;;
+        esac
+    done
+    if ((${#kept[@]})); then
+        export "$var=${kept[*]}"
+    else
+        unset "$var"
+    fi
+done
+
 cache_root() {
     if [[ -n ${VHU_OVS_CACHE_DIR:-} ]]; then
         echo "$VHU_OVS_CACHE_DIR"
@@ -68,6 +93,10 @@ build_key() {
         echo "$CONFIGURE_FLAGS"
         echo "$compiler"
         echo "recipe $RECIPE_VERSION"
+        # Only when set, so that the key of a build without them stays what it was.
+        if [[ -n ${CFLAGS:-}${CPPFLAGS:-}${LDFLAGS:-} ]]; then
+            echo "CFLAGS=${CFLAGS:-} CPPFLAGS=${CPPFLAGS:-} LDFLAGS=${LDFLAGS:-}"
+        fi
     } | sha256sum | cut -c1-16
 }
 
@@ -151,6 +180,7 @@ echo "$(ovs_make_var SSL_LIBS) $(ovs_make_var CAPNG_LDADD) $(ovs_make_var LIBS)"
 {
     echo "tarball=$tarball"
     echo "configure_flags=$CONFIGURE_FLAGS"
+    echo "environment=CFLAGS=${CFLAGS:-} CPPFLAGS=${CPPFLAGS:-} LDFLAGS=${LDFLAGS:-}"
     echo "recipe=$RECIPE_VERSION"
     echo "seconds=$(($(date +%s) - started))"
     date -u +%Y-%m-%dT%H:%M:%SZ
