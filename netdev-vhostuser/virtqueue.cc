@@ -401,7 +401,23 @@ uint32_t Virtqueue::EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, boo
       return 0;
     }
     uint32_t in_buffer = 0;
-    for (uint32_t s = 0; s < n_segments && written < need; ++s) {
+    uint32_t first = 0;
+    if (written == 0 && n_segments > 0 && segments_[0].len >= header_size) {
+      // The usual layout: the whole header fits the first segment.
+      const Segment& seg = segments_[0];
+      memcpy(seg.data, header, header_size);
+      if (header_size == sizeof(VirtioNetHeader)) {
+        num_buffers_bytes[0] = seg.data + 10;
+        num_buffers_bytes[1] = seg.data + 11;
+      }
+      const uint32_t n = static_cast<uint32_t>(
+          std::min<uint64_t>(seg.len - header_size, need - header_size));
+      memcpy(seg.data + header_size, frame, n);
+      written = header_size + n;
+      in_buffer = written;
+      first = 1;
+    }
+    for (uint32_t s = first; s < n_segments && written < need; ++s) {
       const Segment& seg = segments_[s];
       const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(seg.len, need - written));
       uint32_t done = 0;

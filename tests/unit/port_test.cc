@@ -280,6 +280,27 @@ TEST_F(PortTest, EnqueueSpreadsOverMergeableBuffers) {
   EXPECT_EQ(vhu_enqueue_burst(port_, 0, &p2, 1, &dropped), 1u);
 }
 
+TEST_F(PortTest, EnqueueWritesAHeaderSplitOverSegments) {
+  Start(kModernFeatures | Bit(feature::kNetMrgRxbuf));
+  // A receive chain whose first buffers are smaller than the header, after an empty
+  // descriptor.
+  uint64_t a = ram_.Alloc(5), b = ram_.Alloc(6), c = ram_.Alloc(2048);
+  rx_.Publish(rx_.AddChain({{a, 0}, {a, 5}, {b, 6}, {c, 2048}}, true));
+  auto frame = TestFrame(100, 3);
+  vhu_tx_packet pkt{frame.data(), 100};
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  std::vector<uint8_t> header(ram_.host(a), ram_.host(a) + 5);
+  header.insert(header.end(), ram_.host(b), ram_.host(b) + 6);
+  header.push_back(ram_.host(c)[0]);
+  VirtioNetHeader h;
+  memcpy(&h, header.data(), sizeof h);
+  EXPECT_EQ(h.num_buffers, 1);
+  EXPECT_EQ(0, memcmp(ram_.host(c) + 1, frame.data(), 100));
+  VringUsedElem e;
+  ASSERT_TRUE(rx_.PopUsed(&e));
+  EXPECT_EQ(e.len, kHeader + 100);
+}
+
 TEST_F(PortTest, DropsWhatNoSingleBufferCanHold) {
   Start(kModernFeatures);
   PostRxBuffer(200);
