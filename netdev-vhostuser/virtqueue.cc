@@ -126,6 +126,15 @@ absl::Status Virtqueue::Remap(const GuestMemory* memory) {
         address_.desc_user_addr, address_.avail_user_addr, address_.used_user_addr,
         size_));
   }
+  // Aligned in the frontend's address space is not enough: a region whose mmap_offset
+  // is not a multiple of 8 moves every address of it in our mapping.  Misaligned rings
+  // would be undefined behaviour here and a bus error on the atomic loads of arm64.
+  if (reinterpret_cast<uintptr_t>(desc) % alignof(VringDesc) ||
+      reinterpret_cast<uintptr_t>(avail) % alignof(uint16_t) ||
+      reinterpret_cast<uintptr_t>(used) % alignof(VringUsedElem)) {
+    return absl::InvalidArgumentError(
+        "ring addresses are misaligned in the memory table's mapping (mmap_offset)");
+  }
   auto overlap = [](const uint8_t* a, uint64_t a_len, const uint8_t* b, uint64_t b_len) {
     return a < b + b_len && b < a + a_len;
   };
