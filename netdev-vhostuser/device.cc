@@ -1,5 +1,11 @@
 #include "device.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -21,6 +27,30 @@ absl::Status ExpectFds(const Message& m, size_t n) {
     return absl::InvalidArgumentError(absl::StrCat(RequestName(m.header.request),
                                                    " carries ", m.fds.size(),
                                                    " fds, expected ", n));
+  }
+  return absl::OkStatus();
+}
+
+// The call fd is written from the data path, so a write to it must never block: a
+// frontend could hand us a pipe it never reads, or a blocking eventfd whose counter it
+// has saturated, and stop the switch's polling thread for good.  Only an eventfd is
+// accepted, and it is made non-blocking (the flag is on the file description the
+// frontend shares; virtio frontends create their call eventfds non-blocking anyway).
+absl::Status PrepareCallFd(int fd) {
+  char proc[64], link[64];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  const ssize_t n = readlink(proc, link, sizeof link - 1);
+  if (n >= 0) {  // Without /proc the type cannot be told; O_NONBLOCK still protects.
+    link[n] = '\0';
+    if (strcmp(link, "anon_inode:[eventfd]") != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SET_VRING_CALL fd is not an eventfd (", link, ")"));
+    }
+  }
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SET_VRING_CALL fd cannot be made non-blocking: ", strerror(errno)));
   }
   return absl::OkStatus();
 }
@@ -320,6 +350,9 @@ absl::Status Device::SetVringFd(Message& m, Request request) {
   auto vq = VringFor(static_cast<uint32_t>(payload & kVringIndexMask));
   if (!vq.ok()) return vq.status();
   UniqueFd fd = no_fd ? UniqueFd() : std::move(m.fds[0]);
+  if (request == Request::kSetVringCall && fd.valid()) {
+    if (absl::Status s = PrepareCallFd(fd.get()); !s.ok()) return s;
+  }
   {
     std::lock_guard<Spinlock> lock((*vq)->lock());
     switch (request) {

@@ -132,5 +132,40 @@ TEST_F(HostileTest, RingMisalignedInOurMappingIsRefused) {
   ExpectDropped("misaligned");
 }
 
+// A call fd is written from the data path.  A frontend that hands us something a write
+// can block on (a pipe it never reads) would stop the switch's PMD thread for good.
+TEST_F(HostileTest, CallFdThatIsNotAnEventfdIsRefused) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  UniqueFd r(p[0]), w(p[1]);
+  Connect();
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetVringCall, 0, {w.get()}).ok());
+  ExpectDropped("eventfd");
+}
+
+// The same with a real eventfd: a blocking one whose counter the frontend saturated.
+// The interrupt must not block the data path; at most it is lost.
+TEST_F(HostileTest, SaturatedBlockingCallEventfdDoesNotBlockTheDataPath) {
+  UniqueFd call(eventfd(0, EFD_CLOEXEC));  // Blocking, as a hostile frontend makes it.
+  Start(kModernFeatures, call.get());
+  const uint64_t almost_full = 0xfffffffffffffffeull;
+  ASSERT_EQ(write(call.get(), &almost_full, sizeof almost_full), 8);
+  PostRxBuffer(2048);
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  std::atomic<bool> done{false};
+  std::thread burst([&] {
+    vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr);
+    done = true;
+  });
+  const bool returned = WaitFor([&] { return done.load(); }, 2000);
+  if (!returned) {
+    uint64_t v;
+    ASSERT_EQ(read(call.get(), &v, sizeof v), 8);  // Unblock the writer.
+  }
+  burst.join();
+  EXPECT_TRUE(returned) << "vhu_enqueue_burst blocked on the guest's call eventfd";
+}
+
 }  // namespace
 }  // namespace vhostuser::testing
