@@ -18,6 +18,7 @@ packages=(
   dpdk dpdk-dev libdpdk-dev
   qemu-system-x86 busybox-static cpio
   procps iproute2 psmisc
+  clang clang-14 libclang-rt-14-dev
 )
 
 missing=()
