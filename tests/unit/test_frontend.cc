@@ -214,7 +214,7 @@ absl::Status Frontend::SetUp(GuestRam& ram, uint64_t features,
   }
   for (const RingSetup& r : rings) {
     VringState num{r.index, r.ring->size()};
-    VringState base{r.index, 0};
+    VringState base{r.index, r.base};
     VringAddress addr = r.ring->Address(r.index);
     if (auto s = Send(Request::kSetVringNum, &num, sizeof num); !s.ok()) return s;
     if (auto s = Send(Request::kSetVringBase, &base, sizeof base); !s.ok()) return s;

@@ -111,6 +111,7 @@ class Frontend {
     uint32_t index;
     DriverRing* ring;
     int call_fd = -1;  // -1: no call fd (polling guest).
+    uint32_t base = 0;  // SET_VRING_BASE.
   };
   // The whole handshake a frontend does: features, memory table, every ring, enable.
   absl::Status SetUp(GuestRam& ram, uint64_t features, const std::vector<RingSetup>& rings,

@@ -1,0 +1,883 @@
+#include "hostile_cases.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "protocol.h"
+#include "test_frontend.h"
+#include "unique_fd.h"
+#include "vhostuser/vhostuser.h"
+
+namespace vhostuser::hostile {
+namespace {
+
+using testing::DriverRing;
+using testing::Frontend;
+using testing::GuestRam;
+using testing::TestFrame;
+
+constexpr uint64_t kFeatures = Bit(feature::kVersion1) | Bit(feature::kRingIndirectDesc);
+constexpr uint32_t kHeader = sizeof(VirtioNetHeader);
+constexpr int kTimeoutMs = 5000;
+
+#define RETURN_IF_ERROR(expr)                  \
+  do {                                         \
+    if (absl::Status _s = (expr); !_s.ok()) return _s; \
+  } while (0)
+
+absl::Status Fail(const std::string& what) { return absl::InternalError(what); }
+
+// Waits for the backend to close the connection, reading (and dropping) any replies.
+bool WaitClosed(int fd, int timeout_ms = kTimeoutMs) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  char buf[4096];
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
+    if (n > 0) continue;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    poll(&p, 1, static_cast<int>(left.count()));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Frontend>> Open(Env& env) {
+  return Frontend::Connect(env.socket_path);
+}
+
+// The end of a case that left the connection up: close our sending side and wait for
+// the backend to close its own, so that the next connection finds the port free.
+absl::Status CloseCleanly(std::unique_ptr<Frontend>& fe) {
+  shutdown(fe->fd(), SHUT_WR);
+  const bool closed = WaitClosed(fe->fd());
+  fe.reset();
+  return closed ? absl::OkStatus() : Fail("backend did not close after our shutdown");
+}
+
+absl::Status ExpectDropped(std::unique_ptr<Frontend>& fe) {
+  const bool closed = WaitClosed(fe->fd());
+  fe.reset();
+  return closed ? absl::OkStatus() : Fail("the backend kept the connection");
+}
+
+absl::Status ExpectAlive(std::unique_ptr<Frontend>& fe) {
+  if (absl::Status s = fe->Sync(); !s.ok()) {
+    return Fail(absl::StrCat("connection did not survive: ", s.message()));
+  }
+  return CloseCleanly(fe);
+}
+
+absl::Status SendRaw(Frontend& fe, const void* bytes, size_t len,
+                     const std::vector<int>& fds = {}) {
+  iovec iov{const_cast<void*>(bytes), len};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 64)] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (!fds.empty()) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  if (sendmsg(fe.fd(), &msg, MSG_NOSIGNAL) != static_cast<ssize_t>(len)) {
+    return absl::UnavailableError(absl::StrCat("sendmsg: ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SendState(Frontend& fe, Request r, uint32_t index, uint32_t num) {
+  VringState s{index, num};
+  return fe.Send(r, &s, sizeof s);
+}
+
+absl::Status SendTable(Frontend& fe, const std::vector<MemoryRegionDesc>& regions,
+                       const std::vector<int>& fds, uint32_t nregions) {
+  std::vector<uint8_t> payload(sizeof(MemoryTableHeader) +
+                               regions.size() * sizeof(MemoryRegionDesc));
+  MemoryTableHeader h{nregions, 0};
+  memcpy(payload.data(), &h, sizeof h);
+  memcpy(payload.data() + sizeof h, regions.data(),
+         regions.size() * sizeof(MemoryRegionDesc));
+  return fe.Send(Request::kSetMemTable, payload.data(),
+                 static_cast<uint32_t>(payload.size()), fds);
+}
+
+// A message the backend refuses, then the wait for it to hang up.
+absl::Status DroppedAfter(Env& env, const std::function<absl::Status(Frontend&)>& send) {
+  auto fe = Open(env);
+  if (!fe.ok()) return fe.status();
+  (void)send(**fe);  // A send may fail once the backend has hung up: that is the point.
+  return ExpectDropped(*fe);
+}
+
+// A guest with memory, one queue pair, and its rings set up and enabled.
+struct Guest {
+  explicit Guest(size_t ram_size = 4 << 20) : ram(ram_size), rx(ram, 256), tx(ram, 256) {}
+
+  absl::Status Start(Env& env, uint64_t features = kFeatures) {
+    auto f = Open(env);
+    if (!f.ok()) return f.status();
+    fe = *std::move(f);
+    return fe->SetUp(ram, features, {{0, &rx}, {1, &tx}});
+  }
+
+  // The frame behind a zeroed header, in guest memory; returns the buffer's address.
+  uint64_t Place(const std::vector<uint8_t>& frame, const uint8_t* header = nullptr) {
+    std::vector<uint8_t> bytes(kHeader, 0);
+    if (header) memcpy(bytes.data(), header, kHeader);
+    bytes.insert(bytes.end(), frame.begin(), frame.end());
+    uint64_t gpa = ram.Alloc(bytes.size());
+    memcpy(ram.host(gpa), bytes.data(), bytes.size());
+    return gpa;
+  }
+
+  // Sends header+frame split at 'splits' (offsets into header+frame).
+  void Send(const std::vector<uint8_t>& frame, std::vector<uint32_t> splits = {},
+            bool indirect = false, const uint8_t* header = nullptr) {
+    const uint64_t gpa = Place(frame, header);
+    std::vector<DriverRing::Buffer> buffers;
+    uint32_t at = 0;
+    splits.push_back(static_cast<uint32_t>(kHeader + frame.size()));
+    for (uint32_t end : splits) {
+      buffers.push_back({gpa + at, end - at});
+      at = end;
+    }
+    tx.Publish(indirect ? tx.AddIndirect(buffers, false) : tx.AddChain(buffers, false));
+  }
+
+  void PostRx(int n, uint32_t size = 2048) {
+    for (int i = 0; i < n; ++i) {
+      uint64_t gpa = ram.Alloc(size);
+      rx_buffers.push_back(gpa);
+      rx.Publish(rx.AddChain({{gpa, size}}, true));
+    }
+  }
+
+  // Waits (pumping) until every frame came back to us, in order and intact.
+  absl::Status ExpectEcho(Env& env, const std::vector<std::vector<uint8_t>>& frames) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(kTimeoutMs);
+    size_t got = 0;
+    while (got < frames.size()) {
+      VringUsedElem e;
+      if (rx.PopUsed(&e)) {
+        const uint64_t gpa = rx_buffers[rx_popped++];
+        const auto& frame = frames[got];
+        if (e.len != kHeader + frame.size() ||
+            memcmp(ram.host(gpa) + kHeader, frame.data(), frame.size()) != 0) {
+          return Fail(absl::StrCat("frame ", got, " came back as ", e.len - kHeader,
+                                   " different bytes (sent ", frame.size(), ")"));
+        }
+        ++got;
+        continue;
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        return Fail(absl::StrCat(got, " of ", frames.size(), " frames came back"));
+      }
+      env.pump();
+    }
+    return absl::OkStatus();
+  }
+
+  // Waits (pumping) until the backend hangs up on us.
+  absl::Status ExpectDroppedPumping(Env& env) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(kTimeoutMs);
+    while (std::chrono::steady_clock::now() < deadline) {
+      env.pump();
+      if (WaitClosed(fe->fd(), 1)) {
+        fe.reset();
+        return absl::OkStatus();
+      }
+    }
+    return Fail("the backend kept the connection");
+  }
+
+  // Sends a good frame and checks it comes back: what came before was harmless.
+  absl::Status ExpectStillWorks(Env& env) {
+    auto frame = TestFrame(100, 77);
+    Send(frame);
+    RETURN_IF_ERROR(ExpectEcho(env, {frame}));
+    return CloseCleanly(fe);
+  }
+
+  GuestRam ram;
+  DriverRing rx, tx;
+  std::unique_ptr<Frontend> fe;
+  std::vector<uint64_t> rx_buffers;
+  size_t rx_popped = 0;
+};
+
+// ---- The cases. ----
+
+absl::Status OversizedHeader(Env& env) {
+  return DroppedAfter(env, [](Frontend& fe) {
+    MessageHeader h{static_cast<uint32_t>(Request::kSetMemTable), kVersion, 1u << 30};
+    return SendRaw(fe, &h, sizeof h);
+  });
+}
+
+absl::Status RequestOutOfRange(Env& env) {
+  auto fe = Open(env);
+  if (!fe.ok()) return fe.status();
+  for (uint32_t request : {0u, 41u, 99u, 1000u, 0x7fffffffu, 0xffffffffu}) {
+    uint64_t payload = 0;
+    MessageHeader h{request, kVersion, sizeof payload};
+    uint8_t bytes[sizeof h + sizeof payload];
+    memcpy(bytes, &h, sizeof h);
+    memcpy(bytes + sizeof h, &payload, sizeof payload);
+    RETURN_IF_ERROR(SendRaw(**fe, bytes, sizeof bytes));
+  }
+  return ExpectAlive(*fe);
+}
+
+absl::Status TruncatedHeaderThenClose(Env& env) {
+  auto fe = Open(env);
+  if (!fe.ok()) return fe.status();
+  MessageHeader h{static_cast<uint32_t>(Request::kGetFeatures), kVersion, 0};
+  RETURN_IF_ERROR(SendRaw(**fe, &h, 7));
+  return CloseCleanly(*fe);
+}
+
+absl::Status ShortPayload(Env& env) {
+  return DroppedAfter(env, [](Frontend& fe) {
+    uint32_t half = 1;
+    return fe.Send(Request::kSetFeatures, &half, sizeof half);
+  });
+}
+
+// SET_MEM_TABLE's header and half its payload, its fds attached, then the frontend goes.
+absl::Status CloseMidMessage(Env& env) {
+  auto fe = Open(env);
+  if (!fe.ok()) return fe.status();
+  GuestRam ram(64 << 10);
+  MemoryRegionDesc r = ram.Region();
+  MessageHeader h{static_cast<uint32_t>(Request::kSetMemTable), kVersion,
+                  sizeof(MemoryTableHeader) + 2 * sizeof(MemoryRegionDesc)};
+  uint8_t bytes[sizeof h + sizeof(MemoryTableHeader) + sizeof r];
+  MemoryTableHeader th{2, 0};
+  memcpy(bytes, &h, sizeof h);
+  memcpy(bytes + sizeof h, &th, sizeof th);
+  memcpy(bytes + sizeof h + sizeof th, &r, sizeof r);
+  RETURN_IF_ERROR(SendRaw(**fe, bytes, sizeof bytes, {ram.fd(), ram.fd()}));
+  return CloseCleanly(*fe);
+}
+
+absl::Status FdsOnMessageThatTakesNone(Env& env) {
+  GuestRam ram(4096);
+  return DroppedAfter(env, [&](Frontend& fe) {
+    std::vector<int> fds(8, ram.fd());
+    return fe.Send(Request::kGetFeatures, nullptr, 0, fds);
+  });
+}
+
+absl::Status MoreFdsThanTheMessageTakes(Env& env) {
+  return DroppedAfter(env, [](Frontend& fe) {
+    UniqueFd a(eventfd(0, EFD_CLOEXEC)), b(eventfd(0, EFD_CLOEXEC));
+    return fe.SendU64(Request::kSetVringKick, 0, {a.get(), b.get()});
+  });
+}
+
+absl::Status MoreFdsThanAnyMessageTakes(Env& env) {
+  return DroppedAfter(env, [](Frontend& fe) {
+    UniqueFd a(eventfd(0, EFD_CLOEXEC));
+    std::vector<int> fds(12, a.get());
+    uint64_t index = 0;
+    MessageHeader h{static_cast<uint32_t>(Request::kSetVringKick), kVersion, 8};
+    uint8_t bytes[sizeof h + 8];
+    memcpy(bytes, &h, sizeof h);
+    memcpy(bytes + sizeof h, &index, 8);
+    return SendRaw(fe, bytes, sizeof bytes, fds);
+  });
+}
+
+absl::Status BadTable(Env& env, const std::function<absl::Status(Frontend&, GuestRam&)>& f) {
+  GuestRam ram(64 << 10);
+  return DroppedAfter(env, [&](Frontend& fe) { return f(fe, ram); });
+}
+
+absl::Status TooManyRegions(Env& env) {
+  return BadTable(env, [](Frontend& fe, GuestRam& ram) {
+    std::vector<MemoryRegionDesc> regions;
+    for (int i = 0; i < 9; ++i) {
+      MemoryRegionDesc r = ram.Region();
+      r.memory_size = 4096;
+      r.guest_phys_addr += i * 4096;
+      r.userspace_addr += i * 4096;
+      r.mmap_offset = i * 4096;
+      regions.push_back(r);
+    }
+    return SendTable(fe, regions, std::vector<int>(8, ram.fd()), 9);
+  });
+}
+
+absl::Status FewerFdsThanRegions(Env& env) {
+  return BadTable(env, [](Frontend& fe, GuestRam& ram) {
+    MemoryRegionDesc a = ram.Region(), b = ram.Region();
+    a.memory_size = b.memory_size = ram.size() / 2;
+    b.guest_phys_addr += ram.size();
+    b.userspace_addr += ram.size();
+    return SendTable(fe, {a, b}, {ram.fd()}, 2);
+  });
+}
+
+absl::Status RegionOverflows(Env& env) {
+  return BadTable(env, [](Frontend& fe, GuestRam& ram) {
+    MemoryRegionDesc a = ram.Region(), b = ram.Region(), c = ram.Region();
+    a.mmap_offset = UINT64_MAX - 4095;
+    b.guest_phys_addr = UINT64_MAX - 100;
+    b.userspace_addr = 0x10000000;
+    c.userspace_addr = UINT64_MAX - 4095;
+    c.guest_phys_addr = 0x40000000;
+    // Three overflowing regions: the first is enough to refuse the table.
+    return SendTable(fe, {a, b, c}, {ram.fd(), ram.fd(), ram.fd()}, 3);
+  });
+}
+
+absl::Status RegionsOverlap(Env& env) {
+  return BadTable(env, [](Frontend& fe, GuestRam& ram) {
+    MemoryRegionDesc a = ram.Region(), b = ram.Region();
+    a.memory_size = b.memory_size = ram.size() / 2;
+    b.guest_phys_addr += ram.size() / 4;
+    b.userspace_addr += ram.size();
+    b.mmap_offset = ram.size() / 2;
+    return SendTable(fe, {a, b}, {ram.fd(), ram.fd()}, 2);
+  });
+}
+
+absl::Status ZeroSizeRegion(Env& env) {
+  return BadTable(env, [](Frontend& fe, GuestRam& ram) {
+    MemoryRegionDesc r = ram.Region();
+    r.memory_size = 0;
+    return SendTable(fe, {r}, {ram.fd()}, 1);
+  });
+}
+
+absl::Status RegionBeyondItsFile(Env& env) {
+  return BadTable(env, [](Frontend& fe, GuestRam& ram) {
+    MemoryRegionDesc r = ram.Region();
+    r.mmap_offset = 4096;
+    return SendTable(fe, {r}, {ram.fd()}, 1);
+  });
+}
+
+// Good tables, over and over on one connection, while a ring runs: every remap must
+// unmap the table before.
+absl::Status MemTableRepeatedWhileRunning(Env& env) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  MemoryRegionDesc r = g.ram.Region();
+  for (int i = 0; i < 10000 / env.scale_down; ++i) {
+    RETURN_IF_ERROR(SendTable(*g.fe, {r}, {g.ram.fd()}, 1));
+    if (i % 1000 == 0) RETURN_IF_ERROR(g.fe->Sync());
+  }
+  RETURN_IF_ERROR(g.fe->Sync());
+  g.PostRx(1);
+  auto frame = TestFrame(200, 3);
+  g.Send(frame);
+  RETURN_IF_ERROR(g.ExpectEcho(env, {frame}));
+  return CloseCleanly(g.fe);
+}
+
+absl::Status VringNum(Env& env, uint32_t num) {
+  return DroppedAfter(env, [num](Frontend& fe) {
+    return SendState(fe, Request::kSetVringNum, 0, num);
+  });
+}
+
+absl::Status VringIndexHuge(Env& env) {
+  return DroppedAfter(env, [](Frontend& fe) {
+    return SendState(fe, Request::kSetVringNum, 0x10001, 256);
+  });
+}
+
+absl::Status VringIndexOnePast(Env& env) {
+  return DroppedAfter(env, [](Frontend& fe) {
+    return SendState(fe, Request::kSetVringBase, VHU_MAX_VRINGS, 0);
+  });
+}
+
+absl::Status VringKickIndexOnePast(Env& env) {
+  return DroppedAfter(env, [](Frontend& fe) {
+    UniqueFd kick(eventfd(0, EFD_CLOEXEC));
+    return fe.SendU64(Request::kSetVringKick, VHU_MAX_VRINGS, {kick.get()});
+  });
+}
+
+absl::Status VringBaseBeyondIndexSpace(Env& env) {
+  return DroppedAfter(env, [](Frontend& fe) {
+    return SendState(fe, Request::kSetVringBase, 1, 70000);
+  });
+}
+
+// A base far past the ring's size, on a ring whose used index says 0: the ring is
+// trusted (as the guest does) and traffic flows.
+absl::Status VringBaseBeyondRingSize(Env& env) {
+  Guest g;
+  auto f = Open(env);
+  if (!f.ok()) return f.status();
+  g.fe = *std::move(f);
+  RETURN_IF_ERROR(g.fe->SetUp(g.ram, kFeatures, {{0, &g.rx, -1, 1000}, {1, &g.tx, -1, 1000}}));
+  g.PostRx(1);
+  auto frame = TestFrame(64, 1);
+  g.Send(frame);
+  RETURN_IF_ERROR(g.ExpectEcho(env, {frame}));
+  return CloseCleanly(g.fe);
+}
+
+// Ring set-up for vring 1 with 'address', then the kick that starts it.
+absl::Status RingWith(Env& env, const std::vector<MemoryRegionDesc>& regions,
+                      GuestRam& ram, VringAddress address) {
+  return DroppedAfter(env, [&](Frontend& fe) {
+    RETURN_IF_ERROR(SendTable(fe, regions, std::vector<int>(regions.size(), ram.fd()),
+                              static_cast<uint32_t>(regions.size())));
+    RETURN_IF_ERROR(SendState(fe, Request::kSetVringNum, 1, 256));
+    RETURN_IF_ERROR(fe.Send(Request::kSetVringAddr, &address, sizeof address));
+    UniqueFd kick(eventfd(0, EFD_CLOEXEC));
+    return fe.SendU64(Request::kSetVringKick, 1, {kick.get()});
+  });
+}
+
+absl::Status RingOutsideMemory(Env& env) {
+  GuestRam ram(1 << 20);
+  MemoryRegionDesc r = ram.Region();
+  return RingWith(env, {r}, ram,
+                  VringAddress{1, 0, r.userspace_addr + r.memory_size + 0x10000,
+                               r.userspace_addr, r.userspace_addr + 8192, 0});
+}
+
+// Two regions adjacent in the frontend's address space, mapped separately by us: a
+// ring that starts at the end of the first runs into the second.
+absl::Status RingStraddlesRegions(Env& env) {
+  GuestRam ram(1 << 20);
+  MemoryRegionDesc a = ram.Region(), b = ram.Region();
+  a.memory_size = b.memory_size = ram.size() / 2;
+  b.guest_phys_addr += ram.size() / 2;
+  b.userspace_addr += ram.size() / 2;
+  b.mmap_offset = ram.size() / 2;
+  return RingWith(env, {a, b}, ram,
+                  VringAddress{1, 0, a.userspace_addr + a.memory_size - 1024,
+                               a.userspace_addr + 0x8000, a.userspace_addr + 0x4000, 0});
+}
+
+absl::Status RingsOverlap(Env& env) {
+  GuestRam ram(1 << 20);
+  MemoryRegionDesc r = ram.Region();
+  return RingWith(env, {r}, ram,
+                  VringAddress{1, 0, r.userspace_addr, r.userspace_addr + 1024,
+                               r.userspace_addr + 8192, 0});
+}
+
+absl::Status RingMisaligned(Env& env) {
+  GuestRam ram(1 << 20);
+  MemoryRegionDesc r = ram.Region();
+  r.mmap_offset = 4;
+  r.memory_size -= 4096;
+  return RingWith(env, {r}, ram,
+                  VringAddress{1, 0, r.userspace_addr + 0x10000, r.userspace_addr + 0x20000,
+                               r.userspace_addr + 0x18000, 0});
+}
+
+absl::Status CallFdNotAnEventfd(Env& env) {
+  return DroppedAfter(env, [](Frontend& fe) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return Fail("pipe");
+    UniqueFd r(p[0]), w(p[1]);
+    return fe.SendU64(Request::kSetVringCall, 0, {w.get()});
+  });
+}
+
+absl::Status LogBaseAtTheTop(Env& env) {
+  auto fe = Open(env);
+  if (!fe.ok()) return fe.status();
+  GuestRam ram(4096);
+  uint64_t log[2] = {4096, UINT64_MAX - 4095};  // size, offset
+  RETURN_IF_ERROR((*fe)->Send(Request::kSetLogBase, log, sizeof log, {ram.fd()}));
+  uint64_t log_fd_payload = 0;
+  RETURN_IF_ERROR((*fe)->Send(Request::kSetLogFd, &log_fd_payload, 8, {ram.fd()}));
+  return ExpectAlive(*fe);
+}
+
+absl::Status InflightLoop(Env& env) {
+  auto fe = Open(env);
+  if (!fe.ok()) return fe.status();
+  GuestRam ram(4096);
+  for (int i = 0; i < 10000 / env.scale_down; ++i) {
+    uint8_t inflight[24] = {};
+    RETURN_IF_ERROR((*fe)->Send(Request::kGetInflightFd, inflight, sizeof inflight));
+    RETURN_IF_ERROR(
+        (*fe)->Send(Request::kSetInflightFd, inflight, sizeof inflight, {ram.fd()}));
+    if (i % 500 == 0) RETURN_IF_ERROR((*fe)->Sync());
+  }
+  return ExpectAlive(*fe);
+}
+
+// ---- Descriptor chains, on a running queue pair. ----
+
+absl::Status BadChain(Env& env, const std::function<void(Guest&)>& build) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  build(g);
+  return g.ExpectDroppedPumping(env);
+}
+
+absl::Status ChainLoop(Env& env) {
+  return BadChain(env, [](Guest& g) {
+    uint64_t gpa = g.ram.Alloc(64);
+    uint16_t head = g.tx.AddChain({{gpa, 32}, {gpa + 32, 32}}, false);
+    VringDesc& second = g.tx.desc()[(head + 1) % 256];
+    second.next = head;
+    second.flags |= kDescFlagNext;
+    g.tx.Publish(head);
+  });
+}
+
+// Every descriptor of the ring chained to the next, the last back to the first.
+absl::Status ChainLongerThanRing(Env& env) {
+  return BadChain(env, [](Guest& g) {
+    uint64_t gpa = g.ram.Alloc(64);
+    for (uint16_t i = 0; i < 256; ++i) {
+      g.tx.desc()[i] = VringDesc{gpa, 16, kDescFlagNext, static_cast<uint16_t>((i + 1) % 256)};
+    }
+    g.tx.Publish(0);
+  });
+}
+
+absl::Status IndirectInIndirect(Env& env) {
+  return BadChain(env, [](Guest& g) {
+    uint64_t gpa = g.ram.Alloc(64);
+    uint16_t head = g.tx.AddIndirect({{gpa, 64}}, false);
+    auto* table = reinterpret_cast<VringDesc*>(g.ram.host(g.tx.desc()[head].addr));
+    table[0].flags = kDescFlagIndirect;
+    table[0].len = 16;
+    g.tx.Publish(head);
+  });
+}
+
+absl::Status IndirectTablePartial(Env& env) {
+  return BadChain(env, [](Guest& g) {
+    uint64_t gpa = g.ram.Alloc(64);
+    uint16_t head = g.tx.AddIndirect({{gpa, 32}, {gpa + 32, 32}}, false);
+    g.tx.desc()[head].len = 20;
+    g.tx.Publish(head);
+  });
+}
+
+// Guest memory as two regions, adjacent in guest-physical space but separate mappings
+// for us; a descriptor runs from the end of the first into the second.
+absl::Status BufferStraddlesRegions(Env& env) {
+  Guest g;
+  auto f = Open(env);
+  if (!f.ok()) return f.status();
+  g.fe = *std::move(f);
+  RETURN_IF_ERROR(g.fe->SetUp(g.ram, kFeatures, {{0, &g.rx}, {1, &g.tx}}));
+  MemoryRegionDesc a = g.ram.Region(), b = g.ram.Region();
+  a.memory_size = b.memory_size = g.ram.size() / 2;
+  b.guest_phys_addr += g.ram.size() / 2;
+  b.userspace_addr += g.ram.size() / 2;
+  b.mmap_offset = g.ram.size() / 2;
+  RETURN_IF_ERROR(SendTable(*g.fe, {a, b}, {g.ram.fd(), g.ram.fd()}, 2));
+  RETURN_IF_ERROR(g.fe->Sync());
+  // A good frame first: the two-region table works.
+  g.PostRx(1);
+  auto frame = TestFrame(64, 5);
+  g.Send(frame);
+  RETURN_IF_ERROR(g.ExpectEcho(env, {frame}));
+  const uint64_t boundary = GuestRam::kGuestBase + g.ram.size() / 2;
+  g.tx.Publish(g.tx.AddChain({{boundary - 32, 128}}, false));
+  return g.ExpectDroppedPumping(env);
+}
+
+absl::Status ChainShorterThanHeader(Env& env) {
+  return BadChain(env, [](Guest& g) {
+    g.tx.Publish(g.tx.AddChain({{g.ram.Alloc(8), 8}}, false));
+  });
+}
+
+absl::Status WritableDescriptorInTransmitChain(Env& env) {
+  return BadChain(env, [](Guest& g) {
+    g.tx.Publish(g.tx.AddChain({{g.ram.Alloc(128), 128}}, /*writable=*/true));
+  });
+}
+
+absl::Status AvailIndexRunsAhead(Env& env) {
+  return BadChain(env, [](Guest& g) { g.tx.set_avail_idx(1000); });
+}
+
+absl::Status HeadOutOfRange(Env& env) {
+  return BadChain(env, [](Guest& g) {
+    g.tx.avail_ring()[0] = 300;
+    g.tx.set_avail_idx(1);
+  });
+}
+
+absl::Status ZeroLengthOutsideMemory(Env& env) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  g.PostRx(2);
+  auto frame = TestFrame(64, 1);
+  const uint64_t gpa = g.Place(frame);
+  g.tx.Publish(g.tx.AddChain({{gpa, kHeader + 64}, {0xdead00000000ull, 0}}, false));
+  RETURN_IF_ERROR(g.ExpectEcho(env, {frame}));
+  return g.ExpectStillWorks(env);
+}
+
+absl::Status HeaderSplitOverDescriptors(Env& env) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  g.PostRx(4);
+  auto f1 = TestFrame(60, 1), f2 = TestFrame(1000, 2), f3 = TestFrame(300, 3);
+  g.Send(f1, {5});                       // 5 + 7 header bytes, then the frame
+  g.Send(f2, {1, 2, 3, 11, 12, 500});    // header over four descriptors
+  g.Send(f3, {6, 40}, /*indirect=*/true);
+  RETURN_IF_ERROR(g.ExpectEcho(env, {f1, f2, f3}));
+  return g.ExpectStillWorks(env);
+}
+
+absl::Status CsumStartBeyondThePacket(Env& env) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  g.PostRx(2);
+  VirtioNetHeader h{};
+  h.flags = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM, which we never negotiated.
+  h.gso_type = 4;  // GSO_TCPV6, neither.
+  h.hdr_len = 0xffff;
+  h.gso_size = 0xffff;
+  h.csum_start = 0xfff0;
+  h.csum_offset = 0xfff0;
+  auto frame = TestFrame(80, 9);
+  g.Send(frame, {}, false, reinterpret_cast<const uint8_t*>(&h));
+  RETURN_IF_ERROR(g.ExpectEcho(env, {frame}));
+  return g.ExpectStillWorks(env);
+}
+
+// A guest thread rewrites descriptors and the avail index at random while the switch
+// reads them.  Whatever the switch concludes (a broken ring, or packets) it must not
+// crash, read outside guest memory or leak.
+absl::Status RacingGuest(Env& env) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  g.PostRx(200);
+  const uint64_t buffers = g.ram.Alloc(256 * 128);
+  for (int i = 0; i < 256; ++i) memset(g.ram.host(buffers + i * 128), 0, 128);
+  std::atomic<bool> stop{false}, wild{false};
+  std::thread writer([&] {
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    auto next = [&x] {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      return x;
+    };
+    VringDesc* desc = g.tx.desc();
+    while (!stop.load(std::memory_order_relaxed)) {
+      const uint64_t r = next();
+      const uint16_t i = r & 255;
+      VringDesc d;
+      const unsigned kind = (r >> 8) & 255;
+      if (kind == 0 && wild.load(std::memory_order_relaxed)) {  // Anywhere: it breaks.
+        d = {r, static_cast<uint32_t>(r >> 40), static_cast<uint16_t>(r >> 20),
+             static_cast<uint16_t>(r >> 36)};
+      } else if (kind < 16) {  // Chained to a descriptor a little further on.
+        d = {buffers + i * 128, 64, kDescFlagNext,
+             static_cast<uint16_t>((i + 1 + ((r >> 24) & 3)) & 255)};
+      } else {  // Plausible: a buffer of some length.
+        d = {buffers + i * 128, 16 + static_cast<uint32_t>((r >> 16) % 112), 0, 0};
+      }
+      __atomic_store_n(&desc[i].addr, d.addr, __ATOMIC_RELAXED);
+      __atomic_store_n(&desc[i].len, d.len, __ATOMIC_RELAXED);
+      __atomic_store_n(&desc[i].flags, d.flags, __ATOMIC_RELAXED);
+      __atomic_store_n(&desc[i].next, d.next, __ATOMIC_RELAXED);
+      uint16_t* avail = g.tx.avail_ring();  // avail[-1] is avail->idx.
+      __atomic_store_n(&avail[(r >> 48) & 255], static_cast<uint16_t>((r >> 32) & 255),
+                       __ATOMIC_RELAXED);
+      if ((r & 0xf000) == 0) {  // Sometimes the index itself, sometimes wildly.
+        const uint16_t idx = __atomic_load_n(&avail[-1], __ATOMIC_RELAXED);
+        if (((r >> 4) & 0xff) == 0 && wild.load(std::memory_order_relaxed)) {
+          __atomic_store_n(&avail[-1], static_cast<uint16_t>(r >> 52), __ATOMIC_RELEASE);
+        } else if (static_cast<uint16_t>(idx - g.tx.used_idx()) < 250) {
+          __atomic_store_n(&avail[-1], static_cast<uint16_t>(idx + 1), __ATOMIC_RELEASE);
+        }
+      }
+    }
+  });
+  // Plausible rewrites for 200 ms (the switch reads descriptors as they change), then
+  // wild ones too (addresses anywhere, the index anywhere) until the ring breaks.
+  const auto start = std::chrono::steady_clock::now();
+  const auto end = start + std::chrono::milliseconds(300);
+  bool dropped = false;
+  while (std::chrono::steady_clock::now() < end) {
+    if (std::chrono::steady_clock::now() > start + std::chrono::milliseconds(200)) wild = true;
+    env.pump();
+    if (WaitClosed(g.fe->fd(), 0)) {
+      dropped = true;
+      break;
+    }
+  }
+  stop = true;
+  writer.join();
+  if (dropped) {
+    g.fe.reset();
+    return absl::OkStatus();
+  }
+  return CloseCleanly(g.fe);
+}
+
+absl::Status WellBehaved(Env& env) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  g.PostRx(8);
+  std::vector<std::vector<uint8_t>> frames;
+  for (uint32_t i = 0; i < 8; ++i) {
+    frames.push_back(TestFrame(60 + 100 * i, i));
+    g.Send(frames.back());
+  }
+  RETURN_IF_ERROR(g.ExpectEcho(env, frames));
+  return CloseCleanly(g.fe);
+}
+
+}  // namespace
+
+const std::vector<Case>& Cases() {
+  using O = Outcome;
+  static const auto* cases = new std::vector<Case>{
+      {"well_behaved", "a normal frontend passes 8 frames", O::kTraffic, "", 1, WellBehaved},
+      // Framing.
+      {"size_larger_than_any_payload", "a header announcing 1 GiB of payload", O::kError,
+       "announces", 1, OversizedHeader},
+      {"request_out_of_range", "request ids 0, 41, 99, 1000, 2^31-1, 2^32-1", O::kAlive, "", 1,
+       RequestOutOfRange},
+      {"truncated_header", "7 bytes of a header, then the frontend closes", O::kClean, "", 1,
+       TruncatedHeaderThenClose},
+      {"truncated_payload", "SET_FEATURES with a 4-byte payload", O::kError, "4-byte payload",
+       1, ShortPayload},
+      {"close_mid_message", "SET_MEM_TABLE's header, half its payload and 2 fds, then close",
+       O::kClean, "", 1, CloseMidMessage},
+      {"fds_on_message_that_takes_none", "GET_FEATURES with 8 fds, 10,000 times", O::kError,
+       "carries 8 fds", 10000, FdsOnMessageThatTakesNone},
+      {"more_fds_than_the_message_takes", "SET_VRING_KICK with 2 fds", O::kError,
+       "carries 2 fds", 1, MoreFdsThanTheMessageTakes},
+      {"more_fds_than_any_message_takes", "SET_VRING_KICK with 12 fds", O::kError,
+       "more fds than any request takes", 1, MoreFdsThanAnyMessageTakes},
+      // Memory tables, 10,000 times each: nothing may stay mapped or open.
+      {"mem_table_too_many_regions", "9 regions", O::kError, "9 regions", 10000,
+       TooManyRegions},
+      {"mem_table_fewer_fds_than_regions", "2 regions, 1 fd", O::kError, "carries 1 fds",
+       10000, FewerFdsThanRegions},
+      {"mem_table_overflow", "(offset, size) and addresses that wrap", O::kError, "overflows",
+       10000, RegionOverflows},
+      {"mem_table_overlap", "two regions overlapping in guest-physical space", O::kError,
+       "overlap", 10000, RegionsOverlap},
+      {"mem_table_zero_size", "a region of 0 bytes", O::kError, "empty", 10000,
+       ZeroSizeRegion},
+      {"mem_table_beyond_file", "a region past its fd's end", O::kError, "beyond the file",
+       10000, RegionBeyondItsFile},
+      {"mem_table_repeated_while_running", "10,000 good tables on a running device",
+       O::kTraffic, "", 1, MemTableRepeatedWhileRunning},
+      // Vring messages.
+      {"vring_num_zero", "SET_VRING_NUM 0, 100,000 times", O::kError, "ring size 0", 100000,
+       [](Env& env) { return VringNum(env, 0); }},
+      {"vring_num_not_power_of_two", "SET_VRING_NUM 300, 100,000 times", O::kError,
+       "power of two", 100000, [](Env& env) { return VringNum(env, 300); }},
+      {"vring_num_too_large", "SET_VRING_NUM 65536, 100,000 times", O::kError,
+       "power of two", 100000, [](Env& env) { return VringNum(env, 65536); }},
+      {"vring_index_0x10001", "SET_VRING_NUM on vring 0x10001", O::kError, "out of range", 1,
+       VringIndexHuge},
+      {"vring_index_one_past", "SET_VRING_BASE on vring 16 (of 16)", O::kError,
+       "out of range", 1, VringIndexOnePast},
+      {"vring_kick_index_one_past", "SET_VRING_KICK on vring 16 (of 16)", O::kError,
+       "out of range", 1, VringKickIndexOnePast},
+      {"vring_base_beyond_index_space", "SET_VRING_BASE 70000", O::kError, "ring base", 1,
+       VringBaseBeyondIndexSpace},
+      {"vring_base_beyond_ring", "SET_VRING_BASE 1000 on a 256-entry ring (legal)",
+       O::kTraffic, "", 1, VringBaseBeyondRingSize},
+      {"vring_addr_outside_memory", "descriptor table past the end of guest memory",
+       O::kError, "not inside guest memory", 1, RingOutsideMemory},
+      {"vring_addr_straddles_regions", "descriptor table across two regions' boundary",
+       O::kError, "not inside guest memory", 1, RingStraddlesRegions},
+      {"vring_addr_rings_overlap", "descriptor table and used ring overlap", O::kError,
+       "overlap", 1, RingsOverlap},
+      {"vring_addr_misaligned_in_mapping", "a region whose mmap_offset is 4", O::kError,
+       "misaligned", 1, RingMisaligned},
+      {"vring_call_not_an_eventfd", "a pipe as the call fd", O::kError, "eventfd", 1,
+       CallFdNotAnEventfd},
+      {"log_base_at_the_top", "SET_LOG_BASE with offset 2^64-4096, SET_LOG_FD", O::kAlive, "",
+       1, LogBaseAtTheTop},
+      {"inflight_loop", "GET_INFLIGHT_FD and SET_INFLIGHT_FD (with an fd) 10,000 times",
+       O::kAlive, "", 1, InflightLoop},
+      // Descriptor chains.
+      {"chain_loop", "a descriptor chain that loops", O::kError, "loops", 1, ChainLoop},
+      {"chain_longer_than_ring", "300 chained descriptors on a 256-entry ring", O::kError,
+       "loops", 1, ChainLongerThanRing},
+      {"chain_indirect_in_indirect", "an indirect descriptor in an indirect table",
+       O::kError, "indirect", 1, IndirectInIndirect},
+      {"chain_indirect_partial", "an indirect table of 20 bytes", O::kError,
+       "whole number of descriptors", 1, IndirectTablePartial},
+      {"chain_straddles_regions", "a buffer across two regions' boundary", O::kError,
+       "not inside guest memory", 1, BufferStraddlesRegions},
+      {"chain_zero_length_outside_memory", "a 0-byte descriptor at 0xdead00000000",
+       O::kTraffic, "", 1, ZeroLengthOutsideMemory},
+      {"chain_shorter_than_header", "an 8-byte transmit chain", O::kError,
+       "shorter than the virtio-net header", 1, ChainShorterThanHeader},
+      {"chain_writable_in_transmit", "a device-writable descriptor in a transmit chain",
+       O::kError, "device-writable", 1, WritableDescriptorInTransmitChain},
+      {"chain_header_split", "headers split over up to four descriptors (legal)",
+       O::kTraffic, "", 1, HeaderSplitOverDescriptors},
+      {"chain_csum_start_beyond_packet", "NEEDS_CSUM and GSO with csum_start 0xfff0",
+       O::kTraffic, "", 1, CsumStartBeyondThePacket},
+      {"avail_index_runs_ahead", "avail->idx 1000 on a 256-entry ring", O::kError,
+       "avail index", 1, AvailIndexRunsAhead},
+      {"avail_head_out_of_range", "an avail entry naming descriptor 300", O::kError,
+       "out of range", 1, HeadOutOfRange},
+      {"racing_guest", "a thread rewrites descriptors and indices while the switch reads",
+       O::kAny, "", 5, RacingGuest},
+  };
+  return *cases;
+}
+
+const Case* FindCase(const std::string& name) {
+  for (const Case& c : Cases()) {
+    if (name == c.name) return &c;
+  }
+  return nullptr;
+}
+
+const char* OutcomeName(Outcome outcome) {
+  switch (outcome) {
+    case Outcome::kError: return "error";
+    case Outcome::kClean: return "clean";
+    case Outcome::kAlive: return "alive";
+    case Outcome::kTraffic: return "traffic";
+    default: return "any";
+  }
+}
+
+absl::Status RunCase(const Case& c, Env& env) {
+  const int rounds = std::max(1, c.repeat / std::max(1, env.scale_down));
+  for (int i = 0; i < rounds; ++i) {
+    if (absl::Status s = c.run(env); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(c.name, " round ", i + 1, " of ", rounds,
+                                                 ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace vhostuser::hostile
