@@ -39,18 +39,20 @@ POWEROFF_TIMEOUT = 30
 
 class VhostUserNic:
     def __init__(self, socket_path, qemu_listens=False, queues=1, mac=None,
-                 reconnect_seconds=0, host_mtu=None):
+                 reconnect_seconds=0, host_mtu=None, device_options=None):
         """qemu_listens: QEMU is the socket's server (for dpdkvhostuserclient ports).
         reconnect_seconds: with QEMU as client, retry a lost connection this often
         (0: never), e.g. for a switch that restarts.  host_mtu: the MTU the device
         advertises to the guest (VIRTIO_NET_F_MTU); QEMU also tells the backend
-        (VHOST_USER_NET_SET_MTU)."""
+        (VHOST_USER_NET_SET_MTU).  device_options: further virtio-net-pci properties,
+        e.g. {"mrg_rxbuf": "off"}."""
         self.socket_path = socket_path
         self.host_mtu = host_mtu
         self.qemu_listens = qemu_listens
         self.queues = queues
         self.mac = mac
         self.reconnect_seconds = reconnect_seconds
+        self.device_options = dict(device_options or {})
 
 
 def _die_with_parent():
@@ -106,6 +108,8 @@ class QemuGuest:
                 device += ",mq=on"
             if nic.host_mtu:
                 device += ",host_mtu=%d" % nic.host_mtu
+            for key, value in nic.device_options.items():
+                device += ",%s=%s" % (key, value)
             argv += ["-chardev", chardev,
                      "-netdev", "vhost-user,id=net%d,chardev=vhu%d,queues=%d"
                      % (i, i, nic.queues),
@@ -208,6 +212,13 @@ class QemuGuest:
             self.process.wait()
         if self.console:
             self.console.close()
+        if self.process:
+            for pipe in (self.process.stdin, self.process.stdout):
+                if pipe:
+                    try:
+                        pipe.close()
+                    except OSError:
+                        pass  # A write QEMU never read; it is gone anyway.
 
     def __enter__(self):
         return self
