@@ -473,6 +473,7 @@ netdev_vhostuser_set_config(struct netdev *netdev, const struct smap *args,
         }
         /* For a new port, netdev_set_config() puts the reason in the Interface's
          * error column and the port is not created. */
+        netdev_change_seq_changed(netdev);
         goto out;
     }
     dev->configured = true;
@@ -481,6 +482,7 @@ netdev_vhostuser_set_config(struct netdev *netdev, const struct smap *args,
     smap_destroy(&dev->applied_args);
     smap_clone(&dev->applied_args, args);
     atomic_store_relaxed(&dev->tx_retries_max, dev->options.tx_retries_max);
+    netdev_change_seq_changed(netdev);   /* The status shows the options. */
 
     if (dev->client_mode
         && !nullable_string_is_equal(dev->socket_path, dev->options.server_path)) {
