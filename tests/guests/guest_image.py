@@ -11,8 +11,9 @@ a device node without mknod or a cpio tool.
 A build is cached in CACHE/guest-<hash>/ (CACHE is $VHU_GUEST_CACHE or
 /var/cache/ovs-vhostuser), where the hash covers every input: the kernel package's name
 and version, busybox-static's version, /init, the scenarios, the module list and this
-file.  A change to any of them builds a new image; an unchanged one costs a few
-apt-cache look-ups.
+file.  A change to any of them builds a new image.  The kernel package's resolution
+is remembered until apt's lists or configuration change, so finding an unchanged
+image costs no apt-cache look-up.
 
 usage: guest_image.py [--cache-dir DIR]   (prints the kernel and initramfs paths)
 """
@@ -259,14 +260,65 @@ def _prune(cache_dir, keep):
         shutil.rmtree(old, ignore_errors=True)
 
 
+# apt-cache parses every package list on each call (Debian's container images keep no
+# binary cache): seconds per call on a busy machine.  The kernel package it resolves
+# to is remembered here together with the state of apt's configuration and lists,
+# and asked again when any of them changes (apt-get update rewrites the lists).
+KERNEL_MEMO = "kernel-package.json"
+_APT_STATE_PATHS = ["/var/lib/apt/lists", "/etc/apt/sources.list",
+                    "/etc/apt/sources.list.d", "/etc/apt/preferences.d"]
+
+
+def _apt_state():
+    state = {}
+    for path in _APT_STATE_PATHS:
+        try:
+            state[path] = os.stat(path).st_mtime_ns
+        except OSError:
+            state[path] = None
+    return state
+
+
+def _remembered_kernel(cache_dir):
+    try:
+        with open(os.path.join(cache_dir, KERNEL_MEMO)) as f:
+            memo = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if memo.get("apt_state") != _apt_state():
+        return None
+    return memo.get("name"), memo.get("version")
+
+
+def _remember_kernel(cache_dir, name, version, apt_state):
+    path = os.path.join(cache_dir, KERNEL_MEMO)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"name": name, "version": version, "apt_state": apt_state}, f)
+    os.rename(path + ".tmp", path)
+
+
+def _target(cache_dir, inputs):
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(cache_dir, "guest-" + digest)
+
+
 def ensure_image(cache_dir=None, log=None):
     """Returns the GuestImage for the current inputs, building it if it is not cached."""
     cache_dir = cache_dir or os.environ.get("VHU_GUEST_CACHE") or DEFAULT_CACHE
     os.makedirs(cache_dir, exist_ok=True)
+    remembered = _remembered_kernel(cache_dir)
+    if remembered:
+        target = _target(cache_dir, _inputs(*remembered))
+        if os.path.isdir(target):
+            os.utime(target)
+            return GuestImage(target)
     apt = _Apt()
-    inputs = _inputs(*apt.kernel_package())
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
-    target = os.path.join(cache_dir, "guest-" + digest)
+    apt_state = _apt_state()
+    kernel = apt.kernel_package()
+    if not apt.updated:
+        _remember_kernel(cache_dir, *kernel, apt_state)
+    inputs = _inputs(*kernel)
+    target = _target(cache_dir, inputs)
     # Tests running at once must not build the same image twice.
     with open(os.path.join(cache_dir, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
