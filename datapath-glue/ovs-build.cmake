@@ -27,11 +27,30 @@ set(VHU_OVS_TARBALL ${_ovs_default_tarball} CACHE FILEPATH
 set(VHU_OVS_CACHE_DIR "$ENV{VHU_OVS_CACHE_DIR}" CACHE PATH
     "Where OVS builds are cached, once per machine (empty: /var/cache/ovs-vhostuser)")
 
+# The compiler flags OVS's configure takes from the environment, which build-ovs.sh
+# keys its cache on (a package build exports the distribution's hardening flags).
+# Like CMAKE_C_FLAGS, they are taken from the environment at the first configure and
+# then passed explicitly (or explicitly unset), at configure and at build time alike:
+# the build-time check must look for the very build that configure found, whatever
+# the environment of the build step (debhelper, for one, adds CPPFLAGS to CFLAGS for
+# CMake's configure only).
+foreach(_ovs_var CFLAGS CPPFLAGS LDFLAGS)
+  set(VHU_OVS_${_ovs_var} "$ENV{${_ovs_var}}" CACHE STRING
+      "${_ovs_var} for the OVS build (default: the environment's at first configure)")
+endforeach()
+
 set(_ovs_script ${CMAKE_CURRENT_LIST_DIR}/build-ovs.sh)
 set(_ovs_env VHU_OVS_TARBALL=${VHU_OVS_TARBALL})
 if(VHU_OVS_CACHE_DIR)
   list(APPEND _ovs_env VHU_OVS_CACHE_DIR=${VHU_OVS_CACHE_DIR})
 endif()
+foreach(_ovs_var CFLAGS CPPFLAGS LDFLAGS)
+  if(VHU_OVS_${_ovs_var} STREQUAL "")
+    list(PREPEND _ovs_env --unset=${_ovs_var})
+  else()
+    list(APPEND _ovs_env "${_ovs_var}=${VHU_OVS_${_ovs_var}}")
+  endif()
+endforeach()
 
 # The build's progress goes to stderr (shown); its directory comes back on stdout.
 message(STATUS "OVS: checking the cached build (builds it the first time, ~2 minutes)")
