@@ -438,31 +438,58 @@ class OvsGuestTest(unittest.TestCase):
                                         shown).group(1))
                 self.assertGreaterEqual(packets, 10, "vring %d: %s" % (vring, shown))
     def test_guest_without_mergeable_rx_buffers(self):
-        """mrg_rxbuf=off: the guest posts receive buffers of its own layout (one
-        descriptor chain per frame, header included); pings of every size up to the
-        MTU pass both ways."""
+        """mrg_rxbuf=off: a guest's receive buffers are its own layout, one chain per
+        frame with the header in it.  Linux posts single buffers big enough for a
+        1500-byte MTU ("small"), or with a larger MTU chains of pages ("big").  One
+        guest of each kind: pings of every size up to the MTU pass both ways, and
+        the counters agree."""
         with self.sandbox() as ovs:
             self.add_port(ovs, "vhu0")
+            self.add_port(ovs, "vhu1")
+            for port in ("vhu1", "br0"):
+                ovs.vsctl("set", "Interface", port, "mtu_request=9000")
             self.host_setup(ovs)
-            (guest,) = self.boot(ovs, [{
-                "name": "nomrg", "ip": 1,
-                "nics": [VhostUserNic(os.path.join(ovs.rundir, "vhu0"),
-                                      device_options={"mrg_rxbuf": "off"})]}])
-            self.wait_carrier(guest)
-            self.wait_link(ovs, "vhu0")
-            features = ovs.get_map("Interface", "vhu0", "status")["features"].split(",")
-            self.assertNotIn("mrg_rxbuf", features)
-            self.assertIn("version_1", features)
+            small, big = self.boot(ovs, [
+                {"name": "small", "ip": 1,
+                 "nics": [VhostUserNic(os.path.join(ovs.rundir, "vhu0"),
+                                       device_options={"mrg_rxbuf": "off"})]},
+                {"name": "big", "ip": 2,
+                 "nics": [VhostUserNic(os.path.join(ovs.rundir, "vhu1"), host_mtu=9000,
+                                       device_options={"mrg_rxbuf": "off"})]}])
+            for guest in (small, big):
+                self.wait_carrier(guest)
+            self.assertEqual(big.run("cat /sys/class/net/eth0/mtu").strip(), "9000")
+            for port in ("vhu0", "vhu1"):
+                self.wait_link(ovs, port)
+                features = ovs.get_map("Interface", port, "status")["features"]
+                self.assertNotIn("mrg_rxbuf", features.split(","))
+            self.assertEqual(ovs.get_map("Interface", "vhu1", "status").get("mtu"), "9000")
+            self.assertIn("mtu 9000", self.host(ovs, "ip", "link", "show", "br0"))
+
             for size in (56, 1000, 1472):
-                self.assertPingOk(self.guest_ping(guest, HOST_IP, count=5, size=size), 5,
-                                  "guest pings br0 with %d bytes" % size)
-                self.assertPingOk(self.host_ping(ovs, SUBNET_PREFIX + "1", count=5,
-                                                 size=size), 5,
-                                  "br0 pings the guest with %d bytes" % size)
-            stats = self.assertCountersAgree(ovs, [(guest, "vhu0")])["vhu0"]
-            # Sizes 1000 and 1472: the guest's requests and its answers to br0's.
-            self.assertEqual(stats["rx_1024_to_1522_packets"], 20)
-            self.assertEqual(stats["tx_1024_to_1522_packets"], 20)
+                for guest in (small, big):
+                    self.assertPingOk(self.guest_ping(guest, HOST_IP, count=3, size=size),
+                                      3, "%s pings br0 with %d bytes" % (guest.name, size))
+                    address = SUBNET_PREFIX + ("1" if guest is small else "2")
+                    self.assertPingOk(self.host_ping(ovs, address, count=3, size=size), 3,
+                                      "br0 pings %s with %d bytes" % (guest.name, size))
+                self.assertPingOk(self.guest_ping(small, SUBNET_PREFIX + "2", count=3,
+                                                  size=size), 3,
+                                  "small pings big with %d bytes" % size)
+            for size in (8000, 8972):
+                self.assertPingOk(self.guest_ping(big, HOST_IP, count=3, size=size), 3,
+                                  "big pings br0 with %d bytes" % size)
+                self.assertPingOk(self.host_ping(ovs, SUBNET_PREFIX + "2", count=3,
+                                                 size=size), 3,
+                                  "br0 pings big with %d bytes" % size)
+            stats = self.assertCountersAgree(ovs, [(small, "vhu0"), (big, "vhu1")])
+            # Sizes 1000 and 1472: small's requests to br0 and big, its answers to
+            # br0; big's to br0, its answers to br0 and small.
+            self.assertEqual(stats["vhu0"]["rx_1024_to_1522_packets"], 18)
+            self.assertEqual(stats["vhu0"]["tx_1024_to_1522_packets"], 18)
+            self.assertEqual(stats["vhu1"]["rx_1024_to_1522_packets"], 18)
+            self.assertEqual(stats["vhu1"]["rx_1523_to_max_packets"], 12)
+            self.assertEqual(stats["vhu1"]["tx_1523_to_max_packets"], 12)
 
     def test_jumbo_frames_between_two_guests(self):
         """mtu_request=9000 on both ports and MTU 9000 in both guests: 8000-byte pings
