@@ -135,7 +135,30 @@ struct Guest {
     auto f = Open(env);
     if (!f.ok()) return f.status();
     fe = *std::move(f);
-    return fe->SetUp(ram, features, {{0, &rx}, {1, &tx}});
+    RETURN_IF_ERROR(fe->SetUp(ram, features, {{0, &rx}, {1, &tx}}));
+    return WaitUntilLooped(env);
+  }
+
+  // A switch may take a moment to use a fresh port both ways (OVS maps its transmit
+  // queues to the guest's once its main thread has seen the port ready; a frame that
+  // comes sooner is dropped): probe until one frame makes the round trip.
+  absl::Status WaitUntilLooped(Env& env) {
+    PostRx(1);
+    const auto probe = TestFrame(60, 0xee);
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      Send(probe);
+      const auto deadline =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+      while (std::chrono::steady_clock::now() < deadline) {
+        VringUsedElem e;
+        if (rx.PopUsed(&e)) {
+          ++rx_popped;
+          return absl::OkStatus();
+        }
+        env.pump();
+      }
+    }
+    return Fail("no probe frame came back within 5 s of the set-up");
   }
 
   // The frame behind a zeroed header, in guest memory; returns the buffer's address.
@@ -435,6 +458,7 @@ absl::Status VringBaseBeyondRingSize(Env& env) {
   if (!f.ok()) return f.status();
   g.fe = *std::move(f);
   RETURN_IF_ERROR(g.fe->SetUp(g.ram, kFeatures, {{0, &g.rx, -1, 1000}, {1, &g.tx, -1, 1000}}));
+  RETURN_IF_ERROR(g.WaitUntilLooped(env));
   g.PostRx(1);
   auto frame = TestFrame(64, 1);
   g.Send(frame);
@@ -588,6 +612,7 @@ absl::Status BufferStraddlesRegions(Env& env) {
   if (!f.ok()) return f.status();
   g.fe = *std::move(f);
   RETURN_IF_ERROR(g.fe->SetUp(g.ram, kFeatures, {{0, &g.rx}, {1, &g.tx}}));
+  RETURN_IF_ERROR(g.WaitUntilLooped(env));
   MemoryRegionDesc a = g.ram.Region(), b = g.ram.Region();
   a.memory_size = b.memory_size = g.ram.size() / 2;
   b.guest_phys_addr += g.ram.size() / 2;
@@ -618,13 +643,16 @@ absl::Status WritableDescriptorInTransmitChain(Env& env) {
 }
 
 absl::Status AvailIndexRunsAhead(Env& env) {
-  return BadChain(env, [](Guest& g) { g.tx.set_avail_idx(1000); });
+  return BadChain(env, [](Guest& g) {
+    g.tx.set_avail_idx(static_cast<uint16_t>(g.tx.avail_idx() + 1000));
+  });
 }
 
 absl::Status HeadOutOfRange(Env& env) {
   return BadChain(env, [](Guest& g) {
-    g.tx.avail_ring()[0] = 300;
-    g.tx.set_avail_idx(1);
+    const uint16_t idx = g.tx.avail_idx();
+    g.tx.avail_ring()[idx % 256] = 300;
+    g.tx.set_avail_idx(static_cast<uint16_t>(idx + 1));
   });
 }
 
