@@ -94,7 +94,8 @@ def alternative():
 def daemon_running(name):
     pidfile = os.path.join(RUNDIR, name + ".pid")
     try:
-        pid = int(open(pidfile).read().strip())
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
         os.kill(pid, 0)
         return pid
     except (OSError, ValueError):
@@ -123,6 +124,12 @@ def skip_reason():
                           capture_output=True).returncode != 0:
             return "build dependencies missing (utilities/install-package-deps.sh)"
     return None
+
+
+def close_pipes(vm):
+    for pipe in (vm.proc.stdin, vm.proc.stdout):
+        if pipe:
+            pipe.close()
 
 
 class MachineState:
@@ -162,21 +169,29 @@ class DebInstallTest(unittest.TestCase):
         self.ovs_started = False
         self.state = None
         self.timings = {}
+        self.passed = False   # set by the test's last line
 
     def tearDown(self):
         if not hasattr(self, "workdir"):
             return
         for vm in self.vms:
             vm.kill()
+            close_pipes(vm)
         if self.ovs_started:
             self.stop_ovs()
         if self.installed:
             run("apt-get", "purge", "-y", "-qq", *APT_LOCK_WAIT, PKG, check=False)
         if self.state:
+            # OVS's logs of this run go with the test's; then the state as it was.
+            for log in glob.glob("/var/log/openvswitch/*.log"):
+                shutil.copy(log, self.workdir)
             self.state.restore()
         self.lock.close()
         print("timings: " + ", ".join("%s %.0f s" % kv for kv in self.timings.items()))
-        print("work directory (logs): " + self.workdir)
+        if not self.passed:
+            print("work directory (logs, packages): " + self.workdir)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def timed(self, name, start):
         self.timings[name] = time.time() - start
@@ -330,6 +345,7 @@ class DebInstallTest(unittest.TestCase):
         self.timed("traffic", t0)
         for vm in (a, b):
             vm.quit()
+            close_pipes(vm)
         self.vms = []
 
         # Stop OVS, purge, and check that nothing of ours is left.
@@ -352,6 +368,7 @@ class DebInstallTest(unittest.TestCase):
                                 capture_output=True, text=True).stdout
         self.assertNotIn(" installed", status.replace("not-installed", ""),
                          "dpkg still knows the package: " + status)
+        self.passed = True
 
 
 def main():
