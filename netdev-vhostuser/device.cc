@@ -293,6 +293,11 @@ absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
       // fds are closed with the message.
       Log(VHU_LOG_WARN, log_prefix_, ": ignoring unsupported request ",
           RequestName(m.header.request), " (", m.header.request, ")");
+      if ((m.header.flags & kFlagNeedReply) &&
+          (protocol_features_ & Bit(protocol_feature::kReplyAck))) {
+        *replied = true;
+        return ReplyU64(fd, m, 1);  // Not done: the frontend must not think it was.
+      }
       return absl::OkStatus();
   }
 }

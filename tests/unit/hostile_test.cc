@@ -167,5 +167,24 @@ TEST_F(HostileTest, SaturatedBlockingCallEventfdDoesNotBlockTheDataPath) {
   EXPECT_TRUE(returned) << "vhu_enqueue_burst blocked on the guest's call eventfd";
 }
 
+// A request we do not implement, sent with NEED_REPLY after REPLY_ACK was negotiated:
+// the ack must say it failed.  It said success, so a frontend asking whether, say,
+// SET_LOG_BASE or SET_INFLIGHT_FD took effect was told it had.
+TEST_F(HostileTest, UnsupportedRequestIsAckedAsFailed) {
+  Connect();
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetProtocolFeatures,
+                                 Bit(protocol_feature::kReplyAck)).ok());
+  uint8_t inflight[24] = {};
+  ASSERT_TRUE(frontend_->Send(Request::kSetInflightFd, inflight, sizeof inflight,
+                              {ram_.fd()}, kFlagNeedReply).ok());
+  auto ack = frontend_->Receive(Request::kSetInflightFd);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  ASSERT_EQ(ack->size(), 8u);
+  uint64_t value;
+  memcpy(&value, ack->data(), 8);
+  EXPECT_NE(value, 0u) << "acked as done";
+  EXPECT_TRUE(frontend_->Sync().ok()) << "refused, not dropped";
+}
+
 }  // namespace
 }  // namespace vhostuser::testing
