@@ -194,15 +194,15 @@ absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
       auto vq = VringFor(state.index);
       if (!vq.ok()) return vq.status();
       absl::Status result;
-      uint16_t base = 0;
+      uint32_t base = 0;
       {
         std::lock_guard<Spinlock> lock((*vq)->lock());
         switch (request) {
           case Request::kSetVringNum:
-            result = (*vq)->SetSize(state.num);
+            result = (*vq)->SetSize(state.num, features_ & Bit(feature::kRingPacked));
             break;
           case Request::kSetVringBase:
-            result = (*vq)->SetBase(state.num);
+            result = (*vq)->SetBase(state.num, features_ & Bit(feature::kRingPacked));
             break;
           case Request::kSetVringEnable:
             if (state.num > 1) {

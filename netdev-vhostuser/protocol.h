@@ -150,12 +150,12 @@ inline constexpr int kStatus = 16;
 constexpr uint64_t Bit(int n) { return 1ull << n; }
 
 // What this backend implements, and so advertises.  Nothing for live-migration
-// logging, offloads or packed rings until they exist.
+// logging or offloads until they exist.
 inline constexpr uint64_t kSupportedFeatures =
     Bit(feature::kNetMtu) | Bit(feature::kNetMrgRxbuf) | Bit(feature::kNetMq) |
     Bit(feature::kAnyLayout) | Bit(feature::kRingIndirectDesc) |
     Bit(feature::kRingEventIdx) | Bit(feature::kProtocolFeatures) |
-    Bit(feature::kVersion1) | Bit(feature::kInOrder);
+    Bit(feature::kVersion1) | Bit(feature::kInOrder) | Bit(feature::kRingPacked);
 
 inline constexpr uint64_t kSupportedProtocolFeatures =
     Bit(protocol_feature::kMq) | Bit(protocol_feature::kRarp) |

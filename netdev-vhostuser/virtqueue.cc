@@ -8,34 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "ring_access.h"
 
 namespace vhostuser {
-namespace {
-
-// The guest writes the rings while we read them: every guest-written field is loaded
-// exactly once into a local, which is then checked and used, so the guest cannot change
-// a value between our check and our use of it.
-template <typename T>
-T ReadOnce(const T* p) {
-  return __atomic_load_n(p, __ATOMIC_RELAXED);
-}
-
-template <typename T>
-void WriteOnce(T* p, T v) {
-  __atomic_store_n(p, v, __ATOMIC_RELAXED);
-}
-
-// Frames larger than this are not Ethernet frames any datapath handles (no GSO is
-// negotiated); a guest sending one has them dropped and counted.
-constexpr uint64_t kMaxFrameSize = 65535;
-
-void Add(std::atomic<uint64_t>& counter, uint64_t n) {
-  // One writer per counter (the lock holder): a plain read-modify-write avoids the
-  // locked instruction of fetch_add while readers still see whole values.
-  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-}
-
-}  // namespace
 
 RingFeatures RingFeaturesFrom(uint64_t features) {
   RingFeatures f;
@@ -46,14 +21,16 @@ RingFeatures RingFeaturesFrom(uint64_t features) {
           : kLegacyNetHeaderSize;
   f.event_idx = features & Bit(feature::kRingEventIdx);
   f.indirect = features & Bit(feature::kRingIndirectDesc);
+  f.packed = features & Bit(feature::kRingPacked);
   return f;
 }
 
-absl::Status Virtqueue::SetSize(uint32_t size) {
-  if (size == 0 || size > kMaxRingSize || (size & (size - 1)) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ring size ", size, " is not a power of two from 1 to ",
-                     kMaxRingSize));
+absl::Status Virtqueue::SetSize(uint32_t size, bool packed) {
+  // Split rings index with a mask: powers of two only.  Packed rings wrap explicitly.
+  if (size == 0 || size > kMaxRingSize || (!packed && (size & (size - 1)) != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ring size ", size, packed ? " is not from 1 to " : " is not a power of two from 1 to ",
+        kMaxRingSize));
   }
   if (started_) return absl::FailedPreconditionError("ring size changed while running");
   size_ = size;
@@ -70,12 +47,18 @@ absl::Status Virtqueue::SetAddresses(const VringAddress& address) {
   return absl::OkStatus();
 }
 
-absl::Status Virtqueue::SetBase(uint32_t base) {
-  if (base > UINT16_MAX) {
+absl::Status Virtqueue::SetBase(uint32_t base, bool packed) {
+  // Packed: bits 0-14 are the position in the ring, bit 15 the avail wrap counter.
+  if (base > UINT16_MAX || (packed && size_ != 0 && (base & 0x7fff) >= size_)) {
     return absl::InvalidArgumentError(absl::StrCat("ring base ", base, " out of range"));
   }
   if (started_) return absl::FailedPreconditionError("ring base changed while running");
-  last_avail_idx_ = used_idx_ = static_cast<uint16_t>(base);
+  if (packed) {
+    last_avail_idx_ = used_idx_ = static_cast<uint16_t>(base & 0x7fff);
+    avail_wrap_ = used_wrap_ = (base >> 15) & 1;
+  } else {
+    last_avail_idx_ = used_idx_ = static_cast<uint16_t>(base);
+  }
   return absl::OkStatus();
 }
 
@@ -95,6 +78,18 @@ absl::Status Virtqueue::Start(const GuestMemory* memory, const RingFeatures& fea
     return absl::FailedPreconditionError("ring started without a memory table");
   }
   features_ = features;
+  packed_ = features.packed;
+  if (packed_) {
+    if (last_avail_idx_ >= size_) {
+      return absl::InvalidArgumentError("ring base beyond the ring");
+    }
+    if (absl::Status s = RemapPacked(memory); !s.ok()) return s;
+    pending_.resize(size_);
+    // We poll: ask the driver not to notify us (device event suppression: disable).
+    __atomic_store_n(reinterpret_cast<uint16_t*>(used_) + 1, uint16_t{1}, __ATOMIC_RELAXED);
+    started_ = true;
+    return absl::OkStatus();
+  }
   if (absl::Status s = Remap(memory); !s.ok()) return s;
 
   // A fresh ring's used->idx is where the driver expects us to continue; if it
@@ -110,6 +105,7 @@ absl::Status Virtqueue::Start(const GuestMemory* memory, const RingFeatures& fea
 }
 
 absl::Status Virtqueue::Remap(const GuestMemory* memory) {
+  if (packed_) return RemapPacked(memory);
   const uint64_t desc_bytes = uint64_t{sizeof(VringDesc)} * size_;
   const uint64_t avail_bytes = 2 * (3 + uint64_t{size_});  // flags idx ring used_event
   const uint64_t used_bytes = 6 + uint64_t{sizeof(VringUsedElem)} * size_;
@@ -151,14 +147,16 @@ absl::Status Virtqueue::Remap(const GuestMemory* memory) {
   return absl::OkStatus();
 }
 
-uint16_t Virtqueue::Stop() {
+uint32_t Virtqueue::Stop() {
   started_ = false;
   kick_received_ = false;
   kick_fd_.reset();
   memory_ = nullptr;
   desc_ = nullptr;
+  packed_desc_ = nullptr;
   avail_ = nullptr;
   used_ = nullptr;
+  if (packed_) return last_avail_idx_ | (uint32_t{avail_wrap_} << 15);
   return last_avail_idx_;
 }
 
@@ -171,6 +169,8 @@ void Virtqueue::Reset() {
   call_fd_.reset();
   err_fd_.reset();
   last_avail_idx_ = used_idx_ = last_seen_avail_idx_ = 0;
+  packed_ = false;
+  avail_wrap_ = used_wrap_ = true;
   failure_ = nullptr;
   features_ = {};
 }
@@ -312,6 +312,7 @@ void Virtqueue::MaybeInterrupt(uint16_t old_used) {
 }
 
 uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max) {
+  if (packed_) return DequeuePacked(alloc, aux, pkts, max);
   uint16_t available;
   if (!usable() || !AvailableEntries(&available)) return 0;
   const uint32_t count = std::min<uint32_t>(available, max);
@@ -342,18 +343,7 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
       uint8_t* out;
       void* pkt = alloc(aux, static_cast<uint32_t>(frame_size), &out);
       if (pkt == nullptr) break;  // Leave the chain for the next burst.
-      uint32_t skip = header_size;
-      for (uint32_t s = 0; s < n_segments; ++s) {
-        const Segment& seg = segments_[s];
-        if (skip >= seg.len) {
-          skip -= seg.len;
-          continue;
-        }
-        const uint32_t n = seg.len - skip;
-        memcpy(out, seg.data + skip, n);
-        out += n;
-        skip = 0;
-      }
+      CopyFromSegments(n_segments, header_size, out);
       pkts[received++] = pkt;
       bytes += frame_size;
     }
@@ -368,6 +358,63 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
   Add(counters_.bytes, bytes);
   if (dropped) Add(counters_.drops, dropped);
   return received;
+}
+
+void Virtqueue::CopyFromSegments(uint32_t n_segments, uint32_t skip, uint8_t* out) const {
+  for (uint32_t s = 0; s < n_segments; ++s) {
+    const Segment& seg = segments_[s];
+    if (skip >= seg.len) {
+      skip -= seg.len;
+      continue;
+    }
+    const uint32_t n = seg.len - skip;
+    memcpy(out, seg.data + skip, n);
+    out += n;
+    skip = 0;
+  }
+}
+
+uint32_t Virtqueue::FillBuffer(uint32_t n_segments, const uint8_t* header,
+                               const uint8_t* frame, uint64_t need, uint64_t* written_p,
+                               uint8_t** num_buffers_bytes) {
+  const uint32_t header_size = features_.net_header_size;
+  uint64_t written = *written_p;
+  uint32_t in_buffer = 0;
+  uint32_t first = 0;
+  if (written == 0 && n_segments > 0 && segments_[0].len >= header_size) {
+    // The usual layout: the whole header fits the first segment.
+    const Segment& seg = segments_[0];
+    memcpy(seg.data, header, header_size);
+    if (header_size == sizeof(VirtioNetHeader)) {
+      num_buffers_bytes[0] = seg.data + 10;
+      num_buffers_bytes[1] = seg.data + 11;
+    }
+    const uint32_t n = static_cast<uint32_t>(
+        std::min<uint64_t>(seg.len - header_size, need - header_size));
+    memcpy(seg.data + header_size, frame, n);
+    written = header_size + n;
+    in_buffer = written;
+    first = 1;
+  }
+  for (uint32_t s = first; s < n_segments && written < need; ++s) {
+    const Segment& seg = segments_[s];
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(seg.len, need - written));
+    uint32_t done = 0;
+    while (done < n && written + done < header_size) {  // Header bytes.
+      const uint64_t at = written + done;
+      if (at == 10) num_buffers_bytes[0] = seg.data + done;
+      if (at == 11) num_buffers_bytes[1] = seg.data + done;
+      seg.data[done] = header[at];
+      ++done;
+    }
+    if (done < n) {
+      memcpy(seg.data + done, frame + (written + done - header_size), n - done);
+    }
+    written += n;
+    in_buffer += n;
+  }
+  *written_p = written;
+  return in_buffer;
 }
 
 uint32_t Virtqueue::EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, bool* fits) {
@@ -409,40 +456,8 @@ uint32_t Virtqueue::EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, boo
       *fits = true;
       return 0;
     }
-    uint32_t in_buffer = 0;
-    uint32_t first = 0;
-    if (written == 0 && n_segments > 0 && segments_[0].len >= header_size) {
-      // The usual layout: the whole header fits the first segment.
-      const Segment& seg = segments_[0];
-      memcpy(seg.data, header, header_size);
-      if (header_size == sizeof(VirtioNetHeader)) {
-        num_buffers_bytes[0] = seg.data + 10;
-        num_buffers_bytes[1] = seg.data + 11;
-      }
-      const uint32_t n = static_cast<uint32_t>(
-          std::min<uint64_t>(seg.len - header_size, need - header_size));
-      memcpy(seg.data + header_size, frame, n);
-      written = header_size + n;
-      in_buffer = written;
-      first = 1;
-    }
-    for (uint32_t s = first; s < n_segments && written < need; ++s) {
-      const Segment& seg = segments_[s];
-      const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(seg.len, need - written));
-      uint32_t done = 0;
-      while (done < n && written + done < header_size) {  // Header bytes.
-        const uint64_t at = written + done;
-        if (at == 10) num_buffers_bytes[0] = seg.data + done;
-        if (at == 11) num_buffers_bytes[1] = seg.data + done;
-        seg.data[done] = header[at];
-        ++done;
-      }
-      if (done < n) {
-        memcpy(seg.data + done, frame + (written + done - header_size), n - done);
-      }
-      written += n;
-      in_buffer += n;
-    }
+    const uint32_t in_buffer =
+        FillBuffer(n_segments, header, frame, need, &written, num_buffers_bytes);
     VringUsedElem* elem = &used_ring[(used_idx_ + n_buffers) & mask_];
     elem->id = head;
     elem->len = in_buffer;
@@ -460,6 +475,7 @@ uint32_t Virtqueue::EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, boo
 }
 
 uint32_t Virtqueue::Enqueue(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_dropped) {
+  if (packed_) return EnqueuePacked(pkts, n, n_dropped);
   uint32_t dropped = 0;
   uint32_t consumed = 0;
   uint16_t available;

@@ -1,4 +1,5 @@
-// One split virtqueue (virtio 1.x section 2.7) seen from the device side.
+// One virtqueue seen from the device side: split (virtio 1.x section 2.7, in
+// virtqueue.cc) or packed (section 2.8, in virtqueue_packed.cc), as negotiated.
 //
 // The control thread configures it from the vhost-user messages (size, addresses, base,
 // kick/call fds, enable) and starts and stops it; data-path threads move packets through
@@ -14,6 +15,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "guest_memory.h"
@@ -30,6 +32,7 @@ struct RingFeatures {
   bool mergeable_rx = false;
   bool event_idx = false;
   bool indirect = false;
+  bool packed = false;
 };
 
 RingFeatures RingFeaturesFrom(uint64_t features);
@@ -55,9 +58,11 @@ class Virtqueue {
   Spinlock& lock() { return lock_; }
 
   // ---- Control path: the caller holds lock(). ----
-  absl::Status SetSize(uint32_t size);
+  // 'packed': VIRTIO_F_RING_PACKED was negotiated (sizes need not be powers of two,
+  // bases carry the wrap counter in bit 15).
+  absl::Status SetSize(uint32_t size, bool packed);
   absl::Status SetAddresses(const VringAddress& address);
-  absl::Status SetBase(uint32_t base);
+  absl::Status SetBase(uint32_t base, bool packed);
   void SetKickFd(UniqueFd fd, bool polling);
   void SetCallFd(UniqueFd fd) { call_fd_ = std::move(fd); }
   void SetErrFd(UniqueFd fd) { err_fd_ = std::move(fd); }
@@ -72,8 +77,9 @@ class Virtqueue {
   absl::Status Start(const GuestMemory* memory, const RingFeatures& features);
   // Points a started ring at a new memory table (SET_MEM_TABLE while running).
   absl::Status Remap(const GuestMemory* memory);
-  // GET_VRING_BASE: stops the ring and returns the index of the next avail entry.
-  uint16_t Stop();
+  // GET_VRING_BASE: stops the ring and returns the index of the next avail entry
+  // (packed: with the avail wrap counter in bit 15).
+  uint32_t Stop();
   // Forgets everything but the counters and closes the fds (disconnect, RESET_OWNER).
   void Reset();
 
@@ -105,6 +111,13 @@ class Virtqueue {
   // says which kind every descriptor must be.  Returns false, after Fail(), for a chain
   // that breaks the rules.
   bool WalkChain(uint16_t head, bool writable, uint32_t* n_segments, uint64_t* total);
+  // Copies the chain in segments_, less its first 'skip' bytes, to 'out'.
+  void CopyFromSegments(uint32_t n_segments, uint32_t skip, uint8_t* out) const;
+  // Writes what fits of bytes [*written, need) of the stream "header then frame" into
+  // the buffer in segments_, advancing *written; notes where num_buffers lands.
+  // Returns the bytes written to this buffer.
+  uint32_t FillBuffer(uint32_t n_segments, const uint8_t* header, const uint8_t* frame,
+                      uint64_t need, uint64_t* written, uint8_t** num_buffers_bytes);
   // Marks the ring failed; the data path stops using it.
   void Fail(const char* why);
   // Interrupts the guest if it asked to be, for used entries [old_used, used_idx_).
@@ -113,6 +126,28 @@ class Virtqueue {
   uint16_t ReadAvailIdx() const;
   bool AvailableEntries(uint16_t* count);
   uint32_t EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, bool* fits);
+
+  // Packed ring (virtqueue_packed.cc).
+  struct PackedDesc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t id;
+    uint16_t flags;
+  };
+  struct PendingUsed {  // A used element not yet written: packed used entries go
+    uint16_t id;        // live the moment their flags are stored.
+    uint16_t n_descs;
+    uint32_t len;
+  };
+  absl::Status RemapPacked(const GuestMemory* memory);
+  bool PackedDescAvailable(uint16_t position, bool wrap) const;
+  bool WalkPackedChain(uint16_t position, bool writable, uint16_t* n_descs,
+                       uint32_t* n_segments, uint64_t* total, uint16_t* id);
+  void WritePackedUsed(const PendingUsed& used);
+  void MaybeInterruptPacked(uint16_t old_used, bool old_wrap);
+  uint32_t DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max);
+  uint32_t EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_dropped);
+  bool EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits);
 
   Spinlock lock_;
 
@@ -130,15 +165,24 @@ class Virtqueue {
   RingFeatures features_;
   const GuestMemory* memory_ = nullptr;
 
-  // The rings, in our address space (valid while started_).
+  // The rings, in our address space (valid while started_).  Packed: desc_ is the
+  // descriptor ring (PackedDesc), avail_ the driver's event suppression area
+  // (off_wrap, flags) and used_ ours.
   VringDesc* desc_ = nullptr;
   uint16_t* avail_ = nullptr;  // flags, idx, ring[size], used_event
   uint8_t* used_ = nullptr;    // flags, idx, ring[size] of VringUsedElem, avail_event
+  PackedDesc* packed_desc_ = nullptr;
 
   // Our side of the indices.
   uint16_t last_avail_idx_ = 0;
   uint16_t used_idx_ = 0;
   uint16_t last_seen_avail_idx_ = 0;  // For status only.
+  // Packed: positions in the descriptor ring rather than free-running indices, and
+  // the wrap counters that go with them.
+  bool packed_ = false;
+  bool avail_wrap_ = true;
+  bool used_wrap_ = true;
+  std::vector<PendingUsed> pending_;  // Sized at start: no allocation on the data path.
 
   const char* failure_ = nullptr;
   Counters counters_;

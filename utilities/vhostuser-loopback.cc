@@ -74,6 +74,19 @@ void SwapMacs(uint8_t* frame, uint32_t size) {
   memcpy(frame + 6, tmp, 6);
 }
 
+// Prints what the guest negotiated, once per connection, when it becomes ready.
+void ReportReady(vhu_port* port) {
+  static uint64_t reported_connects = 0;
+  vhu_port_status status;
+  vhu_port_get_status(port, &status);
+  if (status.state != VHU_STATE_READY || status.connects == reported_connects) return;
+  reported_connects = status.connects;
+  char features[512];
+  vhu_format_features(status.features, false, features, sizeof features);
+  printf("ready features=%s\n", features);
+  fflush(stdout);
+}
+
 void Usage() {
   fprintf(stderr,
           "usage: vhostuser-loopback --socket PATH [--client] [--queues N] [--cpu N]\n"
@@ -167,7 +180,10 @@ int main(int argc, char** argv) {
         s.tx += sent - dropped;
       }
     }
-    if ((++iterations & 0xffff) == 0 && std::chrono::steady_clock::now() > deadline) break;
+    if ((++iterations & 0xffff) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) break;
+      ReportReady(port);
+    }
   }
 
   uint64_t rx = 0, tx = 0;

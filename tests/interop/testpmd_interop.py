@@ -8,7 +8,7 @@ every packet testpmd sent arrived, every packet sent to testpmd arrived, on ever
 pair, with no drop and no error anywhere.
 
 usage: testpmd_interop.py --loopback BIN [--queues N] [--queue-size N] [--mrg-rxbuf 0|1]
-                          [--in-order 0|1] [--seconds S]
+                          [--in-order 0|1] [--packed-vq 0|1] [--seconds S]
 """
 
 import argparse
@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--queue-size", type=int, default=256)
     ap.add_argument("--mrg-rxbuf", type=int, default=1)
     ap.add_argument("--in-order", type=int, default=0)
+    ap.add_argument("--packed-vq", type=int, default=0)
     ap.add_argument("--seconds", type=float, default=2.0)
     args = ap.parse_args()
 
@@ -61,6 +62,7 @@ def main():
             time.sleep(0.02)
         testpmd = TestPmd([sock], queues=args.queues, queue_size=args.queue_size,
                           mrg_rxbuf=args.mrg_rxbuf, in_order=args.in_order,
+                          packed_vq=args.packed_vq,
                           log_path=os.path.join(workdir, "testpmd.log"))
         testpmd.wait_ready()
         testpmd.wait_link_up()
@@ -90,6 +92,14 @@ def main():
             problems.append("backend dropped %d, errors %d" % (ours["dropped"], ours["errors"]))
         if stats["rx_missed"] or stats["rx_errors"] or stats["tx_errors"]:
             problems.append("testpmd missed or errored packets")
+        ready = re.search(r"^ready features=(\S+)", out, re.M)
+        negotiated = ready.group(1).split(",") if ready else []
+        print("negotiated:", ",".join(negotiated))
+        for feature, wanted in (("ring_packed", args.packed_vq),
+                                ("mrg_rxbuf", args.mrg_rxbuf),
+                                ("in_order", args.in_order)):
+            if (feature in negotiated) != bool(wanted):
+                problems.append("%s %s negotiated" % (feature, "not" if wanted else "was"))
         for q in range(args.queues):
             if ours["queues"].get(q, (0, 0))[0] == 0:
                 problems.append("no traffic on queue pair %d" % q)

@@ -165,7 +165,7 @@ TEST_F(PortTest, AdvertisesWhatItImplements) {
   ASSERT_TRUE(features.ok());
   EXPECT_EQ(*features, kSupportedFeatures);
   EXPECT_TRUE(*features & Bit(feature::kNetMrgRxbuf));
-  EXPECT_FALSE(*features & Bit(feature::kRingPacked)) << "not implemented yet";
+  EXPECT_TRUE(*features & Bit(feature::kRingPacked));
   EXPECT_EQ(*(*fe)->GetU64(Request::kGetProtocolFeatures), kSupportedProtocolFeatures);
   EXPECT_EQ(*(*fe)->GetU64(Request::kGetQueueNum), uint64_t{VHU_MAX_QUEUE_PAIRS});
 }
@@ -605,7 +605,7 @@ INSTANTIATE_TEST_SUITE_P(
                    "4-byte payload"},
         BadMessage{"UnofferedFeature",
                    [](Frontend& fe, GuestRam&) {
-                     return fe.SendU64(Request::kSetFeatures, Bit(feature::kRingPacked));
+                     return fe.SendU64(Request::kSetFeatures, Bit(0));  // csum: not offered
                    },
                    "do not offer"},
         BadMessage{"FdOnMessageThatTakesNone",

@@ -108,6 +108,88 @@ void DriverRing::set_avail_flags(uint16_t flags) { avail_[0] = flags; }
 void DriverRing::set_used_event(uint16_t event) { avail_[2 + size_] = event; }
 void DriverRing::set_avail_idx(uint16_t idx) { avail_[1] = idx; }
 
+PackedDriverRing::PackedDriverRing(GuestRam& ram, uint16_t size) : ram_(ram), size_(size) {
+  desc_gpa_ = ram.Alloc(16u * size, 16);
+  driver_gpa_ = ram.Alloc(4, 4);
+  device_gpa_ = ram.Alloc(4, 4);
+  desc_ = reinterpret_cast<Desc*>(ram.host(desc_gpa_));
+  driver_event_ = reinterpret_cast<uint16_t*>(ram.host(driver_gpa_));
+  device_event_ = reinterpret_cast<uint16_t*>(ram.host(device_gpa_));
+  memset(desc_, 0, 16u * size);
+  memset(driver_event_, 0, 4);
+  memset(device_event_, 0, 4);
+}
+
+VringAddress PackedDriverRing::Address(uint32_t index) const {
+  return VringAddress{index, 0, ram_.user_addr(desc_gpa_), ram_.user_addr(device_gpa_),
+                      ram_.user_addr(driver_gpa_), 0};
+}
+
+uint16_t PackedDriverRing::Post(const std::vector<DriverRing::Buffer>& buffers,
+                                bool writable, uint16_t id, bool indirect) {
+  const uint16_t first = next_;
+  const bool first_wrap = wrap_;
+  uint16_t first_flags = 0;
+  auto flags_for = [&](bool wrap) {
+    return static_cast<uint16_t>(wrap ? kAvail : kUsed);
+  };
+  auto place = [&](uint64_t addr, uint32_t len, uint16_t flags) {
+    Desc& d = desc_[next_];
+    d.addr = addr;
+    d.len = len;
+    d.id = id;
+    const uint16_t all = flags | flags_for(wrap_);
+    if (next_ == first && wrap_ == first_wrap) {
+      first_flags = all;  // Written last: it publishes the buffer.
+    } else {
+      __atomic_store_n(&d.flags, all, __ATOMIC_RELEASE);
+    }
+    if (++next_ == size_) {
+      next_ = 0;
+      wrap_ = !wrap_;
+    }
+  };
+  const uint16_t w = writable ? kDescFlagWrite : 0;
+  if (indirect) {
+    uint64_t table_gpa = ram_.Alloc(16 * buffers.size(), 16);
+    auto* table = reinterpret_cast<Desc*>(ram_.host(table_gpa));
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      table[i] = Desc{buffers[i].gpa, buffers[i].len, 0, w};
+    }
+    place(table_gpa, static_cast<uint32_t>(16 * buffers.size()), kDescFlagIndirect);
+  } else {
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      place(buffers[i].gpa, buffers[i].len,
+            static_cast<uint16_t>(w | (i + 1 < buffers.size() ? kDescFlagNext : 0)));
+    }
+  }
+  __atomic_store_n(&desc_[first].flags, first_flags, __ATOMIC_RELEASE);
+  return first;
+}
+
+bool PackedDriverRing::PopUsed(uint16_t n_descs, VringUsedElem* elem) {
+  const uint16_t flags = __atomic_load_n(&desc_[used_pos_].flags, __ATOMIC_ACQUIRE);
+  const bool avail = flags & kAvail, used = flags & kUsed;
+  if (avail != used || used != used_wrap_) return false;
+  elem->id = desc_[used_pos_].id;
+  elem->len = desc_[used_pos_].len;
+  used_pos_ = static_cast<uint16_t>(used_pos_ + n_descs);
+  if (used_pos_ >= size_) {
+    used_pos_ = static_cast<uint16_t>(used_pos_ - size_);
+    used_wrap_ = !used_wrap_;
+  }
+  return true;
+}
+
+void PackedDriverRing::set_driver_event(uint16_t flags, uint16_t off_wrap) {
+  driver_event_[0] = off_wrap;
+  __atomic_store_n(&driver_event_[1], flags, __ATOMIC_RELEASE);
+}
+
+uint16_t PackedDriverRing::device_event_flags() const {
+  return __atomic_load_n(&device_event_[1], __ATOMIC_ACQUIRE);
+}
+
 absl::StatusOr<std::unique_ptr<Frontend>> Frontend::Connect(const std::string& path) {
   UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr{};
@@ -213,9 +295,10 @@ absl::Status Frontend::SetUp(GuestRam& ram, uint64_t features,
     return s;
   }
   for (const RingSetup& r : rings) {
-    VringState num{r.index, r.ring->size()};
-    VringState base{r.index, r.base};
-    VringAddress addr = r.ring->Address(r.index);
+    // Packed rings start at position 0 with the wrap counter set (base bit 15).
+    VringState num{r.index, r.packed ? r.packed->size() : r.ring->size()};
+    VringState base{r.index, r.packed && r.base == 0 ? 1u << 15 : r.base};
+    VringAddress addr = r.packed ? r.packed->Address(r.index) : r.ring->Address(r.index);
     if (auto s = Send(Request::kSetVringNum, &num, sizeof num); !s.ok()) return s;
     if (auto s = Send(Request::kSetVringBase, &base, sizeof base); !s.ok()) return s;
     if (auto s = Send(Request::kSetVringAddr, &addr, sizeof addr); !s.ok()) return s;

@@ -86,6 +86,49 @@ class DriverRing {
   uint16_t last_used_ = 0;
 };
 
+// The driver's side of one packed ring in GuestRam (virtio 1.x 2.8).
+class PackedDriverRing {
+ public:
+  static constexpr uint16_t kAvail = 1u << 7;
+  static constexpr uint16_t kUsed = 1u << 15;
+
+  PackedDriverRing(GuestRam& ram, uint16_t size);
+
+  uint16_t size() const { return size_; }
+  VringAddress Address(uint32_t index) const;
+
+  // Makes a buffer of 'buffers' (consecutive descriptors, or one indirect descriptor)
+  // available with buffer id 'id'; returns the position of its first descriptor.
+  uint16_t Post(const std::vector<DriverRing::Buffer>& buffers, bool writable, uint16_t id,
+                bool indirect = false);
+  // Pops the next used element (buffer id, length), if the device wrote one.  'n_descs'
+  // is how many descriptors that buffer took when posted.
+  bool PopUsed(uint16_t n_descs, VringUsedElem* elem);
+  // Driver event suppression: flags (0 enable, 1 disable, 2 desc) and off_wrap.
+  void set_driver_event(uint16_t flags, uint16_t off_wrap = 0);
+  uint16_t device_event_flags() const;
+  struct Desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t id;
+    uint16_t flags;
+  };
+  Desc* desc() { return desc_; }
+  uint16_t next_position() const { return next_; }
+
+ private:
+  GuestRam& ram_;
+  uint16_t size_;
+  uint64_t desc_gpa_, driver_gpa_, device_gpa_;
+  Desc* desc_;
+  uint16_t* driver_event_;
+  uint16_t* device_event_;
+  uint16_t next_ = 0;
+  bool wrap_ = true;
+  uint16_t used_pos_ = 0;
+  bool used_wrap_ = true;
+};
+
 // The control side: a connection to a port's socket.
 class Frontend {
  public:
@@ -112,6 +155,7 @@ class Frontend {
     DriverRing* ring;
     int call_fd = -1;  // -1: no call fd (polling guest).
     uint32_t base = 0;  // SET_VRING_BASE.
+    PackedDriverRing* packed = nullptr;  // Instead of 'ring' for packed queues.
   };
   // The whole handshake a frontend does: features, memory table, every ring, enable.
   absl::Status SetUp(GuestRam& ram, uint64_t features, const std::vector<RingSetup>& rings,

@@ -1,0 +1,270 @@
+// Packed virtqueues (VIRTIO_F_RING_PACKED) through a real port: the test frontend lays
+// out packed rings in memfd guest RAM the way a driver does.
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "protocol.h"
+#include "test_frontend.h"
+#include "vhostuser/vhostuser.h"
+
+namespace vhostuser::testing {
+namespace {
+
+constexpr uint64_t kPacked = Bit(feature::kVersion1) | Bit(feature::kRingPacked) |
+                             Bit(feature::kRingIndirectDesc);
+constexpr uint32_t kHeader = sizeof(VirtioNetHeader);
+
+void* AllocVector(void*, uint32_t size, uint8_t** data) {
+  auto* v = new std::vector<uint8_t>(size);
+  *data = v->data();
+  return v;
+}
+
+bool WaitFor(const std::function<bool()>& condition) {
+  for (int i = 0; i < 1000 && !condition(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return condition();
+}
+
+class PackedRingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/vhu-packed-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    path_ = dir_ + "/sock";
+    vhu_port_options options{};
+    options.socket_path = path_.c_str();
+    options.mode = VHU_MODE_SERVER;
+    port_ = vhu_port_create(&options, nullptr, 0);
+    ASSERT_NE(port_, nullptr);
+  }
+  void TearDown() override {
+    frontend_.reset();
+    vhu_port_destroy(port_);
+    rmdir(dir_.c_str());
+  }
+
+  void Start(uint64_t features, int rx_call = -1) {
+    auto fe = Frontend::Connect(path_);
+    ASSERT_TRUE(fe.ok());
+    frontend_ = *std::move(fe);
+    Frontend::RingSetup rx{0, nullptr, rx_call, 0, &rx_};
+    Frontend::RingSetup tx{1, nullptr, -1, 0, &tx_};
+    ASSERT_TRUE(frontend_->SetUp(ram_, features, {rx, tx}).ok());
+    ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
+  }
+
+  vhu_port_status Status() {
+    vhu_port_status s;
+    vhu_port_get_status(port_, &s);
+    return s;
+  }
+
+  // A guest transmit of 'frame' behind a zeroed header, split at 'splits'.
+  void GuestSend(const std::vector<uint8_t>& frame, uint16_t id,
+                 std::vector<uint32_t> splits = {}, bool indirect = false) {
+    std::vector<uint8_t> bytes(kHeader, 0);
+    bytes.insert(bytes.end(), frame.begin(), frame.end());
+    uint64_t gpa = ram_.Alloc(bytes.size());
+    memcpy(ram_.host(gpa), bytes.data(), bytes.size());
+    std::vector<DriverRing::Buffer> buffers;
+    uint32_t at = 0;
+    splits.push_back(static_cast<uint32_t>(bytes.size()));
+    for (uint32_t end : splits) {
+      buffers.push_back({gpa + at, end - at});
+      at = end;
+    }
+    tx_.Post(buffers, false, id, indirect);
+  }
+
+  std::vector<std::vector<uint8_t>> Dequeue() {
+    void* pkts[64];
+    uint32_t n = vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 64);
+    std::vector<std::vector<uint8_t>> out;
+    for (uint32_t i = 0; i < n; ++i) {
+      auto* v = static_cast<std::vector<uint8_t>*>(pkts[i]);
+      out.push_back(std::move(*v));
+      delete v;
+    }
+    return out;
+  }
+
+  std::string dir_, path_;
+  vhu_port* port_ = nullptr;
+  GuestRam ram_{16 << 20};
+  PackedDriverRing rx_{ram_, 64};
+  PackedDriverRing tx_{ram_, 64};
+  std::unique_ptr<Frontend> frontend_;
+};
+
+TEST_F(PackedRingTest, NegotiatesAndAsksTheDriverNotToNotify) {
+  Start(kPacked);
+  EXPECT_TRUE(Status().features & Bit(feature::kRingPacked));
+  EXPECT_EQ(tx_.device_event_flags(), 1) << "device event suppression: disabled";
+}
+
+TEST_F(PackedRingTest, DequeuesEveryShapeAndWrapsAroundTheRing) {
+  Start(kPacked);
+  // 200 packets through a 64-entry ring: the positions wrap three times.
+  for (uint32_t round = 0; round < 50; ++round) {
+    auto f1 = TestFrame(60, round * 4), f2 = TestFrame(1500, round * 4 + 1),
+         f3 = TestFrame(300, round * 4 + 2), f4 = TestFrame(100, round * 4 + 3);
+    GuestSend(f1, 1);
+    GuestSend(f2, 2, {kHeader, kHeader + 700});  // 3 descriptors
+    GuestSend(f3, 3, {5}, /*indirect=*/true);    // header split, indirect
+    GuestSend(f4, 4, {kHeader + 10});            // 2 descriptors
+    auto got = Dequeue();
+    ASSERT_EQ(got.size(), 4u) << "round " << round;
+    EXPECT_EQ(got[0], f1);
+    EXPECT_EQ(got[1], f2);
+    EXPECT_EQ(got[2], f3);
+    EXPECT_EQ(got[3], f4);
+    VringUsedElem e;
+    for (auto [id, descs] : {std::pair{1, 1}, {2, 3}, {3, 1}, {4, 2}}) {
+      ASSERT_TRUE(tx_.PopUsed(descs, &e)) << "round " << round;
+      EXPECT_EQ(e.id, static_cast<uint32_t>(id));
+    }
+    EXPECT_FALSE(tx_.PopUsed(1, &e));
+  }
+  vhu_vring_status vs;
+  vhu_vring_get_status(port_, 1, &vs);
+  EXPECT_EQ(vs.packets, 200u);
+}
+
+TEST_F(PackedRingTest, EnqueuesWithAndWithoutMergeableBuffers) {
+  Start(kPacked | Bit(feature::kNetMrgRxbuf));
+  uint64_t b[3];
+  for (uint16_t i = 0; i < 3; ++i) {
+    b[i] = ram_.Alloc(1000);
+    rx_.Post({{b[i], 1000}}, true, static_cast<uint16_t>(10 + i));
+  }
+  auto frame = TestFrame(2500, 7);
+  vhu_tx_packet pkt{frame.data(), 2500};
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  VirtioNetHeader h;
+  memcpy(&h, ram_.host(b[0]), sizeof h);
+  EXPECT_EQ(h.num_buffers, 3);
+  std::vector<uint8_t> got(ram_.host(b[0]) + kHeader, ram_.host(b[0]) + 1000);
+  got.insert(got.end(), ram_.host(b[1]), ram_.host(b[1]) + 1000);
+  got.insert(got.end(), ram_.host(b[2]), ram_.host(b[2]) + 2500 + kHeader - 2000);
+  EXPECT_EQ(got, frame);
+  VringUsedElem e;
+  ASSERT_TRUE(rx_.PopUsed(1, &e));
+  EXPECT_EQ(e.id, 10u);
+  EXPECT_EQ(e.len, 1000u);
+  ASSERT_TRUE(rx_.PopUsed(1, &e));
+  ASSERT_TRUE(rx_.PopUsed(1, &e));
+  EXPECT_EQ(e.id, 12u);
+  EXPECT_EQ(e.len, 2500 + kHeader - 2000);
+  // No buffer left: the next packet waits, it is not dropped.
+  uint32_t dropped = 9;
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, &dropped), 0u);
+  EXPECT_EQ(dropped, 0u);
+}
+
+TEST_F(PackedRingTest, NonMergeableDropsWhatNoBufferHolds) {
+  Start(kPacked);
+  uint64_t small = ram_.Alloc(200);
+  rx_.Post({{small, 200}}, true, 5);
+  auto big = TestFrame(1000, 1), fits = TestFrame(100, 2);
+  vhu_tx_packet pkts[] = {{big.data(), 1000}, {fits.data(), 100}};
+  uint32_t dropped = 0;
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, pkts, 2, &dropped), 2u);
+  EXPECT_EQ(dropped, 1u);
+  VringUsedElem e;
+  ASSERT_TRUE(rx_.PopUsed(1, &e));
+  EXPECT_EQ(e.id, 5u);
+  EXPECT_EQ(e.len, kHeader + 100);
+  EXPECT_EQ(0, memcmp(ram_.host(small) + kHeader, fits.data(), 100));
+}
+
+TEST_F(PackedRingTest, InterruptsAsTheDriverEventSuppressionSays) {
+  UniqueFd call(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  Start(kPacked | Bit(feature::kRingEventIdx), call.get());
+  auto interrupts = [&] {
+    uint64_t v = 0;
+    return read(call.get(), &v, sizeof v) == 8 ? v : 0;
+  };
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  for (uint16_t i = 0; i < 8; ++i) rx_.Post({{ram_.Alloc(2048), 2048}}, true, i);
+
+  rx_.set_driver_event(1);  // Disable.
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  EXPECT_EQ(interrupts(), 0u);
+  rx_.set_driver_event(0);  // Enable.
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  EXPECT_EQ(interrupts(), 1u);
+  // Desc: interrupt once the used position passes 4 (wrap counter 1).
+  rx_.set_driver_event(2, 4 | (1u << 15));
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);  // used 2 -> 3
+  EXPECT_EQ(interrupts(), 0u);
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);  // 3 -> 4
+  EXPECT_EQ(interrupts(), 0u);
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);  // 4 -> 5: crosses
+  EXPECT_EQ(interrupts(), 1u);
+}
+
+TEST_F(PackedRingTest, GetVringBaseReturnsPositionAndWrapCounter) {
+  Start(kPacked);
+  for (uint16_t i = 0; i < 70; ++i) {  // More than the ring: the wrap counter flips.
+    GuestSend(TestFrame(64, i), i % 64);
+    ASSERT_EQ(Dequeue().size(), 1u);
+    VringUsedElem e;
+    ASSERT_TRUE(tx_.PopUsed(1, &e));
+  }
+  VringState state{1, 0};
+  ASSERT_TRUE(frontend_->Send(Request::kGetVringBase, &state, sizeof state).ok());
+  auto reply = frontend_->Receive(Request::kGetVringBase);
+  ASSERT_TRUE(reply.ok());
+  VringState got;
+  memcpy(&got, reply->data(), sizeof got);
+  EXPECT_EQ(got.num & 0x7fff, 70u - 64u);
+  EXPECT_EQ(got.num >> 15, 0u) << "the avail wrap counter flipped once";
+}
+
+TEST_F(PackedRingTest, ChainLongerThanTheRingDisconnects) {
+  Start(kPacked);
+  // Every descriptor of the ring says NEXT: the chain never ends.
+  std::vector<DriverRing::Buffer> buffers(64, {ram_.Alloc(64), 64});
+  tx_.Post(buffers, false, 0);
+  tx_.desc()[63].flags |= kDescFlagNext;
+  EXPECT_TRUE(Dequeue().empty());
+  EXPECT_TRUE(frontend_->WaitClosed(5000));
+  EXPECT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_DISCONNECTED; }));
+  EXPECT_THAT(Status().last_error, ::testing::HasSubstr("longer than the ring"));
+}
+
+TEST_F(PackedRingTest, BufferIdOutOfRangeDisconnects) {
+  Start(kPacked);
+  GuestSend(TestFrame(64, 1), 64);
+  EXPECT_TRUE(Dequeue().empty());
+  EXPECT_TRUE(frontend_->WaitClosed(5000));
+  EXPECT_THAT(Status().last_error, ::testing::HasSubstr("buffer id"));
+}
+
+TEST_F(PackedRingTest, SizesNeedNotBePowersOfTwo) {
+  auto fe = Frontend::Connect(path_);
+  ASSERT_TRUE(fe.ok());
+  ASSERT_TRUE((*fe)->SendU64(Request::kSetFeatures, kPacked).ok());
+  VringState num{0, 300};
+  ASSERT_TRUE((*fe)->Send(Request::kSetVringNum, &num, sizeof num).ok());
+  ASSERT_TRUE((*fe)->Sync().ok()) << "300 is a valid packed ring size";
+  VringState base{0, 300};  // Position 300 of a 300-entry ring: out of range.
+  ASSERT_TRUE((*fe)->Send(Request::kSetVringBase, &base, sizeof base).ok());
+  EXPECT_TRUE((*fe)->WaitClosed(5000));
+}
+
+}  // namespace
+}  // namespace vhostuser::testing
