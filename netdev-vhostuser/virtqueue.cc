@@ -318,7 +318,6 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
   const uint32_t count = std::min<uint32_t>(available, max);
   auto* used_ring = reinterpret_cast<VringUsedElem*>(used_ + 4);
   const uint16_t old_used = used_idx_;
-  const uint32_t header_size = features_.net_header_size;
   uint32_t received = 0;
   uint64_t bytes = 0;
   uint32_t dropped = 0;
@@ -332,20 +331,8 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
     uint32_t n_segments;
     uint64_t total;
     if (!WalkChain(head, /*writable=*/false, &n_segments, &total)) break;
-    if (total < header_size) {
-      Fail("transmit chain shorter than the virtio-net header");
+    if (!TakeFrame(n_segments, total, alloc, aux, pkts, &received, &bytes, &dropped)) {
       break;
-    }
-    const uint64_t frame_size = total - header_size;
-    if (frame_size > kMaxFrameSize || frame_size == 0) {
-      ++dropped;
-    } else {
-      uint8_t* out;
-      void* pkt = alloc(aux, static_cast<uint32_t>(frame_size), &out);
-      if (pkt == nullptr) break;  // Leave the chain for the next burst.
-      CopyFromSegments(n_segments, header_size, out);
-      pkts[received++] = pkt;
-      bytes += frame_size;
     }
     VringUsedElem* elem = &used_ring[used_idx_ & mask_];
     elem->id = head;
@@ -354,10 +341,36 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
     ++last_avail_idx_;
   }
   PublishUsed(old_used);
-  Add(counters_.packets, received);
+  CountBurst(received, bytes, dropped);
+  return received;
+}
+
+bool Virtqueue::TakeFrame(uint32_t n_segments, uint64_t total, vhu_alloc_fn* alloc,
+                          void* aux, void** pkts, uint32_t* received, uint64_t* bytes,
+                          uint32_t* dropped) {
+  const uint32_t header_size = features_.net_header_size;
+  if (total < header_size) {
+    Fail("transmit chain shorter than the virtio-net header");
+    return false;
+  }
+  const uint64_t frame_size = total - header_size;
+  if (frame_size > kMaxFrameSize || frame_size == 0) {
+    ++*dropped;
+    return true;
+  }
+  uint8_t* out;
+  void* pkt = alloc(aux, static_cast<uint32_t>(frame_size), &out);
+  if (pkt == nullptr) return false;  // Leave the chain for the next burst.
+  CopyFromSegments(n_segments, header_size, out);
+  pkts[(*received)++] = pkt;
+  *bytes += frame_size;
+  return true;
+}
+
+void Virtqueue::CountBurst(uint32_t packets, uint64_t bytes, uint32_t dropped) {
+  Add(counters_.packets, packets);
   Add(counters_.bytes, bytes);
   if (dropped) Add(counters_.drops, dropped);
-  return received;
 }
 
 void Virtqueue::CopyFromSegments(uint32_t n_segments, uint32_t skip, uint8_t* out) const {
@@ -493,9 +506,7 @@ uint32_t Virtqueue::Enqueue(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_d
       }
     }
     PublishUsed(old_used);
-    Add(counters_.packets, consumed - dropped);
-    Add(counters_.bytes, bytes);
-    if (dropped) Add(counters_.drops, dropped);
+    CountBurst(consumed - dropped, bytes, dropped);
   }
   if (n_dropped != nullptr) *n_dropped = dropped;
   return consumed;

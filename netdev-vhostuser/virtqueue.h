@@ -111,6 +111,13 @@ class Virtqueue {
   // says which kind every descriptor must be.  Returns false, after Fail(), for a chain
   // that breaks the rules.
   bool WalkChain(uint16_t head, bool writable, uint32_t* n_segments, uint64_t* total);
+  // Turns the transmit chain in segments_ (of 'total' bytes) into a packet from
+  // 'alloc' appended to pkts[*received], or counts it dropped (empty or oversized
+  // frame).  Returns false to end the burst: no packet to be had, or a chain shorter
+  // than the header (the ring is failed).
+  bool TakeFrame(uint32_t n_segments, uint64_t total, vhu_alloc_fn* alloc, void* aux,
+                 void** pkts, uint32_t* received, uint64_t* bytes, uint32_t* dropped);
+  void CountBurst(uint32_t packets, uint64_t bytes, uint32_t dropped);
   // Copies the chain in segments_, less its first 'skip' bytes, to 'out'.
   void CopyFromSegments(uint32_t n_segments, uint32_t skip, uint8_t* out) const;
   // Writes what fits of bytes [*written, need) of the stream "header then frame" into

@@ -206,7 +206,6 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
   if (!usable()) return 0;
   const uint16_t old_used = used_idx_;
   const bool old_wrap = used_wrap_;
-  const uint32_t header_size = features_.net_header_size;
   uint32_t received = 0, dropped = 0;
   uint64_t bytes = 0;
   for (uint32_t i = 0; i < max; ++i) {
@@ -218,20 +217,8 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
                          &total, &id)) {
       break;
     }
-    if (total < header_size) {
-      Fail("transmit chain shorter than the virtio-net header");
+    if (!TakeFrame(n_segments, total, alloc, aux, pkts, &received, &bytes, &dropped)) {
       break;
-    }
-    const uint64_t frame_size = total - header_size;
-    if (frame_size > kMaxFrameSize || frame_size == 0) {
-      ++dropped;
-    } else {
-      uint8_t* out;
-      void* pkt = alloc(aux, static_cast<uint32_t>(frame_size), &out);
-      if (pkt == nullptr) break;  // Leave the buffer for the next burst.
-      CopyFromSegments(n_segments, header_size, out);
-      pkts[received++] = pkt;
-      bytes += frame_size;
     }
     WritePackedUsed(PendingUsed{id, n_descs, 0});
     last_avail_idx_ = static_cast<uint16_t>(last_avail_idx_ + n_descs);
@@ -243,9 +230,7 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
   if (used_idx_ != old_used || used_wrap_ != old_wrap) {
     MaybeInterruptPacked(old_used, old_wrap);
   }
-  Add(counters_.packets, received);
-  Add(counters_.bytes, bytes);
-  if (dropped) Add(counters_.drops, dropped);
+  CountBurst(received, bytes, dropped);
   return received;
 }
 
@@ -323,9 +308,7 @@ uint32_t Virtqueue::EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n,
     if (used_idx_ != old_used || used_wrap_ != old_wrap) {
       MaybeInterruptPacked(old_used, old_wrap);
     }
-    Add(counters_.packets, consumed - dropped);
-    Add(counters_.bytes, bytes);
-    if (dropped) Add(counters_.drops, dropped);
+    CountBurst(consumed - dropped, bytes, dropped);
   }
   if (n_dropped != nullptr) *n_dropped = dropped;
   return consumed;
