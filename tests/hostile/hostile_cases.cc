@@ -768,6 +768,156 @@ absl::Status RacingGuest(Env& env) {
   return CloseCleanly(g.fe);
 }
 
+// ---- Faults under traffic. ----
+
+// The guest's side of steady traffic, on a thread of its own: up to 128 frames in flight
+// each way, a fixed buffer per descriptor, every frame that comes back checked.  The
+// thread also pumps (in process, it is the switch's data path too).
+class GuestTraffic {
+ public:
+  GuestTraffic(Guest& g, Env& env) : g_(g), env_(env) {
+    tx_slots_ = g.ram.Alloc(256 * 256);
+    rx_slots_ = g.ram.Alloc(256 * 2048);
+    // Take over the rings where the probes left them.
+    tx_posted_ = tx_done_ = g.tx.avail_idx();
+    VringUsedElem e;
+    while (g.tx.PopUsed(&e)) {
+    }
+    rx_posted_ = g.rx.avail_idx();
+    rx_done_ = static_cast<uint16_t>(g.rx_popped);
+  }
+  ~GuestTraffic() {
+    if (thread_.joinable()) Stop().IgnoreError();
+  }
+
+  void Start() {
+    stop_ = false;
+    thread_ = std::thread([this] { Run(); });
+  }
+  absl::Status Stop() {
+    stop_ = true;
+    thread_.join();
+    if (!bad_.empty()) return Fail(bad_);
+    return absl::OkStatus();
+  }
+  uint64_t echoed() const { return echoed_.load(); }
+
+  // Runs until 'n' more frames came back (or 5 s passed).
+  absl::Status ExpectFlowing(uint64_t n) {
+    const uint64_t from = echoed();
+    Start();
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(kTimeoutMs);
+    while (echoed() < from + n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    RETURN_IF_ERROR(Stop());
+    if (echoed() < from + n) {
+      return Fail(absl::StrCat("traffic did not resume: ", echoed() - from, " of ", n,
+                               " frames came back"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  void Run() {
+    while (!stop_.load(std::memory_order_relaxed)) {
+      VringUsedElem e;
+      while (g_.tx.PopUsed(&e)) ++tx_done_;
+      while (g_.rx.PopUsed(&e)) {
+        ++rx_done_;
+        const uint8_t* b = g_.ram.host(g_.rx.desc()[e.id % 256].addr);
+        bool ok = e.len == kHeader + kFrame;
+        for (uint32_t i = 1; ok && i < kFrame; ++i) {
+          ok = b[kHeader + i] == static_cast<uint8_t>(b[kHeader] + i);
+        }
+        if (!ok && bad_.empty()) bad_ = absl::StrCat("a frame came back damaged (", e.len, " bytes)");
+        ++echoed_;
+      }
+      while (static_cast<uint16_t>(rx_posted_ - rx_done_) < 128) {
+        const uint16_t slot = static_cast<uint16_t>(g_.rx.avail_idx() % 256);
+        const uint64_t gpa = rx_slots_ + uint64_t{slot} * 2048;
+        g_.rx.Publish(g_.rx.AddChain({{gpa, 2048}}, true));
+        ++rx_posted_;
+      }
+      for (int burst = 0; burst < 8 && static_cast<uint16_t>(tx_posted_ - tx_done_) < 128;
+           ++burst) {
+        const uint16_t slot = static_cast<uint16_t>(g_.tx.avail_idx() % 256);
+        const uint64_t gpa = tx_slots_ + uint64_t{slot} * 256;
+        memset(g_.ram.host(gpa), 0, kHeader);
+        auto frame = TestFrame(kFrame, seq_++);
+        memcpy(g_.ram.host(gpa) + kHeader, frame.data(), kFrame);
+        g_.tx.Publish(g_.tx.AddChain({{gpa, kHeader + kFrame}}, false));
+        ++tx_posted_;
+      }
+      env_.pump();
+    }
+  }
+
+  static constexpr uint32_t kFrame = 100;
+  Guest& g_;
+  Env& env_;
+  uint64_t tx_slots_, rx_slots_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> echoed_{0};
+  uint16_t tx_posted_, tx_done_, rx_posted_, rx_done_;
+  uint32_t seq_ = 0;
+  std::string bad_;
+};
+
+// Waits for the backend to have handled everything sent so far, then lets the traffic
+// run a little: spreads a thousand control messages over a good part of a second.
+absl::Status Breathe(Frontend& fe) {
+  RETURN_IF_ERROR(fe.Sync());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  return absl::OkStatus();
+}
+
+// SET_MEM_TABLE (the same memory, mapped afresh each time) 1,000 times while frames
+// flow both ways: every remap happens between two bursts, no frame is damaged, and the
+// traffic goes on.
+absl::Status MemTableDuringTraffic(Env& env) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  GuestTraffic traffic(g, env);
+  RETURN_IF_ERROR(traffic.ExpectFlowing(100));
+  const uint64_t before = traffic.echoed();
+  traffic.Start();
+  const MemoryRegionDesc r = g.ram.Region();
+  for (int i = 0; i < 1000 / env.scale_down; ++i) {
+    RETURN_IF_ERROR(SendTable(*g.fe, {r}, {g.ram.fd()}, 1));
+    if (i % 10 == 9) RETURN_IF_ERROR(Breathe(*g.fe));
+  }
+  RETURN_IF_ERROR(g.fe->Sync());
+  RETURN_IF_ERROR(traffic.Stop());
+  if (traffic.echoed() <= before) return Fail("no frame came back while the tables changed");
+  RETURN_IF_ERROR(traffic.ExpectFlowing(200));
+  return CloseCleanly(g.fe);
+}
+
+// 1,000 cycles of SET_VRING_ENABLE 0 then 1 on both vrings while frames flow.
+absl::Status VringToggleUnderTraffic(Env& env) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  GuestTraffic traffic(g, env);
+  RETURN_IF_ERROR(traffic.ExpectFlowing(100));
+  const uint64_t before = traffic.echoed();
+  traffic.Start();
+  for (int i = 0; i < 1000 / env.scale_down; ++i) {
+    for (uint32_t enable : {0u, 1u}) {
+      RETURN_IF_ERROR(SendState(*g.fe, Request::kSetVringEnable, 0, enable));
+      RETURN_IF_ERROR(SendState(*g.fe, Request::kSetVringEnable, 1, enable));
+    }
+    if (i % 10 == 9) RETURN_IF_ERROR(Breathe(*g.fe));
+  }
+  RETURN_IF_ERROR(g.fe->Sync());
+  RETURN_IF_ERROR(traffic.Stop());
+  if (traffic.echoed() <= before) return Fail("no frame came back during the cycles");
+  RETURN_IF_ERROR(traffic.ExpectFlowing(200));
+  return CloseCleanly(g.fe);
+}
+
 absl::Status WellBehaved(Env& env) {
   Guest g;
   RETURN_IF_ERROR(g.Start(env));
@@ -876,6 +1026,12 @@ const std::vector<Case>& Cases() {
        "out of range", 1, HeadOutOfRange},
       {"racing_guest", "a thread rewrites descriptors and indices while the switch reads",
        O::kAny, "", 5, RacingGuest},
+      // Faults under traffic.
+      {"fault_mem_table_during_traffic", "1,000 SET_MEM_TABLEs while frames flow both ways",
+       O::kTraffic, "", 1, MemTableDuringTraffic},
+      {"fault_vring_toggle_under_traffic",
+       "1,000 disable/enable cycles of both vrings while frames flow", O::kTraffic, "", 1,
+       VringToggleUnderTraffic},
   };
   return *cases;
 }

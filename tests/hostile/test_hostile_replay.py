@@ -38,7 +38,8 @@ from testpmd import TestPmd  # noqa: E402
 GROUPS = {"size": "framing", "request": "framing", "truncated": "framing",
           "close": "framing", "fds": "framing", "more": "framing", "mem": "memory tables",
           "vring": "vring messages", "log": "vring messages", "inflight": "vring messages",
-          "chain": "descriptor chains", "avail": "descriptor chains", "racing": "races"}
+          "chain": "descriptor chains", "avail": "descriptor chains", "racing": "races",
+          "fault": "faults under traffic"}
 
 # VmSize may move with the allocator's arenas; guest memory shows in the memfd count.
 VMSIZE_SLACK_KB = 32 * 1024
