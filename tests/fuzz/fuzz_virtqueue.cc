@@ -1,5 +1,5 @@
 // Fuzz target: the data path over guest memory and rings the fuzzer shapes.  One split
-// virtqueue is set up over a GuestMemory of one to three regions (each its own memfd,
+// or packed virtqueue is set up over a GuestMemory of one to three regions (each its own memfd,
 // placed at fuzzer-chosen guest-physical and frontend-virtual addresses with gaps, so
 // that buffers can straddle non-adjacent regions), the memory is filled with the
 // fuzzer's bytes (rings, descriptors, indirect tables, packets), and a program of
@@ -53,8 +53,10 @@ struct RingPlace {
   uint32_t offset;    // Into the region.
 };
 struct Config {
-  uint8_t features;   // bit 0 MRG_RXBUF, 1 EVENT_IDX, 2 INDIRECT, 3 legacy header.
-  uint8_t ring_log2;  // Ring size 2^(ring_log2 % 11).
+  uint8_t features;   // bit 0 MRG_RXBUF, 1 EVENT_IDX, 2 INDIRECT, 3 legacy header,
+                      // 4 packed ring.
+  uint8_t ring_log2;  // Ring size 2^(ring_log2 % 11); packed with bit 7 set:
+                      // 1 + 3 * (ring_log2 & 0x7f), not a power of two.
   uint8_t n_regions;  // 1 + n % 3.
   uint8_t n_ops;      // 0..255.
   uint16_t base;      // SET_VRING_BASE.
@@ -216,21 +218,30 @@ void Run(const uint8_t* data, size_t size) {
   features.indirect = config.features & 4;
   features.net_header_size = (config.features & 8) ? kLegacyNetHeaderSize
                                                    : sizeof(VirtioNetHeader);
-  const uint32_t ring_size = 1u << (config.ring_log2 % 11);
+  const bool packed = config.features & 16;
+  features.packed = packed;
+  const uint32_t ring_size = (packed && (config.ring_log2 & 0x80))
+                                 ? 1 + 3 * (config.ring_log2 & 0x7f)
+                                 : 1u << (config.ring_log2 % 11);
 
   Virtqueue vq;
   std::lock_guard<Spinlock> lock(vq.lock());
-  if (!vq.SetSize(ring_size).ok()) Violation("a valid ring size was refused");
+  if (!vq.SetSize(ring_size, packed).ok()) Violation("a valid ring size was refused");
   VringAddress address{0, 0, h.UserAddress(config.desc), h.UserAddress(config.used),
                        h.UserAddress(config.avail), 0};
-  if (!vq.SetAddresses(address).ok() || !vq.SetBase(config.base).ok()) {
+  // A packed base carries the wrap counter in bit 15 and must be inside the ring.
+  const uint32_t base = packed ? (config.base & 0x8000) | ((config.base & 0x7fff) % ring_size)
+                               : config.base;
+  if (!vq.SetAddresses(address).ok() || !vq.SetBase(base, packed).ok()) {
     Violation("ring set-up refused before start");
   }
   bool started = vq.Start(h.memory_.get(), features).ok();
   vq.SetEnabled(true);
-  // Where the guest's avail ring is, to play the driver (nullptr if not in memory).
-  auto* avail = reinterpret_cast<uint16_t*>(
-      h.HostOf(address.avail_user_addr, 4 + 2 * ring_size, /*user=*/true));
+  // Where the guest's avail ring is, to play a split ring's driver (nullptr if not in
+  // memory, or a packed ring: the fuzzer writes its descriptors' flags itself).
+  auto* avail = packed ? nullptr
+                       : reinterpret_cast<uint16_t*>(h.HostOf(
+                             address.avail_user_addr, 4 + 2 * ring_size, /*user=*/true));
   if (reinterpret_cast<uintptr_t>(avail) % 2) avail = nullptr;
 
   static uint8_t frame[70000];
@@ -284,7 +295,11 @@ void Run(const uint8_t* data, size_t size) {
       }
       default:  // GET_VRING_BASE, SET_VRING_BASE and a new kick: stop and restart.
         vq.Stop();
-        if (!vq.SetBase(op.b).ok()) Violation("SET_VRING_BASE refused on a stopped ring");
+        const uint32_t new_base =
+            packed ? (op.b & 0x8000) | ((op.b & 0x7fff) % ring_size) : op.b;
+        if (!vq.SetBase(new_base, packed).ok()) {
+          Violation("SET_VRING_BASE refused on a stopped ring");
+        }
         started = vq.Start(h.memory_.get(), features).ok();
         break;
     }

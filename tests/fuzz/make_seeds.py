@@ -24,6 +24,7 @@ NET_SET_MTU, SET_BACKEND_REQ_FD, GET_INFLIGHT_FD, SET_INFLIGHT_FD = 20, 21, 31, 
 RESET_DEVICE, SET_STATUS, GET_STATUS, ADD_MEM_REG = 34, 39, 40, 37
 
 F_MRG_RXBUF, F_INDIRECT, F_EVENT_IDX, F_PROTOCOL, F_VERSION_1 = 15, 28, 29, 30, 32
+F_RING_PACKED = 34
 PROTOCOL = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 13) | (1 << 16)
 
 DESC_NEXT, DESC_WRITE, DESC_INDIRECT = 1, 2, 4
@@ -90,10 +91,10 @@ RING = 64
 LAYOUT = {0: (0x0000, 0x0400, 0x0500), 1: (0x0800, 0x0C00, 0x0D00)}
 
 
-def vring_setup(index, size=RING, enable=True):
+def vring_setup(index, size=RING, enable=True, base=0):
     d, a, u = LAYOUT[index]
     out = msg(SET_VRING_NUM, state(index, size))
-    out += msg(SET_VRING_BASE, state(index, 0))
+    out += msg(SET_VRING_BASE, state(index, base))
     out += msg(SET_VRING_ADDR, struct.pack("<IIQQQQ", index, 0, USER + d, USER + u,
                                            USER + a, 0))
     out += msg(SET_VRING_KICK, u64(index), fds=[EVENTFD])
@@ -103,12 +104,12 @@ def vring_setup(index, size=RING, enable=True):
     return out
 
 
-def handshake(features=(1 << F_VERSION_1) | (1 << F_INDIRECT) | (1 << F_PROTOCOL)):
+def handshake(features=(1 << F_VERSION_1) | (1 << F_INDIRECT) | (1 << F_PROTOCOL), base=0):
     out = msg(GET_FEATURES) + msg(SET_OWNER) + msg(GET_PROTOCOL_FEATURES)
     out += msg(SET_PROTOCOL_FEATURES, u64(PROTOCOL))
     out += msg(SET_FEATURES, u64(features))
     out += msg(SET_MEM_TABLE, mem_table([(GPA, 0x10000, USER, 0)]), fds=[MEMFD64K])
-    out += vring_setup(0) + vring_setup(1)
+    out += vring_setup(0, base=base) + vring_setup(1, base=base)
     return out
 
 
@@ -143,6 +144,13 @@ def control_seeds():
         vring_setup(0, enable=False) + vring_setup(1, enable=False) + \
         poke(MEMFD64K, 0x2000, packet_bytes(60, 10)) + \
         guest_tx([desc(GPA + 0x2000, 70)], [0]) + burst(1, 1, 0)
+    # Packed rings start with the wrap counters at 1 (base bit 15).
+    packed = handshake((1 << F_VERSION_1) | (1 << F_RING_PACKED) | (1 << F_PROTOCOL), 0x8000)
+    seeds["handshake_packed"] = packed + poke(MEMFD64K, 0x2000, frame) + poke(
+        MEMFD64K, 0x0800, struct.pack("<QIHH", GPA + 0x2000, len(frame), 0, 1 << 7)) + \
+        burst(1, 4, 0) + poke(MEMFD64K, 0x0000,
+                              struct.pack("<QIHH", GPA + 0x3000, 2048, 0, 2 | 1 << 7)) + \
+        burst(0, 1, 64)
     # Framing.
     seeds["size_too_large"] = raw(struct.pack("<III", SET_MEM_TABLE, 1, 1 << 30))
     seeds["bad_version"] = msg(GET_FEATURES, bad_version=True)
@@ -261,6 +269,46 @@ def memory_image(descs, avail, blobs=(), size=0x1000, ring=16):
     return bytes(mem)
 
 
+P_NEXT, P_WRITE, P_INDIRECT, P_AVAIL, P_USED = 1, 2, 4, 1 << 7, 1 << 15
+
+
+def pdesc(addr, length, ident, flags):
+    """A packed-ring descriptor, made available for the first lap (AVAIL=1, USED=0)."""
+    return struct.pack("<QIHH", addr, length, ident, flags | P_AVAIL)
+
+
+def packed_image(descs, blobs=(), size=0x1000):
+    """Region 0: descriptor ring at 0, driver event area at 0x100, device's at 0x140."""
+    mem = bytearray(size)
+    ring = b"".join(descs)
+    mem[0:len(ring)] = ring
+    for offset, data in blobs:
+        mem[offset:offset + len(data)] = data
+    return bytes(mem)
+
+
+def packed_seeds(frame):
+    seeds = {}
+    mem = packed_image([pdesc(GPA + 0x400, 72, 0, 0), pdesc(GPA + 0x500, 5, 1, P_NEXT),
+                        pdesc(GPA + 0x505, 67, 1, 0)],
+                       [(0x400, frame), (0x500, frame)])
+    seeds["packed_tx"] = vq_seed({"features": 16}, [op(DEQUEUE, 8)], mem)
+    seeds["packed_tx_odd_size"] = vq_seed({"features": 16, "ring_log2": 0x84},
+                                          [op(DEQUEUE, 8), op(RESTART, 0, 0x8003),
+                                           op(DEQUEUE, 8)], mem)
+    mem = packed_image([pdesc(GPA + 0x400 + i * 0x100, 256, i, P_WRITE) for i in range(8)])
+    seeds["packed_rx"] = vq_seed({"features": 16}, [op(ENQUEUE, 2, 10, 100)], mem)
+    seeds["packed_rx_mergeable"] = vq_seed({"features": 16 | 1 | 2},
+                                           [op(ENQUEUE, 1, 0, 700), op(ENQUEUE, 0, 0, 2000)],
+                                           mem)
+    table = struct.pack("<QIHH", GPA + 0x400, 5, 0, 0) + struct.pack("<QIHH", GPA + 0x405, 67, 0, 0)
+    mem = packed_image([pdesc(GPA + 0x800, 32, 0, P_INDIRECT)], [(0x400, frame), (0x800, table)])
+    seeds["packed_indirect"] = vq_seed({"features": 16 | 4}, [op(DEQUEUE, 4)], mem)
+    mem = packed_image([pdesc(GPA + 0x400, 40, 0, P_NEXT)] * 16)
+    seeds["packed_chain_longer_than_ring"] = vq_seed({"features": 16}, [op(DEQUEUE, 1)], mem)
+    return seeds
+
+
 def virtqueue_seeds():
     seeds = {}
     frame = packet_bytes(60)
@@ -325,6 +373,7 @@ def virtqueue_seeds():
         [(0x400, struct.pack("<BBHHHHH", 1, 0, 0, 0, 0xFFF0, 0xFFF0, 0) + frame[12:])]))
     seeds["big_ring"] = vq_seed({"ring_log2": 10, "avail_at": (0, 0x4000),
                                  "used_at": (0, 0x5000)}, [op(DEQUEUE, 64)], b"")
+    seeds.update(packed_seeds(frame))
     return seeds
 
 
