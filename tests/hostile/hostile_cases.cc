@@ -918,6 +918,29 @@ absl::Status VringToggleUnderTraffic(Env& env) {
   return CloseCleanly(g.fe);
 }
 
+// The frontend shrinks its memfd after the switch mapped it, then hands the switch
+// buffers in the part that is gone.  Touching a shared mapping past the end of its file
+// is SIGBUS.
+absl::Status MemfdShrunkUnderTheSwitch(Env& env) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  const uint64_t keep = 1 << 20;  // The rings and the first buffers live below.
+  g.ram.Alloc(2 << 20);
+  const uint64_t tx_far = g.ram.Alloc(4096), rx_far = g.ram.Alloc(4096);
+  if (ftruncate(g.ram.fd(), static_cast<off_t>(keep)) != 0) return Fail("ftruncate");
+  g.rx.Publish(g.rx.AddChain({{rx_far, 2048}}, true));
+  g.tx.Publish(g.tx.AddChain({{tx_far, kHeader + 64}}, false));
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (std::chrono::steady_clock::now() < end) {
+    env.pump();
+    if (WaitClosed(g.fe->fd(), 1)) {
+      g.fe.reset();
+      return absl::OkStatus();
+    }
+  }
+  return CloseCleanly(g.fe);
+}
+
 absl::Status WellBehaved(Env& env) {
   Guest g;
   RETURN_IF_ERROR(g.Start(env));
@@ -1032,6 +1055,11 @@ const std::vector<Case>& Cases() {
       {"fault_vring_toggle_under_traffic",
        "1,000 disable/enable cycles of both vrings while frames flow", O::kTraffic, "", 1,
        VringToggleUnderTraffic},
+      {"memfd_shrunk_under_the_switch",
+       "the frontend ftruncates its memfd below buffers it then hands the switch",
+       O::kAny, "", 1, MemfdShrunkUnderTheSwitch,
+       "the switch touches the vanished pages and dies of SIGBUS: no backend check "
+       "(F_SEAL_SHRINK, or recovering from SIGBUS) stops it yet"},
   };
   return *cases;
 }

@@ -61,9 +61,11 @@ int main(int argc, char** argv) {
   }
   if (list) {
     for (const Case& c : Cases()) {
-      printf("{\"name\": %s, \"outcome\": %s, \"expect\": %s, \"repeat\": %d, \"what\": %s}\n",
+      printf("{\"name\": %s, \"outcome\": %s, \"expect\": %s, \"repeat\": %d, "
+             "\"what\": %s, \"known_issue\": %s}\n",
              Json(c.name).c_str(), Json(OutcomeName(c.outcome)).c_str(),
-             Json(c.expect).c_str(), c.repeat, Json(c.what).c_str());
+             Json(c.expect).c_str(), c.repeat, Json(c.what).c_str(),
+             Json(c.known_issue ? c.known_issue : "").c_str());
     }
     return 0;
   }

@@ -127,6 +127,9 @@ class ReplayTest : public ::testing::TestWithParam<const Case*> {
 
 TEST_P(ReplayTest, PortSurvivesReportsAndLeaksNothing) {
   const Case& c = *GetParam();
+  if (c.known_issue != nullptr && getenv("VHU_HOSTILE_KNOWN_ISSUES") == nullptr) {
+    GTEST_SKIP() << "known issue: " << c.known_issue;
+  }
   const Case& good = *FindCase("well_behaved");
   // Warm up (control thread, allocator) before counting.
   ASSERT_TRUE(RunCase(good, env_).ok());

@@ -177,6 +177,10 @@ class HostileReplayTest(unittest.TestCase):
                 name = case["name"]
                 if name == "well_behaved":
                     continue
+                if case.get("known_issue") and not os.environ.get("VHU_HOSTILE_KNOWN_ISSUES"):
+                    print(f"\nskipping {name}, a known issue: {case['known_issue']}",
+                          file=sys.stderr)
+                    continue
                 this_group = GROUPS.get(name.split("_")[0], "other")
                 if group and this_group != group and not every_case:
                     with self.subTest(testpmd_after=group):
