@@ -263,7 +263,7 @@ class DebInstallTest(unittest.TestCase):
                      if os.path.isfile(line)]
 
         # Select ours and start OVS as Debian's init script does.  umask 0002 is what
-        # docs/openstack.md asks for (a line in /etc/default/openvswitch-switch without
+        # utilities/openstack.md asks for (a line in /etc/default/openvswitch-switch without
         # systemd), so that QEMU's group may connect to dpdkvhostuser sockets.
         run("update-alternatives", "--set", "ovs-vswitchd", OURS)
         self.assertEqual(os.path.realpath("/usr/sbin/ovs-vswitchd"), OURS)
