@@ -48,6 +48,15 @@ GUEST_TO_PORT = [("tx_packets", "rx_packets"), ("tx_bytes", "rx_bytes"),
 PORT_DROP_COUNTERS = ["rx_dropped", "tx_dropped", "rx_errors", "tx_errors",
                       "ovs_tx_failure_drops", "ovs_tx_mtu_exceeded_drops"]
 GUEST_DROP_COUNTERS = ["rx_dropped", "tx_dropped", "rx_errors", "tx_errors"]
+# The PMD thread sleeps up to this long when it finds nothing to do (OVS 3.1's
+# other_config:pmd-maxsleep, in microseconds): a spinning PMD would take a whole core
+# from the guests' TCG vCPUs and from everyone else on a two-core machine for the
+# whole test (measured here: 36-100 % of a core spinning, 2.75 % at 500 us).  Not
+# more: OVS's PMD looks at which rx queues are enabled only every 1024 iterations, so
+# a guest's queue is polled only up to 1024 sleeps after the guest enabled it (with
+# 10000 us, seconds: first pings after boot were lost).  VHU_GUEST_PMD_MAXSLEEP=0
+# makes it spin.
+PMD_MAXSLEEP_US = os.environ.get("VHU_GUEST_PMD_MAXSLEEP", "500")
 # /proc/sys/net/ipv4/neigh/IFACE/ settings of guests and br0.
 ARP_TUNING = {"delay_first_probe_time": 1, "base_reachable_time_ms": 600000}
 
@@ -90,12 +99,21 @@ def port_stats(ovs, port):
     return {k: int(v) for k, v in ovs.get_map("Interface", port, "statistics").items()}
 
 
+class PingResult(tuple):
+    """(transmitted, received), with ping's whole output in .output."""
+
+    def __new__(cls, transmitted, received, output):
+        result = super().__new__(cls, (transmitted, received))
+        result.output = output
+        return result
+
+
 def parse_ping(output):
-    """(transmitted, received) from busybox's or iputils' ping summary."""
+    """(transmitted, received) from busybox's ping summary."""
     m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", output)
     if not m:
         raise AssertionError("no ping summary in:\n" + output)
-    return int(m.group(1)), int(m.group(2))
+    return PingResult(int(m.group(1)), int(m.group(2)), output)
 
 
 class OvsGuestTest(unittest.TestCase):
@@ -108,6 +126,7 @@ class OvsGuestTest(unittest.TestCase):
             self.skipTest("needs root (network namespaces)")
         self.started = time.monotonic()
         self.guests = []
+        self.ovs = None
         self.image = _ImageInBackground()
 
     def tearDown(self):
@@ -124,18 +143,34 @@ class OvsGuestTest(unittest.TestCase):
         guests started in the block are killed before the sandbox stops.  On failure
         everything stays in the sandbox directory, which is printed."""
         keep = bool(os.environ.get("VHU_KEEP_LOGS"))
-        with OvsSandbox(daemon_path(), other_config={"pmd-cpu-mask": "0x1"},
-                        keep=keep) as ovs:
+        config = {"pmd-cpu-mask": "0x1", "pmd-maxsleep": PMD_MAXSLEEP_US}
+        with OvsSandbox(daemon_path(), other_config=config, keep=keep) as ovs:
             self.log("sandbox up in " + ovs.root)
+            self.ovs = ovs
             ovs.vsctl("add-br", "br0", "--", "set", "Bridge", "br0",
                       "datapath_type=netdev", "other-config:hwaddr=" + HOST_MAC)
             try:
                 yield ovs
                 self.assertEqual(ovs.log_lines(), [], "errors in ovs-vswitchd.log")
+            except BaseException:
+                self.save_guest_dmesg(ovs.root)
+                raise
             finally:
                 for guest in self.guests:
                     guest.kill()
                 self.guests = []
+                self.ovs = None
+
+    def save_guest_dmesg(self, directory):
+        """After a failure: each running guest's kernel log, next to its console log."""
+        for guest in self.guests:
+            if guest.is_running():
+                try:
+                    text = guest.run("dmesg", timeout=10, check=False)
+                except Exception as e:
+                    text = "(could not read dmesg: %s)\n" % e
+                with open(os.path.join(directory, guest.name + ".dmesg"), "w") as f:
+                    f.write(text)
 
     def add_port(self, ovs, name, kind="dpdkvhostuser", ofport=None, **options):
         args = ["add-port", "br0", name, "--", "set", "Interface", name, "type=" + kind]
@@ -205,6 +240,22 @@ class OvsGuestTest(unittest.TestCase):
         ovs.wait_for(lambda: ovs.get("Interface", port, "link_state") == state,
                      "%s link_state %s" % (port, state), timeout=timeout)
 
+    def openflow_link_up(self, ovs, port):
+        """The port's link as OpenFlow shows it (ofproto reads the netdev's carrier
+        itself, unlike the database's link_state, which the bridge writes)."""
+        desc = ovs.ofctl("dump-ports-desc", "br0")
+        block = re.search(r"^ \d+\(%s\):.*?(?=^ \S|\Z)" % re.escape(port), desc,
+                          re.M | re.S)
+        state = re.search(r"^\s+state:\s+(.*)$", block.group(0), re.M).group(1)
+        return "LINK_DOWN" not in state
+
+    def wait_port_up(self, ovs, port, timeout=30):
+        """Waits until the backend has the guest ready and OpenFlow sees the link."""
+        ovs.wait_for(lambda: "state: ready" in ovs.appctl(
+                         "ovs-vswitchd", "vhostuser/show", port, check=False)
+                     and self.openflow_link_up(ovs, port),
+                     "%s ready with its link up in OpenFlow" % port, timeout=timeout)
+
     def guest_ping(self, guest, address, count=5, size=56, interval=0.2, cpu=None):
         command = "ping -c %d -s %d -i %s -W 3 %s" % (count, size, interval, address)
         if cpu is not None:
@@ -213,7 +264,23 @@ class OvsGuestTest(unittest.TestCase):
         return parse_ping(out)
 
     def assertPingOk(self, result, count, what):
-        self.assertEqual(result, (count, count), "%s: (transmitted, received)" % what)
+        if tuple(result) != (count, count):
+            self.fail("%s: %d transmitted, %d received, expected %d and %d:\n%s%s"
+                      % (what, result[0], result[1], count, count, result.output,
+                         self.switch_state()))
+
+    def switch_state(self):
+        """vhostuser/show and the ports' statistics, for a failure message."""
+        ovs = self.ovs
+        if not ovs or not ovs.vswitchd:
+            return ""
+        text = "\nvhostuser/show:\n" + ovs.appctl("ovs-vswitchd", "vhostuser/show",
+                                                 check=False)
+        for port in ovs.vsctl("list-ports", "br0", check=False).split():
+            stats = {k: v for k, v in ovs.get_map("Interface", port, "statistics").items()
+                     if v != "0" and not re.match(r"[rt]x_q\d|[rt]x_\d", k)}
+            text += "\n%s statistics (up to 5 s old): %s" % (port, stats)
+        return text
 
     def ping_until_answered(self, guest, address, timeout=30):
         """Pings once a second until an answer comes (a link that just came back)."""
@@ -378,7 +445,8 @@ class OvsGuestTest(unittest.TestCase):
             ovs.kill_vswitchd()
             ovs.start_vswitchd()
             self.host_setup(ovs)
-            self.wait_link(ovs, "vhu0")
+            # Not the database's link_state: see test_daemon_restarts_keep_link_state.
+            self.wait_port_up(ovs, "vhu0")
             self.wait_carrier(guest)
             # The new daemon counts from zero: from here on, what the guest counts
             # must be what the port counts, no frame lost or taken twice across the
@@ -398,6 +466,50 @@ class OvsGuestTest(unittest.TestCase):
             stats = self.assertCountersAgree(ovs, [(guest, "vhu0")],
                                              guest_baseline={"vhu0": since_restart})
             self.assertGreaterEqual(stats["vhu0"]["rx_packets"], 16)
+
+    # BUG (reported, not fixed here): after a daemon restart, a dpdkvhostuserclient
+    # port whose guest (QEMU listening) is ready within milliseconds can keep
+    # Interface:link_state "down" and link_resets 0 in the database for good, although
+    # the port is up (OpenFlow state, vhostuser/show, traffic).  The bridge writes the
+    # port's first status (down) in its initial configuration transaction; the port
+    # comes up before that transaction completes; the status refresh that follows
+    # writes "up", which OVS's IDL drops as unchanged because its replica still holds
+    # the previous daemon's "up"; then the initial transaction lands "down".  Nothing
+    # moves the port's change_seq afterwards.  Seen in about one restart in five.
+    @unittest.expectedFailure
+    def test_daemon_restarts_keep_link_state(self):
+        """The daemon restarts again and again under a guest on a client port: each
+        time the database's link_state comes back "up" with the port."""
+        stale = None
+        with self.sandbox() as ovs:
+            sock = os.path.join(ovs.root, "guest.sock")
+            self.add_port(ovs, "vhu0", kind="dpdkvhostuserclient",
+                          **{"vhost-server-path": sock})
+            (guest,) = self.boot(ovs, [{"name": "a", "ip": 1,
+                                        "nics": [VhostUserNic(sock, qemu_listens=True)]}])
+            self.wait_carrier(guest)
+            self.wait_link(ovs, "vhu0")
+            for restart in range(1, 31):
+                ovs.kill_vswitchd()
+                ovs.start_vswitchd()
+                self.wait_port_up(ovs, "vhu0")
+                deadline = time.monotonic() + 5
+                while (ovs.get("Interface", "vhu0", "link_state") != "up"
+                       and time.monotonic() < deadline):
+                    time.sleep(0.1)
+                row = ovs.vsctl("--columns=link_state,link_resets,status", "list",
+                                "Interface", "vhu0")
+                if ovs.get("Interface", "vhu0", "link_state") != "up":
+                    stale = ("after restart %d the port is up (OpenFlow, "
+                             "vhostuser/show), but 5 s later the database still says:\n%s"
+                             % (restart, row))
+                    self.log(stale)
+                    break
+            else:
+                self.log("30 restarts, link_state up after each")
+        # Outside the sandbox, which a failure inside would keep: this one is expected.
+        if stale:
+            self.fail(stale)
 
     def test_multiqueue_guest_uses_both_queue_pairs(self):
         """A two-vCPU guest with two queue pairs enables both.  Pings from each vCPU
