@@ -217,6 +217,9 @@ bool Virtqueue::WalkChain(uint16_t head, bool writable, uint32_t* n_segments,
   uint32_t table_size = size_;
   uint32_t index = head;
   uint32_t hops = 0;
+  // Not "table != desc_": a guest can point an indirect descriptor at the ring's own
+  // descriptor table, which would then pass for the ring again, for ever.
+  bool in_indirect = false;
   uint32_t n = 0;
   uint64_t bytes = 0;
   for (;;) {
@@ -231,7 +234,7 @@ bool Virtqueue::WalkChain(uint16_t head, bool writable, uint32_t* n_segments,
     const uint16_t next = ReadOnce(&slot->next);
 
     if (flags & kDescFlagIndirect) {
-      if (table != desc_) {
+      if (in_indirect) {
         Fail("indirect descriptor inside an indirect table");
         return false;
       }
@@ -252,6 +255,7 @@ bool Virtqueue::WalkChain(uint16_t head, bool writable, uint32_t* n_segments,
       table_size = len / sizeof(VringDesc);
       index = 0;
       hops = 0;
+      in_indirect = true;
       continue;
     }
     if (static_cast<bool>(flags & kDescFlagWrite) != writable) {

@@ -381,7 +381,8 @@ def write(kind, seeds):
     directory = os.path.join(HERE, "corpus", kind)
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):
-        os.unlink(os.path.join(directory, name))
+        if not name.startswith("regression_"):  # Inputs that once crashed stay.
+            os.unlink(os.path.join(directory, name))
     for name, data in sorted(seeds.items()):
         with open(os.path.join(directory, name), "wb") as f:
             f.write(data)

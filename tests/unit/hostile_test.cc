@@ -167,6 +167,32 @@ TEST_F(HostileTest, SaturatedBlockingCallEventfdDoesNotBlockTheDataPath) {
   EXPECT_TRUE(returned) << "vhu_enqueue_burst blocked on the guest's call eventfd";
 }
 
+// Found by fuzz_virtqueue (a timeout): an indirect descriptor whose table is the ring's
+// own descriptor table.  "Inside an indirect table" was told by comparing the table
+// with the ring's, so the walk took the ring for a first-level table again, reset its
+// hop count and went round for ever: one descriptor hung the PMD thread.
+TEST_F(HostileTest, IndirectTableThatIsTheRingItselfIsRefused) {
+  Start(kModernFeatures);
+  VringDesc* desc = tx_.desc();
+  // The descriptor table's guest-physical address, from where DriverRing put it.
+  const uint64_t table_gpa =
+      GuestRam::kGuestBase + (reinterpret_cast<uint8_t*>(desc) - ram_.host(GuestRam::kGuestBase));
+  desc[0] = VringDesc{table_gpa, 16 * 4, kDescFlagIndirect, 0};
+  tx_.Publish(0);
+  std::atomic<bool> done{false};
+  std::thread burst([&] {
+    void* pkts[4];
+    const uint32_t n = vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4);
+    for (uint32_t i = 0; i < n; ++i) delete static_cast<std::vector<uint8_t>*>(pkts[i]);
+    done = true;
+  });
+  const bool returned = WaitFor([&] { return done.load(); }, 2000);
+  if (!returned) __atomic_store_n(&desc[0].flags, uint16_t{0}, __ATOMIC_RELAXED);  // Let it out.
+  burst.join();
+  ASSERT_TRUE(returned) << "the burst went round the descriptor table for ever";
+  ExpectDropped("indirect descriptor inside an indirect table");
+}
+
 // A request we do not implement, sent with NEED_REPLY after REPLY_ACK was negotiated:
 // the ack must say it failed.  It said success, so a frontend asking whether, say,
 // SET_LOG_BASE or SET_INFLIGHT_FD took effect was told it had.
