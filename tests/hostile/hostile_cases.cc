@@ -604,6 +604,21 @@ absl::Status IndirectTablePartial(Env& env) {
   });
 }
 
+// An indirect descriptor whose table is the ring's own descriptor table (this hung
+// the data path for ever before it was fixed).
+absl::Status IndirectTableIsTheRing(Env& env) {
+  return BadChain(env, [](Guest& g) {
+    VringDesc* desc = g.tx.desc();
+    const uint64_t table_gpa =
+        GuestRam::kGuestBase +
+        (reinterpret_cast<uint8_t*>(desc) - g.ram.host(GuestRam::kGuestBase));
+    // Descriptor 0 (the probe's, long used) becomes the indirect one, and the table is
+    // the whole descriptor table from its start: its first entry is descriptor 0 again.
+    desc[0] = VringDesc{table_gpa, 16 * 4, kDescFlagIndirect, 0};
+    g.tx.Publish(0);
+  });
+}
+
 // Guest memory as two regions, adjacent in guest-physical space but separate mappings
 // for us; a descriptor runs from the end of the first into the second.
 absl::Status BufferStraddlesRegions(Env& env) {
@@ -1029,6 +1044,8 @@ const std::vector<Case>& Cases() {
        "loops", 1, ChainLongerThanRing},
       {"chain_indirect_in_indirect", "an indirect descriptor in an indirect table",
        O::kError, "indirect", 1, IndirectInIndirect},
+      {"chain_indirect_is_the_ring", "an indirect table that is the ring's descriptor table",
+       O::kError, "indirect descriptor inside an indirect table", 1, IndirectTableIsTheRing},
       {"chain_indirect_partial", "an indirect table of 20 bytes", O::kError,
        "whole number of descriptors", 1, IndirectTablePartial},
       {"chain_straddles_regions", "a buffer across two regions' boundary", O::kError,
