@@ -31,7 +31,9 @@
 #include "openvswitch/vlog.h"
 #include "ovs-numa.h"
 #include "packets.h"
+#include "openvswitch/poll-loop.h"
 #include "seq.h"
+#include "timeval.h"
 #include "smap.h"
 #include "sset.h"
 #include "util.h"
@@ -199,6 +201,9 @@ update_from_backend(struct netdev_vhostuser *dev)
     netdev_change_seq_changed(&dev->up);
 }
 
+/* When, if ever, some port's state must be announced again (see run()). */
+static long long int vhostuser_reannounce_at = LLONG_MAX;
+
 static void
 netdev_vhostuser_run(const struct netdev_class *class OVS_UNUSED)
 {
@@ -208,11 +213,15 @@ netdev_vhostuser_run(const struct netdev_class *class OVS_UNUSED)
         return;   /* No port yet. */
     }
     uint64_t seqno = seq_read(vhostuser_seq);
+    bool reannounce = time_msec() >= vhostuser_reannounce_at;
 
-    if (seqno == vhostuser_last_seqno) {
+    if (seqno == vhostuser_last_seqno && !reannounce) {
         return;
     }
     vhostuser_last_seqno = seqno;
+    if (reannounce) {
+        vhostuser_reannounce_at = LLONG_MAX;
+    }
 
     ovs_mutex_lock(&vhostuser_ports_mutex);
     LIST_FOR_EACH (dev, list_node, &vhostuser_ports) {
@@ -225,6 +234,14 @@ netdev_vhostuser_run(const struct netdev_class *class OVS_UNUSED)
         }
         if (changed) {
             update_from_backend(dev);
+            /* Tell the bridge once more, a second later.  A guest can be ready
+             * within milliseconds of the port's creation (a client port whose QEMU
+             * already listens, after a restart of the switch): then the bridge's
+             * first status write, still in flight, can land after ours, and OVS's
+             * IDL drops our identical rewrite, leaving link_state "down" for good. */
+            vhostuser_reannounce_at = MIN(vhostuser_reannounce_at, time_msec() + 1000);
+        } else if (reannounce) {
+            netdev_change_seq_changed(&dev->up);
         }
         ovs_mutex_unlock(&dev->mutex);
     }
@@ -236,6 +253,9 @@ netdev_vhostuser_wait(const struct netdev_class *class OVS_UNUSED)
 {
     if (vhostuser_seq) {
         seq_wait(vhostuser_seq, vhostuser_last_seqno);
+    }
+    if (vhostuser_reannounce_at != LLONG_MAX) {
+        poll_timer_wait_until(vhostuser_reannounce_at);
     }
 }
 

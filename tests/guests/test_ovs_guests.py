@@ -467,16 +467,11 @@ class OvsGuestTest(unittest.TestCase):
                                              guest_baseline={"vhu0": since_restart})
             self.assertGreaterEqual(stats["vhu0"]["rx_packets"], 16)
 
-    # BUG (reported, not fixed here): after a daemon restart, a dpdkvhostuserclient
-    # port whose guest (QEMU listening) is ready within milliseconds can keep
-    # Interface:link_state "down" and link_resets 0 in the database for good, although
-    # the port is up (OpenFlow state, vhostuser/show, traffic).  The bridge writes the
-    # port's first status (down) in its initial configuration transaction; the port
-    # comes up before that transaction completes; the status refresh that follows
-    # writes "up", which OVS's IDL drops as unchanged because its replica still holds
-    # the previous daemon's "up"; then the initial transaction lands "down".  Nothing
-    # moves the port's change_seq afterwards.  Seen in about one restart in five.
-    @unittest.expectedFailure
+    # A regression test: a dpdkvhostuserclient port whose guest (QEMU listening) is
+    # ready within milliseconds of a daemon restart used to keep link_state "down" in
+    # the database for good (about one restart in five): its "up" raced the bridge's
+    # initial status transaction and OVS's IDL dropped the rewrite as unchanged.  The
+    # provider now announces a port's state once more a second after it changes.
     def test_daemon_restarts_keep_link_state(self):
         """The daemon restarts again and again under a guest on a client port: each
         time the database's link_state comes back "up" with the port."""

@@ -89,8 +89,15 @@ class TrafficTest(unittest.TestCase):
 
     def wait_carrier(self, ovs, *ports):
         for port in ports:
-            ovs.wait_for(lambda: ovs.get("Interface", port, "link_state") == "up",
-                         "link up on " + port)
+            try:
+                ovs.wait_for(lambda: ovs.get("Interface", port, "link_state") == "up",
+                             "link up on " + port)
+            except Exception:
+                # What the database and the switch itself say, for the log.
+                print(ovs.vsctl("--columns=name,link_state,status", "list", "Interface"),
+                      ovs.appctl("ovs-vswitchd", "vhostuser/show", check=False),
+                      file=sys.stderr)
+                raise
 
     def run_a_to_b(self, ovs, a, b, seconds=2.0):
         """A sends for 'seconds'; B drains.  Returns (a_stats, b_stats)."""
