@@ -60,7 +60,15 @@ class Process:
         self.pid = pid
 
     def fds(self):
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
+        """Open fds but pipes: those are OVS's thread latches (a thread OVS starts on
+        demand brings a pair); the backend's fds are sockets, eventfds and memfds."""
+        n = 0
+        for fd in os.listdir(f"/proc/{self.pid}/fd"):
+            try:
+                n += not os.readlink(f"/proc/{self.pid}/fd/{fd}").startswith("pipe:")
+            except OSError:
+                pass
+        return n
 
     def memfd_maps(self):
         with open(f"/proc/{self.pid}/maps") as f:
