@@ -190,8 +190,15 @@ class Session {
     if (len && theirs_.valid()) (void)send(theirs_.get(), partial, len, MSG_DONTWAIT | MSG_NOSIGNAL);
     theirs_.reset();
     const uint64_t before = disconnects_;
-    Pump();  // Must see the end of the stream and disconnect (and reconnect).
-    if (disconnects_ == before) Violation("end of stream not noticed");
+    // Must see the end of the stream and disconnect (and reconnect).  The kernel may
+    // finish releasing the peer a moment later (a 30-minute run once saw no EOF on the
+    // first read and the input did not reproduce): the port's epoll would wake it
+    // then, so give it 100 ms before calling it a bug.
+    for (int attempt = 0; attempt < 50 && disconnects_ == before; ++attempt) {
+      if (attempt) usleep(2000);
+      Pump();
+    }
+    if (disconnects_ == before) Violation("end of stream not noticed within 100 ms");
   }
 
  private:
