@@ -19,6 +19,7 @@ packages=(
   qemu-system-x86 busybox-static cpio
   procps iproute2 psmisc
   clang clang-14 libclang-rt-14-dev
+  ccache
 )
 
 missing=()
