@@ -13,7 +13,6 @@ Run by ctest (faults.daemon); by hand:
 """
 
 import os
-import re
 import sys
 import time
 import unittest
@@ -21,6 +20,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, os.path.join(HERE, "..", "peers"))
+from daemon_footprint import fd_kinds, footprint  # noqa: E402
 from ovs_sandbox import OvsSandbox  # noqa: E402
 from testpmd import TestPmd  # noqa: E402
 
@@ -30,30 +30,6 @@ def daemon_path():
     if not path:
         raise unittest.SkipTest("OVS_VHOSTUSER_DAEMON is not set")
     return path
-
-
-def fd_kinds(pid):
-    """What the daemon's fds are, by kind ("pipe", "socket", "anon_inode:[eventfd]"...)."""
-    kinds = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        kind = link.split(":[")[0] if not link.startswith("anon_inode") else link
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return kinds
-
-
-def footprint(pid):
-    """The daemon's fds and guest-memory (memfd) mappings.  Pipes are left out: they are
-    OVS's latches, one pair per thread, and a daemon started with its bridge already in
-    the database starts one thread more or fewer, depending on the order things happen
-    in; the backend has no pipes (its fds are sockets, eventfds and memfds)."""
-    with open(f"/proc/{pid}/maps") as f:
-        memfd = sum("/memfd:" in line for line in f)
-    kinds = fd_kinds(pid)
-    return {"fds": sum(kinds.values()) - kinds.get("pipe", 0), "memfd_maps": memfd}
 
 
 class FaultTest(unittest.TestCase):
@@ -93,8 +69,8 @@ class FaultTest(unittest.TestCase):
                      ovs.vswitchd)
 
     def settled_footprint(self, ovs):
-        """The footprint once it stops moving: a tool's control connection (ovs-appctl)
-        holds an fd of the daemon's for a moment."""
+        """The footprint once it stops moving: a frontend that just hung up holds its
+        connection's fds until the control thread has seen it go."""
         pid = ovs.vswitchd.pid
         last, same = None, 0
         deadline = time.monotonic() + 10

@@ -32,6 +32,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, os.path.join(HERE, "..", "peers"))
+import daemon_footprint  # noqa: E402
 from ovs_sandbox import OvsSandbox  # noqa: E402
 from testpmd import TestPmd  # noqa: E402
 
@@ -54,33 +55,27 @@ def tools():
 
 
 class Process:
-    """What we watch of the daemon: fds, guest-memory mappings, VmSize."""
+    """What we watch of the daemon (daemon_footprint): fds, guest-memory mappings,
+    VmSize."""
 
     def __init__(self, pid):
         self.pid = pid
 
     def fds(self):
-        """Open fds but pipes: those are OVS's thread latches (a thread OVS starts on
-        demand brings a pair); the backend's fds are sockets, eventfds and memfds."""
-        n = 0
-        for fd in os.listdir(f"/proc/{self.pid}/fd"):
-            try:
-                n += not os.readlink(f"/proc/{self.pid}/fd/{fd}").startswith("pipe:")
-            except OSError:
-                pass
-        return n
+        return sum(daemon_footprint.fd_kinds(self.pid).values())
+
+    def fd_kinds(self):
+        return daemon_footprint.fd_kinds(self.pid)
 
     def memfd_maps(self):
-        with open(f"/proc/{self.pid}/maps") as f:
-            return sum("/memfd:" in line for line in f)
+        return daemon_footprint.memfd_maps(self.pid)
 
     def vmsize_kb(self):
-        with open(f"/proc/{self.pid}/status") as f:
-            return int(re.search(r"VmSize:\s+(\d+)", f.read()).group(1))
+        return daemon_footprint.vmsize_kb(self.pid)
 
     def snapshot(self):
         return {"fds": self.fds(), "memfd_maps": self.memfd_maps(),
-                "vmsize_kb": self.vmsize_kb()}
+                "vmsize_kb": self.vmsize_kb(), "fd_kinds": self.fd_kinds()}
 
 
 class HostileReplayTest(unittest.TestCase):
@@ -104,7 +99,8 @@ class HostileReplayTest(unittest.TestCase):
         proc = self.proc
         self.ovs.wait_for(lambda: proc.fds() == base["fds"],
                           f"the daemon's fds back to {base['fds']} after {what} "
-                          f"(now {proc.fds()})", self.ovs.vswitchd, timeout=10)
+                          f"(now {proc.fds()}: {proc.fd_kinds()}; at the start "
+                          f"{base['fd_kinds']})", self.ovs.vswitchd, timeout=10)
         self.assertEqual(proc.memfd_maps(), base["memfd_maps"],
                          f"guest memory still mapped after {what}")
         grown = proc.vmsize_kb() - base["vmsize_kb"]
