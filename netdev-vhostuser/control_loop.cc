@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "port.h"
+#include "sigbus_guard.h"
 
 namespace vhostuser {
 namespace {
@@ -36,6 +37,8 @@ ControlLoop::ControlLoop()
   ev.events = EPOLLIN;
   ev.data.u64 = 0;  // Port ids start at 1.
   epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev);
+  // A guest access caught by the SIGBUS guard wakes us to disconnect its frontend.
+  SigbusGuard::SetWakeFd(wake_fd_.get());
   thread_ = std::thread([this] { Run(); });
   thread_.detach();
 }

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "sigbus_guard.h"
 
 namespace vhostuser {
 namespace {
@@ -83,6 +84,14 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Map(
       return absl::ResourceExhaustedError(absl::StrCat(
           "mmap of region ", i, " (", map_size, " bytes) failed: ", strerror(errno)));
     }
+    // The frontend can still shrink the file under the mapping.
+    const int guard = SigbusGuard::Register(base, map_size, align);
+    if (guard < 0) {
+      munmap(base, map_size);
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot map region ", i, ": ", SigbusGuard::kMaxMappings,
+                       " guest memory regions are mapped already"));
+    }
     memory->regions_.push_back(Region{
         .guest_phys_addr = r.guest_phys_addr,
         .size = r.memory_size,
@@ -90,13 +99,24 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Map(
         .host = static_cast<uint8_t*>(base) + r.mmap_offset,
         .mapping = base,
         .mapping_size = static_cast<size_t>(map_size),
+        .sigbus_guard = guard,
     });
   }
   return memory;
 }
 
 GuestMemory::~GuestMemory() {
-  for (const Region& r : regions_) munmap(r.mapping, r.mapping_size);
+  for (const Region& r : regions_) {
+    SigbusGuard::Unregister(r.sigbus_guard);
+    munmap(r.mapping, r.mapping_size);
+  }
+}
+
+int GuestMemory::ShrunkRegion() const {
+  for (size_t i = 0; i < regions_.size(); ++i) {
+    if (SigbusGuard::Faulted(regions_[i].sigbus_guard)) return static_cast<int>(i);
+  }
+  return -1;
 }
 
 uint64_t GuestMemory::mapped_bytes() const {

@@ -2,7 +2,8 @@
 // each a shared fd we map.  Every address the guest hands us (descriptor buffers in
 // guest-physical space, ring addresses in the frontend's virtual space) is translated
 // here, always as a whole range that must lie inside one region: a buffer that runs off
-// a region's end, or spans two regions, is refused rather than followed.
+// a region's end, or spans two regions, is refused rather than followed.  A file that
+// shrinks after it was mapped is caught by SigbusGuard (sigbus_guard.h).
 #ifndef NETDEV_VHOSTUSER_GUEST_MEMORY_H
 #define NETDEV_VHOSTUSER_GUEST_MEMORY_H
 
@@ -25,6 +26,7 @@ class GuestMemory {
     uint8_t* host;       // Host address of guest_phys_addr.
     void* mapping;       // What mmap returned; unmapped in the destructor.
     size_t mapping_size;
+    int sigbus_guard;    // SigbusGuard handle of the mapping.
   };
 
   // Validates 'regions' and maps each over the matching fd (the fds stay the caller's).
@@ -53,6 +55,10 @@ class GuestMemory {
     }
     return nullptr;
   }
+
+  // The first region whose file shrank under its mapping (SigbusGuard caught an access
+  // past its end), or -1.  Any thread.
+  int ShrunkRegion() const;
 
   std::span<const Region> regions() const { return regions_; }
   uint64_t mapped_bytes() const;

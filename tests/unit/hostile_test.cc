@@ -193,6 +193,28 @@ TEST_F(HostileTest, IndirectTableThatIsTheRingItselfIsRefused) {
   ExpectDropped("indirect descriptor inside an indirect table");
 }
 
+// A frontend that truncates its memory file after SET_MEM_TABLE, then hands us buffers
+// in the part that is gone.  The switch's first access to them was SIGBUS, which ended
+// the whole process (ovs-vswitchd and every other port).  Now the access reads zeros
+// (sigbus_guard.h) and this frontend loses its port.
+TEST_F(HostileTest, MemoryFileShrunkUnderTheSwitchDisconnects) {
+  Start(kModernFeatures);
+  const uint64_t keep = 1 << 20;  // The rings live below.
+  ram_.Alloc(2 << 20);
+  const uint64_t tx_far = ram_.Alloc(4096), rx_far = ram_.Alloc(4096);
+  ASSERT_EQ(ftruncate(ram_.fd(), static_cast<off_t>(keep)), 0);
+  // From here on this test writes only to the rings: it maps the same file.
+  tx_.Publish(tx_.AddChain({{tx_far, kHeader + 64}}, false));
+  rx_.Publish(rx_.AddChain({{rx_far, 2048}}, true));
+  void* pkts[4];
+  const uint32_t n = vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4);
+  for (uint32_t i = 0; i < n; ++i) delete static_cast<std::vector<uint8_t>*>(pkts[i]);
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr);
+  ExpectDropped("guest memory region 0 shrank under the switch");
+}
+
 // A request we do not implement, sent with NEED_REPLY after REPLY_ACK was negotiated:
 // the ack must say it failed.  It said success, so a frontend asking whether, say,
 // SET_LOG_BASE or SET_INFLIGHT_FD took effect was told it had.

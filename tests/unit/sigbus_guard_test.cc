@@ -1,0 +1,117 @@
+// The SIGBUS guard: a fault in a guest mapping whose file shrank is absorbed and
+// reported; any other SIGBUS still ends the process.
+#include "sigbus_guard.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gtest/gtest.h"
+#include "guest_memory.h"
+#include "unique_fd.h"
+
+namespace vhostuser {
+namespace {
+
+constexpr size_t kSize = 64 << 10;
+constexpr size_t kPage = 4096;
+
+UniqueFd Memfd(size_t size) {
+  UniqueFd fd(memfd_create("sigbus-guard-test", MFD_CLOEXEC));
+  EXPECT_EQ(ftruncate(fd.get(), static_cast<off_t>(size)), 0);
+  return fd;
+}
+
+// Reads through a volatile pointer so that the compiler keeps the access.
+uint8_t Touch(const uint8_t* p) { return *static_cast<const volatile uint8_t*>(p); }
+
+// Death-test predicate: the child died, by SIGBUS or (under ASan, whose SIGBUS report
+// the guard passes the fault on to) by exiting with an error.
+bool Died(int status) {
+  return WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
+}
+
+TEST(SigbusGuardTest, AccessPastAShrunkFileReadsZerosAndIsReported) {
+  UniqueFd fd = Memfd(kSize);
+  MemoryRegionDesc region{0, kSize, 0x40000000, 0};
+  int fds[] = {fd.get()};
+  auto memory = GuestMemory::Map({&region, 1}, fds);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  uint8_t* base = (*memory)->TranslateGuest(0, kSize);
+  base[kPage] = 0x5a;
+  base[kSize - 1] = 0xa5;
+  EXPECT_EQ((*memory)->ShrunkRegion(), -1);
+
+  ASSERT_EQ(ftruncate(fd.get(), static_cast<off_t>(2 * kPage)), 0);
+  EXPECT_EQ(Touch(base + kPage), 0x5a) << "below the new end, the file is still there";
+  EXPECT_EQ((*memory)->ShrunkRegion(), -1);
+  EXPECT_EQ(Touch(base + kSize - 1), 0) << "past the new end: zeros instead of SIGBUS";
+  EXPECT_EQ((*memory)->ShrunkRegion(), 0);
+  base[3 * kPage] = 1;  // Writes land in the private pages put there.
+  EXPECT_EQ(Touch(base + 3 * kPage), 1);
+  EXPECT_EQ(Touch(base + kPage), 0x5a) << "the pages before the fault are untouched";
+}
+
+TEST(SigbusGuardTest, ShrunkMappingMarksOnlyItsOwnRegion) {
+  UniqueFd a = Memfd(kSize), b = Memfd(kSize);
+  MemoryRegionDesc regions[] = {{0, kSize, 0x40000000, 0}, {kSize, kSize, 0x50000000, 0}};
+  int fds[] = {a.get(), b.get()};
+  auto memory = GuestMemory::Map(regions, fds);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  ASSERT_EQ(ftruncate(b.get(), 0), 0);
+  EXPECT_EQ(Touch((*memory)->TranslateGuest(kSize + 100, 1)), 0);
+  EXPECT_EQ((*memory)->ShrunkRegion(), 1);
+}
+
+// A guarded mapping exists, so the guard's handler is installed, but the shrunk file
+// touched is nobody's guest memory.
+void TouchShrunkFileThatIsNotGuestMemory() {
+  UniqueFd guest = Memfd(kSize);
+  MemoryRegionDesc region{0, kSize, 0x40000000, 0};
+  int fds[] = {guest.get()};
+  auto memory = GuestMemory::Map({&region, 1}, fds);
+  if (!memory.ok()) _exit(0);
+  UniqueFd other = Memfd(kSize);
+  void* p = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, other.get(), 0);
+  if (p == MAP_FAILED || ftruncate(other.get(), 0) != 0) _exit(0);
+  Touch(static_cast<uint8_t*>(p) + 100);
+  _exit(0);
+}
+
+void TouchShrunkFileAfterUnregistering() {
+  UniqueFd fd = Memfd(kSize);
+  void* p = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, fd.get(), 0);
+  if (p == MAP_FAILED) _exit(0);
+  SigbusGuard::Unregister(SigbusGuard::Register(p, kSize, kPage));
+  if (ftruncate(fd.get(), 0) != 0) _exit(0);
+  Touch(static_cast<uint8_t*>(p) + 100);
+  _exit(0);
+}
+
+void SendSigbusToSelfWhileGuarding() {
+  UniqueFd fd = Memfd(kSize);
+  void* p = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, fd.get(), 0);
+  if (p == MAP_FAILED) _exit(0);
+  SigbusGuard::Register(p, kSize, kPage);
+  kill(getpid(), SIGBUS);
+  _exit(0);
+}
+
+TEST(SigbusGuardDeathTest, SigbusOutsideGuestMemoryStillEndsTheProcess) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(TouchShrunkFileThatIsNotGuestMemory(), Died, "");
+}
+
+TEST(SigbusGuardDeathTest, UnmappedGuestMemoryIsNoLongerGuarded) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(TouchShrunkFileAfterUnregistering(), Died, "");
+}
+
+TEST(SigbusGuardDeathTest, SignalSentByAnotherProcessIsNotSwallowed) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(SendSigbusToSelfWhileGuarding(), Died, "");
+}
+
+}  // namespace
+}  // namespace vhostuser
