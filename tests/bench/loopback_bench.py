@@ -5,7 +5,7 @@ DPDK's loopback method: testpmd with a virtio_user port mac-forwards on CPU 1; t
 vhost-user side forwards every packet back on CPU 0.  The vhost side is, one after the
 other in the same run, (a) vhostuser-loopback --mac-swap (our library) and (b) testpmd
 with DPDK's vhost PMD (net_vhost) in mac mode.  64-byte packets, queue_size 1024,
-non-mergeable buffers, as the baselines in FACTS.md.  Throughput is the virtio_user
+non-mergeable buffers, DPDK's usual vhost loopback settings.  Throughput is the virtio_user
 port's received packets over a measured interval after a warm-up.
 
 Not a test: it prints figures and their ratio and asserts nothing about speed.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: our ovs-vswitchd against Debian's OVS-DPDK on the same topology.
 
-The topology of FACTS.md's third baseline: one PMD thread (pmd-cpu-mask=0x1, CPU 0),
+The usual OVS-DPDK vhost-user baseline topology: one PMD thread (pmd-cpu-mask=0x1, CPU 0),
 a netdev bridge with two dpdkvhostuser ports and the flows 1->2 and 2->1; one testpmd
 on CPU 1 with two virtio_user ports (queue_size 1024) in io mode, started with
 tx_first, burst 32, 1024 descriptors: packets circle VM -> switch -> VM.  64-byte
