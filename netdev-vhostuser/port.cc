@@ -24,6 +24,11 @@ constexpr int kMaxMessagesPerWakeup = 256;
 constexpr size_t kMaxQueuedEvents = 1024;
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(1);
+// How often a connected port's call eventfd watchdog looks for a stuck interrupt
+// write, and how soon it looks again while one is under way.  A frontend that blocks
+// our write stops a PMD thread for at most about the period.
+constexpr absl::Duration kCallWatchdogPeriod = absl::Milliseconds(100);
+constexpr absl::Duration kCallWatchdogRecheck = absl::Milliseconds(10);
 
 absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
   sockaddr_un addr{};
@@ -239,7 +244,14 @@ absl::Time Port::OnTick(absl::Time now) {
     if (now >= next_connect_) TryConnect(now);
     if (!conn_fd_.valid()) return next_connect_;
   }
-  return absl::InfiniteFuture();
+  if (!conn_fd_.valid()) return absl::InfiniteFuture();
+  // The call eventfd watchdog (call_notifier.h): a stuck interrupt write is broken off
+  // within about kCallWatchdogPeriod, and looked at again soon while one is under way.
+  bool writing = false;
+  for (unsigned i = 0; i < VHU_MAX_VRINGS; ++i) {
+    writing |= device_.vring(i).InterruptStuckCall();
+  }
+  return now + (writing ? kCallWatchdogRecheck : kCallWatchdogPeriod);
 }
 
 void Port::Post(vhu_event event) {

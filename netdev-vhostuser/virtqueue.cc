@@ -166,7 +166,7 @@ void Virtqueue::Reset() {
   address_ = {};
   address_set_ = false;
   enabled_ = false;
-  call_fd_.reset();
+  call_.Reset();
   err_fd_.reset();
   last_avail_idx_ = used_idx_ = last_seen_avail_idx_ = 0;
   packed_ = false;
@@ -187,7 +187,7 @@ void Virtqueue::FillStatus(vhu_vring_status* status) const {
   status->last_avail_idx = last_avail_idx_;
   status->avail_idx = last_seen_avail_idx_;
   status->used_idx = used_idx_;
-  status->call_fd = call_fd_.valid();
+  status->call_fd = call_.valid();
   status->packets = counters_.packets.load(std::memory_order_relaxed);
   status->bytes = counters_.bytes.load(std::memory_order_relaxed);
   status->drops = counters_.drops.load(std::memory_order_relaxed);
@@ -295,7 +295,7 @@ void Virtqueue::PublishUsed(uint16_t old_used) {
 }
 
 void Virtqueue::MaybeInterrupt(uint16_t old_used) {
-  if (!call_fd_.valid()) return;
+  if (!call_.valid()) return;
   // Our used->idx store must be visible before we read the driver's suppression state,
   // or we could miss the interrupt it just asked for.
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -307,11 +307,20 @@ void Virtqueue::MaybeInterrupt(uint16_t old_used) {
   } else {
     needed = !(ReadOnce(&avail_[0]) & kAvailFlagNoInterrupt);
   }
-  if (!needed) return;
-  const uint64_t one = 1;
-  // EAGAIN means the counter is already pending, which is as good as a new interrupt.
-  if (write(call_fd_.get(), &one, sizeof one) >= 0 || errno == EAGAIN) {
-    Add(counters_.calls, 1);
+  if (needed) Interrupt();
+}
+
+void Virtqueue::Interrupt() {
+  switch (call_.Notify()) {
+    case CallNotifier::Result::kSent:
+      Add(counters_.calls, 1);
+      break;
+    case CallNotifier::Result::kBlocked:
+      Fail("the call eventfd blocked our interrupt (made blocking and filled by the "
+           "frontend)");
+      break;
+    case CallNotifier::Result::kFailed:
+      break;
   }
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "call_notifier.h"
 #include "guest_memory.h"
 #include "protocol.h"
 #include "spinlock.h"
@@ -64,7 +65,7 @@ class Virtqueue {
   absl::Status SetAddresses(const VringAddress& address);
   absl::Status SetBase(uint32_t base, bool packed);
   void SetKickFd(UniqueFd fd, bool polling);
-  void SetCallFd(UniqueFd fd) { call_fd_ = std::move(fd); }
+  void SetCallFd(UniqueFd fd) { call_.Reset(std::move(fd)); }
   void SetErrFd(UniqueFd fd) { err_fd_ = std::move(fd); }
   void SetEnabled(bool enabled) { enabled_ = enabled; }
 
@@ -99,6 +100,9 @@ class Virtqueue {
 
   // ---- Either, without the lock. ----
   const Counters& counters() const { return counters_; }
+  // Control thread: breaks off an interrupt write the guest's call eventfd has blocked
+  // (call_notifier.h).  Returns whether one is in progress.
+  bool InterruptStuckCall() { return call_.InterruptIfStuck(); }
   void FillStatus(vhu_vring_status* status) const;
 
  private:
@@ -152,6 +156,8 @@ class Virtqueue {
                        uint32_t* n_segments, uint64_t* total, uint16_t* id);
   void WritePackedUsed(const PendingUsed& used);
   void MaybeInterruptPacked(uint16_t old_used, bool old_wrap);
+  // Writes the call eventfd (both ring layouts, once they decided an interrupt is due).
+  void Interrupt();
   uint32_t DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max);
   uint32_t EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_dropped);
   bool EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits);
@@ -167,7 +173,7 @@ class Virtqueue {
   bool started_ = false;
   bool enabled_ = false;
   UniqueFd kick_fd_;
-  UniqueFd call_fd_;
+  CallNotifier call_;
   UniqueFd err_fd_;
   RingFeatures features_;
   const GuestMemory* memory_ = nullptr;

@@ -170,7 +170,7 @@ void Virtqueue::WritePackedUsed(const PendingUsed& used) {
 }
 
 void Virtqueue::MaybeInterruptPacked(uint16_t old_used, bool old_wrap) {
-  if (!call_fd_.valid()) return;
+  if (!call_.valid()) return;
   std::atomic_thread_fence(std::memory_order_seq_cst);
   const uint16_t flags = ReadOnce(&avail_[1]);
   bool needed;
@@ -194,11 +194,7 @@ void Virtqueue::MaybeInterruptPacked(uint16_t old_used, bool old_wrap) {
   } else {
     needed = flags != kEventFlagsDisable;  // Enable, or Desc without EVENT_IDX.
   }
-  if (!needed) return;
-  const uint64_t one = 1;
-  if (write(call_fd_.get(), &one, sizeof one) >= 0 || errno == EAGAIN) {
-    Add(counters_.calls, 1);
-  }
+  if (needed) Interrupt();
 }
 
 uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,

@@ -528,6 +528,36 @@ absl::Status CallFdNotAnEventfd(Env& env) {
   });
 }
 
+// The frontend shares the call eventfd's file description with the switch, which made
+// it non-blocking: it clears O_NONBLOCK again and fills the counter, then has a frame
+// delivered to it.  The switch's interrupt write sleeps until the guest reads; the
+// switch must break it off and drop this frontend rather than keep its thread asleep.
+absl::Status CallFdMadeBlockingAgain(Env& env) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  UniqueFd call(eventfd(0, EFD_CLOEXEC));
+  RETURN_IF_ERROR(g.fe->SendU64(Request::kSetVringCall, 0, {call.get()}));
+  RETURN_IF_ERROR(g.fe->Sync());
+  const int flags = fcntl(call.get(), F_GETFL);
+  if (flags < 0 || !(flags & O_NONBLOCK)) return Fail("the switch left the call fd blocking");
+  if (fcntl(call.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) return Fail("fcntl");
+  const uint64_t almost_full = 0xfffffffffffffffeull;
+  if (write(call.get(), &almost_full, sizeof almost_full) != 8) return Fail("write");
+  g.PostRx(4);
+  g.Send(TestFrame(60, 1));
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < end) {
+    env.pump();
+    if (WaitClosed(g.fe->fd(), 1)) {
+      g.fe.reset();
+      return absl::OkStatus();
+    }
+  }
+  uint64_t value;  // Let a switch thread that is still asleep go.
+  [[maybe_unused]] ssize_t n = read(call.get(), &value, sizeof value);
+  return Fail("still connected 5 s after its call eventfd was made to block");
+}
+
 absl::Status LogBaseAtTheTop(Env& env) {
   auto fe = Open(env);
   if (!fe.ok()) return fe.status();
@@ -1035,6 +1065,9 @@ const std::vector<Case>& Cases() {
        "misaligned", 1, RingMisaligned},
       {"vring_call_not_an_eventfd", "a pipe as the call fd", O::kError, "eventfd", 1,
        CallFdNotAnEventfd},
+      {"vring_call_made_blocking_again",
+       "the call eventfd made blocking again and filled, then a frame for the guest",
+       O::kError, "call eventfd blocked our interrupt", 1, CallFdMadeBlockingAgain},
       {"log_base_at_the_top", "SET_LOG_BASE with offset 2^64-4096, SET_LOG_FD", O::kAlive, "",
        1, LogBaseAtTheTop},
       {"inflight_loop", "GET_INFLIGHT_FD and SET_INFLIGHT_FD (with an fd) 10,000 times",

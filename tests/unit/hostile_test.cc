@@ -167,6 +167,36 @@ TEST_F(HostileTest, SaturatedBlockingCallEventfdDoesNotBlockTheDataPath) {
   EXPECT_TRUE(returned) << "vhu_enqueue_burst blocked on the guest's call eventfd";
 }
 
+// The frontend shares the call eventfd's file description with us: after we made it
+// non-blocking it can clear O_NONBLOCK again and fill the counter.  The interrupt write
+// then sleeps, with the PMD thread, until the guest reads.  The watchdog must break the
+// write off, and the frontend lose its port.
+TEST_F(HostileTest, CallFdMadeBlockingAgainIsBrokenOffAndDisconnects) {
+  UniqueFd call(eventfd(0, EFD_CLOEXEC));
+  Start(kModernFeatures, call.get());
+  const int flags = fcntl(call.get(), F_GETFL);
+  ASSERT_TRUE(flags & O_NONBLOCK) << "the switch did not make the call fd non-blocking";
+  ASSERT_EQ(fcntl(call.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
+  const uint64_t almost_full = 0xfffffffffffffffeull;
+  ASSERT_EQ(write(call.get(), &almost_full, sizeof almost_full), 8);
+  PostRxBuffer(2048);
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  std::atomic<bool> done{false};
+  std::thread burst([&] {
+    vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr);
+    done = true;
+  });
+  const bool returned = WaitFor([&] { return done.load(); }, 3000);
+  if (!returned) {
+    uint64_t v;
+    ASSERT_EQ(read(call.get(), &v, sizeof v), 8);  // Unblock the writer.
+  }
+  burst.join();
+  ASSERT_TRUE(returned) << "vhu_enqueue_burst stayed blocked on the guest's call eventfd";
+  ExpectDropped("call eventfd blocked our interrupt");
+}
+
 // Found by fuzz_virtqueue (a timeout): an indirect descriptor whose table is the ring's
 // own descriptor table.  "Inside an indirect table" was told by comparing the table
 // with the ring's, so the walk took the ring for a first-level table again, reset its

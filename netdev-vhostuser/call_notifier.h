@@ -1,0 +1,56 @@
+// Interrupts the guest: writes to the call eventfd the frontend gave for a vring.
+//
+// We make that eventfd non-blocking when we receive it, but the frontend shares its file
+// description: it can make it blocking again with fcntl and fill its counter, and our
+// write would then sleep until the guest reads, stopping the PMD thread and every port
+// it serves.  No check before the write closes that race.  So every write is watched:
+// the control thread, finding one in progress for longer than it may take, interrupts
+// it with a signal; the write fails with EINTR, the ring is failed and the frontend
+// dropped.
+#ifndef NETDEV_VHOSTUSER_CALL_NOTIFIER_H
+#define NETDEV_VHOSTUSER_CALL_NOTIFIER_H
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "unique_fd.h"
+
+namespace vhostuser {
+
+class CallNotifier {
+ public:
+  enum class Result {
+    kSent,     // The guest is interrupted (or already had an interrupt pending).
+    kBlocked,  // The write blocked and the watchdog broke it off: a hostile frontend.
+    kFailed,   // Any other error: nothing to do about it but not count the interrupt.
+  };
+
+  // A write in progress longer than this is stuck.  An eventfd write that does not
+  // block takes microseconds.
+  static constexpr int64_t kStuckAfterNs = 20'000'000;
+
+  // ---- Control path, with the vring's lock held. ----
+  void Reset(UniqueFd fd = UniqueFd()) { fd_ = std::move(fd); }
+  bool valid() const { return fd_.valid(); }
+
+  // ---- Data path, with the vring's lock held. ----
+  Result Notify();
+
+  // ---- Control thread, without the vring's lock (the stuck writer holds it). ----
+  // Interrupts a write stuck for kStuckAfterNs; returns whether a write is in progress,
+  // so that the caller looks again soon.
+  bool InterruptIfStuck();
+
+ private:
+  UniqueFd fd_;
+  // While a write is in progress: when it started (CLOCK_MONOTONIC ns) and the thread
+  // that makes it; 0 otherwise.
+  std::atomic<int64_t> write_started_ns_{0};
+  std::atomic<pid_t> writer_tid_{0};
+};
+
+}  // namespace vhostuser
+
+#endif  // NETDEV_VHOSTUSER_CALL_NOTIFIER_H
