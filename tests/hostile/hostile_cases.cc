@@ -519,6 +519,19 @@ absl::Status RingMisaligned(Env& env) {
                                r.userspace_addr + 0x18000, 0});
 }
 
+// Pumps the guest until the switch hangs up on it, for at most 'seconds'.
+bool DroppedWithin(Guest& g, Env& env, int seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    env.pump();
+    if (WaitClosed(g.fe->fd(), 1)) {
+      g.fe.reset();
+      return true;
+    }
+  }
+  return false;
+}
+
 absl::Status CallFdNotAnEventfd(Env& env) {
   return DroppedAfter(env, [](Frontend& fe) {
     int p[2];
@@ -545,14 +558,7 @@ absl::Status CallFdMadeBlockingAgain(Env& env) {
   if (write(call.get(), &almost_full, sizeof almost_full) != 8) return Fail("write");
   g.PostRx(4);
   g.Send(TestFrame(60, 1));
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (std::chrono::steady_clock::now() < end) {
-    env.pump();
-    if (WaitClosed(g.fe->fd(), 1)) {
-      g.fe.reset();
-      return absl::OkStatus();
-    }
-  }
+  if (DroppedWithin(g, env, 5)) return absl::OkStatus();
   uint64_t value;  // Let a switch thread that is still asleep go.
   [[maybe_unused]] ssize_t n = read(call.get(), &value, sizeof value);
   return Fail("still connected 5 s after its call eventfd was made to block");
@@ -976,14 +982,7 @@ absl::Status MemfdShrunkUnderTheSwitch(Env& env) {
   if (ftruncate(g.ram.fd(), static_cast<off_t>(keep)) != 0) return Fail("ftruncate");
   g.rx.Publish(g.rx.AddChain({{rx_far, 2048}}, true));
   g.tx.Publish(g.tx.AddChain({{tx_far, kHeader + 64}}, false));
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (std::chrono::steady_clock::now() < end) {
-    env.pump();
-    if (WaitClosed(g.fe->fd(), 1)) {
-      g.fe.reset();
-      return absl::OkStatus();
-    }
-  }
+  if (DroppedWithin(g, env, 5)) return absl::OkStatus();
   return Fail("still connected 5 s after handing the switch buffers past the file's end");
 }
 

@@ -96,6 +96,32 @@ class HostileTest : public ::testing::Test {
     return gpa;
   }
 
+  // Fills the guest's call eventfd 'call', posts a receive buffer and enqueues a frame
+  // into it from another thread, which interrupts the guest.  Returns whether the burst
+  // returned within 3 s; if not, reads the eventfd to let it go.
+  bool EnqueueReturnsWithCallFdFull(int call) {
+    const uint64_t almost_full = 0xfffffffffffffffeull;
+    if (write(call, &almost_full, sizeof almost_full) != 8) {
+      ADD_FAILURE() << "cannot fill the call eventfd";
+      return false;
+    }
+    PostRxBuffer(2048);
+    auto frame = TestFrame(64, 1);
+    vhu_tx_packet pkt{frame.data(), 64};
+    std::atomic<bool> done{false};
+    std::thread burst([&] {
+      vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr);
+      done = true;
+    });
+    const bool returned = WaitFor([&] { return done.load(); }, 3000);
+    if (!returned) {
+      uint64_t v;
+      EXPECT_EQ(read(call, &v, sizeof v), 8);  // Unblock the writer.
+    }
+    burst.join();
+    return returned;
+  }
+
   std::string dir_, path_;
   vhu_port* port_ = nullptr;
   GuestRam ram_{8 << 20};
@@ -148,23 +174,8 @@ TEST_F(HostileTest, CallFdThatIsNotAnEventfdIsRefused) {
 TEST_F(HostileTest, SaturatedBlockingCallEventfdDoesNotBlockTheDataPath) {
   UniqueFd call(eventfd(0, EFD_CLOEXEC));  // Blocking, as a hostile frontend makes it.
   Start(kModernFeatures, call.get());
-  const uint64_t almost_full = 0xfffffffffffffffeull;
-  ASSERT_EQ(write(call.get(), &almost_full, sizeof almost_full), 8);
-  PostRxBuffer(2048);
-  auto frame = TestFrame(64, 1);
-  vhu_tx_packet pkt{frame.data(), 64};
-  std::atomic<bool> done{false};
-  std::thread burst([&] {
-    vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr);
-    done = true;
-  });
-  const bool returned = WaitFor([&] { return done.load(); }, 2000);
-  if (!returned) {
-    uint64_t v;
-    ASSERT_EQ(read(call.get(), &v, sizeof v), 8);  // Unblock the writer.
-  }
-  burst.join();
-  EXPECT_TRUE(returned) << "vhu_enqueue_burst blocked on the guest's call eventfd";
+  EXPECT_TRUE(EnqueueReturnsWithCallFdFull(call.get()))
+      << "vhu_enqueue_burst blocked on the guest's call eventfd";
 }
 
 // The frontend shares the call eventfd's file description with us: after we made it
@@ -177,23 +188,8 @@ TEST_F(HostileTest, CallFdMadeBlockingAgainIsBrokenOffAndDisconnects) {
   const int flags = fcntl(call.get(), F_GETFL);
   ASSERT_TRUE(flags & O_NONBLOCK) << "the switch did not make the call fd non-blocking";
   ASSERT_EQ(fcntl(call.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
-  const uint64_t almost_full = 0xfffffffffffffffeull;
-  ASSERT_EQ(write(call.get(), &almost_full, sizeof almost_full), 8);
-  PostRxBuffer(2048);
-  auto frame = TestFrame(64, 1);
-  vhu_tx_packet pkt{frame.data(), 64};
-  std::atomic<bool> done{false};
-  std::thread burst([&] {
-    vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr);
-    done = true;
-  });
-  const bool returned = WaitFor([&] { return done.load(); }, 3000);
-  if (!returned) {
-    uint64_t v;
-    ASSERT_EQ(read(call.get(), &v, sizeof v), 8);  // Unblock the writer.
-  }
-  burst.join();
-  ASSERT_TRUE(returned) << "vhu_enqueue_burst stayed blocked on the guest's call eventfd";
+  ASSERT_TRUE(EnqueueReturnsWithCallFdFull(call.get()))
+      << "vhu_enqueue_burst stayed blocked on the guest's call eventfd";
   ExpectDropped("call eventfd blocked our interrupt");
 }
 
