@@ -49,8 +49,8 @@ class Device {
   uint32_t tx_mask() const { return tx_mask_; }
   bool ready() const { return (rx_mask_ & 1) && (tx_mask_ & 1); }
   uint64_t mapped_bytes() const { return memory_ ? memory_->mapped_bytes() : 0; }
-  // The memory region whose file the frontend shrank under our mapping, or -1.
-  int shrunk_memory_region() const { return memory_ ? memory_->ShrunkRegion() : -1; }
+  // The memory region whose mapping lost its backing (sigbus_guard.h), or -1.
+  int lost_memory_region() const { return memory_ ? memory_->LostRegion() : -1; }
 
   // Re-reads which vrings are usable (after a data-path failure, say) and posts events
   // for what changed.

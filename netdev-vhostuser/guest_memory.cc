@@ -112,7 +112,7 @@ GuestMemory::~GuestMemory() {
   }
 }
 
-int GuestMemory::ShrunkRegion() const {
+int GuestMemory::LostRegion() const {
   for (size_t i = 0; i < regions_.size(); ++i) {
     if (SigbusGuard::Faulted(regions_[i].sigbus_guard)) return static_cast<int>(i);
   }

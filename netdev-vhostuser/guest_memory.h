@@ -56,9 +56,9 @@ class GuestMemory {
     return nullptr;
   }
 
-  // The first region whose file shrank under its mapping (SigbusGuard caught an access
-  // past its end), or -1.  Any thread.
-  int ShrunkRegion() const;
+  // The first region whose mapping lost its backing (SigbusGuard caught a SIGBUS in it:
+  // its file was truncated, or the huge pages behind it ran out), or -1.  Any thread.
+  int LostRegion() const;
 
   std::span<const Region> regions() const { return regions_; }
   uint64_t mapped_bytes() const;

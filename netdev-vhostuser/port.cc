@@ -219,13 +219,14 @@ void Port::Disconnect(const absl::Status& why) {
 
 absl::Time Port::OnTick(absl::Time now) {
   // First, as it explains the ring failures that follow it: the data path read zeros
-  // where the file had gone (sigbus_guard.h), and the frontend that truncated its own
-  // memory loses its port.
+  // where guest memory had lost its backing (sigbus_guard.h), and the frontend loses its
+  // port.
   if (conn_fd_.valid()) {
-    if (const int region = device_.shrunk_memory_region(); region >= 0) {
+    if (const int region = device_.lost_memory_region(); region >= 0) {
       Disconnect(absl::InvalidArgumentError(absl::StrCat(
           "guest memory region ", region,
-          " shrank under the switch (its file was truncated after SET_MEM_TABLE)")));
+          " lost its backing under the switch (SIGBUS: its file was truncated after "
+          "SET_MEM_TABLE, or its huge pages ran out)")));
     }
   }
   if (ring_failure_.exchange(false, std::memory_order_acq_rel) && conn_fd_.valid()) {

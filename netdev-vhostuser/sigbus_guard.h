@@ -8,8 +8,10 @@
 // SIGBUS handler that finds the faulting address inside a registered mapping puts
 // private zero pages over the vanished part and lets the access go on: the thread reads
 // zeros, its writes go nowhere, and the mapping is marked faulted.  The control loop,
-// woken through the wake fd, then disconnects the frontend that did it.  A SIGBUS
-// anywhere else goes to whatever handled SIGBUS before (by default, death with a core).
+// woken through the wake fd, then disconnects the frontend that did it.  (A hugetlbfs
+// mapping whose huge pages run out faults the same way and is handled the same way.)
+// A SIGBUS anywhere else goes to whatever handled SIGBUS before (by default, death with
+// a core).
 #ifndef NETDEV_VHOSTUSER_SIGBUS_GUARD_H
 #define NETDEV_VHOSTUSER_SIGBUS_GUARD_H
 

@@ -1107,7 +1107,7 @@ const std::vector<Case>& Cases() {
        VringToggleUnderTraffic},
       {"memfd_shrunk_under_the_switch",
        "the frontend ftruncates its memfd below buffers it then hands the switch",
-       O::kError, "shrank under the switch", 1, MemfdShrunkUnderTheSwitch},
+       O::kError, "lost its backing under the switch", 1, MemfdShrunkUnderTheSwitch},
   };
   return *cases;
 }

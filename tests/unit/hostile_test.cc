@@ -238,7 +238,7 @@ TEST_F(HostileTest, MemoryFileShrunkUnderTheSwitchDisconnects) {
   auto frame = TestFrame(64, 1);
   vhu_tx_packet pkt{frame.data(), 64};
   vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr);
-  ExpectDropped("guest memory region 0 shrank under the switch");
+  ExpectDropped("guest memory region 0 lost its backing under the switch");
 }
 
 // A request we do not implement, sent with NEED_REPLY after REPLY_ACK was negotiated:

@@ -41,13 +41,13 @@ TEST(SigbusGuardTest, AccessPastAShrunkFileReadsZerosAndIsReported) {
   uint8_t* base = (*memory)->TranslateGuest(0, kSize);
   base[kPage] = 0x5a;
   base[kSize - 1] = 0xa5;
-  EXPECT_EQ((*memory)->ShrunkRegion(), -1);
+  EXPECT_EQ((*memory)->LostRegion(), -1);
 
   ASSERT_EQ(ftruncate(fd.get(), static_cast<off_t>(2 * kPage)), 0);
   EXPECT_EQ(Touch(base + kPage), 0x5a) << "below the new end, the file is still there";
-  EXPECT_EQ((*memory)->ShrunkRegion(), -1);
+  EXPECT_EQ((*memory)->LostRegion(), -1);
   EXPECT_EQ(Touch(base + kSize - 1), 0) << "past the new end: zeros instead of SIGBUS";
-  EXPECT_EQ((*memory)->ShrunkRegion(), 0);
+  EXPECT_EQ((*memory)->LostRegion(), 0);
   base[3 * kPage] = 1;  // Writes land in the private pages put there.
   EXPECT_EQ(Touch(base + 3 * kPage), 1);
   EXPECT_EQ(Touch(base + kPage), 0x5a) << "the pages before the fault are untouched";
@@ -61,7 +61,7 @@ TEST(SigbusGuardTest, ShrunkMappingMarksOnlyItsOwnRegion) {
   ASSERT_TRUE(memory.ok()) << memory.status();
   ASSERT_EQ(ftruncate(b.get(), 0), 0);
   EXPECT_EQ(Touch((*memory)->TranslateGuest(kSize + 100, 1)), 0);
-  EXPECT_EQ((*memory)->ShrunkRegion(), 1);
+  EXPECT_EQ((*memory)->LostRegion(), 1);
 }
 
 // A guarded mapping exists, so the guard's handler is installed, but the shrunk file
