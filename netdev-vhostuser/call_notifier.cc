@@ -40,9 +40,16 @@ pid_t ThisThread() {
 
 }  // namespace
 
+void CallNotifier::Reset(UniqueFd fd) {
+  // Here rather than in Notify(): off the data path, and before any write can stick.
+  if (fd.valid()) {
+    static std::once_flag installed;
+    std::call_once(installed, InstallBreakHandler);
+  }
+  fd_ = std::move(fd);
+}
+
 CallNotifier::Result CallNotifier::Notify() {
-  static std::once_flag installed;
-  std::call_once(installed, InstallBreakHandler);
   writer_tid_.store(ThisThread(), std::memory_order_relaxed);
   write_started_ns_.store(NowNs(), std::memory_order_release);
   const uint64_t one = 1;

@@ -32,7 +32,8 @@ class CallNotifier {
   static constexpr int64_t kStuckAfterNs = 20'000'000;
 
   // ---- Control path, with the vring's lock held. ----
-  void Reset(UniqueFd fd = UniqueFd()) { fd_ = std::move(fd); }
+  // Takes the call fd (none: no interrupts); the first one installs the signal handler.
+  void Reset(UniqueFd fd = UniqueFd());
   bool valid() const { return fd_.valid(); }
 
   // ---- Data path, with the vring's lock held. ----

@@ -64,6 +64,14 @@ TEST(SigbusGuardTest, ShrunkMappingMarksOnlyItsOwnRegion) {
   EXPECT_EQ((*memory)->LostRegion(), 1);
 }
 
+// In a death test's child: maps 'fd' (kSize bytes, readable, shared), or exits 0 so
+// that the test fails.
+void* MapShared(int fd) {
+  void* p = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) _exit(0);
+  return p;
+}
+
 // A guarded mapping exists, so the guard's handler is installed, but the shrunk file
 // touched is nobody's guest memory.
 void TouchShrunkFileThatIsNotGuestMemory() {
@@ -73,16 +81,15 @@ void TouchShrunkFileThatIsNotGuestMemory() {
   auto memory = GuestMemory::Map({&region, 1}, fds);
   if (!memory.ok()) _exit(0);
   UniqueFd other = Memfd(kSize);
-  void* p = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, other.get(), 0);
-  if (p == MAP_FAILED || ftruncate(other.get(), 0) != 0) _exit(0);
+  void* p = MapShared(other.get());
+  if (ftruncate(other.get(), 0) != 0) _exit(0);
   Touch(static_cast<uint8_t*>(p) + 100);
   _exit(0);
 }
 
 void TouchShrunkFileAfterUnregistering() {
   UniqueFd fd = Memfd(kSize);
-  void* p = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, fd.get(), 0);
-  if (p == MAP_FAILED) _exit(0);
+  void* p = MapShared(fd.get());
   SigbusGuard::Unregister(SigbusGuard::Register(p, kSize, kPage));
   if (ftruncate(fd.get(), 0) != 0) _exit(0);
   Touch(static_cast<uint8_t*>(p) + 100);
@@ -91,8 +98,7 @@ void TouchShrunkFileAfterUnregistering() {
 
 void SendSigbusToSelfWhileGuarding() {
   UniqueFd fd = Memfd(kSize);
-  void* p = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, fd.get(), 0);
-  if (p == MAP_FAILED) _exit(0);
+  void* p = MapShared(fd.get());
   SigbusGuard::Register(p, kSize, kPage);
   kill(getpid(), SIGBUS);
   _exit(0);
