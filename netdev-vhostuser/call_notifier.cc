@@ -6,7 +6,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
+
+#include "absl/container/flat_hash_set.h"
 
 namespace vhostuser {
 namespace {
@@ -40,13 +44,65 @@ pid_t ThisThread() {
 
 }  // namespace
 
+// The notifiers that have a call fd, and the thread that watches their writes.
+class CallWatchdog {
+ public:
+  static CallWatchdog& Get() {
+    // Never destroyed: the thread may be mid-scan when the process exits.
+    static CallWatchdog* watchdog = new CallWatchdog;
+    return *watchdog;
+  }
+
+  void Watch(CallNotifier* notifier) {
+    std::lock_guard<std::mutex> lock(mu_);
+    watched_.insert(notifier);
+    if (!started_) {
+      started_ = true;
+      std::thread([this] { Run(); }).detach();
+    }
+    cv_.notify_one();
+  }
+
+  // Once this returns, the watchdog no longer looks at 'notifier' (it scans under mu_).
+  void Unwatch(CallNotifier* notifier) {
+    std::lock_guard<std::mutex> lock(mu_);
+    watched_.erase(notifier);
+  }
+
+  std::atomic<uint64_t> interrupts{0};
+
+ private:
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      // Asleep while no call fd exists; else a look every period.
+      cv_.wait(lock, [this] { return !watched_.empty(); });
+      cv_.wait_for(lock, std::chrono::nanoseconds(CallNotifier::kWatchPeriodNs));
+      const int64_t now = NowNs();
+      for (CallNotifier* n : watched_) n->InterruptIfStuck(now);
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  absl::flat_hash_set<CallNotifier*> watched_;
+  bool started_ = false;
+};
+
 void CallNotifier::Reset(UniqueFd fd) {
-  // Here rather than in Notify(): off the data path, and before any write can stick.
   if (fd.valid()) {
+    // Here rather than in Notify(): off the data path, and before any write can stick.
     static std::once_flag installed;
     std::call_once(installed, InstallBreakHandler);
+    if (!fd_.valid()) CallWatchdog::Get().Watch(this);
+  } else if (fd_.valid()) {
+    CallWatchdog::Get().Unwatch(this);
   }
   fd_ = std::move(fd);
+}
+
+uint64_t CallNotifier::InterruptsForTest() {
+  return CallWatchdog::Get().interrupts.load(std::memory_order_relaxed);
 }
 
 CallNotifier::Result CallNotifier::Notify() {
@@ -60,18 +116,19 @@ CallNotifier::Result CallNotifier::Notify() {
   return error == EINTR ? Result::kBlocked : Result::kFailed;
 }
 
-bool CallNotifier::InterruptIfStuck() {
+void CallNotifier::InterruptIfStuck(int64_t now_ns) {
   const int64_t started = write_started_ns_.load(std::memory_order_acquire);
-  if (started == 0) return false;
-  if (NowNs() - started >= kStuckAfterNs) {
+  if (started != 0 && now_ns - started >= kStuckAfterNs) {
     const pid_t tid = writer_tid_.load(std::memory_order_relaxed);
     // By thread id rather than pthread_t: if the write has just finished and its thread
     // exited, this fails with ESRCH instead of touching a thread that is gone.  If it
     // finished and the thread went on, it gets an EINTR it can take (a poll or read
     // interrupted), as with any signal.
-    if (tid != 0) syscall(SYS_tgkill, getpid(), tid, BreakSignal());
+    if (tid != 0) {
+      syscall(SYS_tgkill, getpid(), tid, BreakSignal());
+      CallWatchdog::Get().interrupts.fetch_add(1, std::memory_order_relaxed);
+    }
   }
-  return true;
 }
 
 }  // namespace vhostuser

@@ -4,9 +4,10 @@
 // description: it can make it blocking again with fcntl and fill its counter, and our
 // write would then sleep until the guest reads, stopping the PMD thread and every port
 // it serves.  No check before the write closes that race.  So every write is watched:
-// the control thread, finding one in progress for longer than it may take, interrupts
-// it with a signal; the write fails with EINTR, the ring is failed and the frontend
-// dropped.
+// a watchdog thread of its own, finding one in progress for longer than it may take,
+// interrupts it with a signal; the write fails with EINTR, the ring is failed and the
+// frontend dropped.  Not the control thread: that one may itself be waiting for the
+// vring lock the stuck writer holds.
 #ifndef NETDEV_VHOSTUSER_CALL_NOTIFIER_H
 #define NETDEV_VHOSTUSER_CALL_NOTIFIER_H
 
@@ -31,20 +32,32 @@ class CallNotifier {
   // block takes microseconds.
   static constexpr int64_t kStuckAfterNs = 20'000'000;
 
+  // How often the watchdog looks at the writes in progress, while any call fd exists.
+  static constexpr int64_t kWatchPeriodNs = 10'000'000;
+
+  CallNotifier() = default;
+  ~CallNotifier() { Reset(); }
+  CallNotifier(const CallNotifier&) = delete;
+  CallNotifier& operator=(const CallNotifier&) = delete;
+
   // ---- Control path, with the vring's lock held. ----
-  // Takes the call fd (none: no interrupts); the first one installs the signal handler.
+  // Takes the call fd (none: no interrupts) and has the watchdog watch this notifier
+  // while it has one; the first one installs the signal handler.
   void Reset(UniqueFd fd = UniqueFd());
   bool valid() const { return fd_.valid(); }
 
   // ---- Data path, with the vring's lock held. ----
   Result Notify();
 
-  // ---- Control thread, without the vring's lock (the stuck writer holds it). ----
-  // Interrupts a write stuck for kStuckAfterNs; returns whether a write is in progress,
-  // so that the caller looks again soon.
-  bool InterruptIfStuck();
+  // Writes broken off by the watchdog since the process started (for tests).
+  static uint64_t InterruptsForTest();
 
  private:
+  friend class CallWatchdog;
+  // Watchdog thread, without the vring's lock (the stuck writer holds it): interrupts
+  // a write stuck for kStuckAfterNs.
+  void InterruptIfStuck(int64_t now_ns);
+
   UniqueFd fd_;
   // While a write is in progress: when it started (CLOCK_MONOTONIC ns) and the thread
   // that makes it; 0 otherwise.

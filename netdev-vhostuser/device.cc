@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "fd_kind.h"
 #include "log.h"
 
 namespace vhostuser {
@@ -32,25 +33,15 @@ absl::Status ExpectFds(const Message& m, size_t n) {
 }
 
 // The call fd is written from the data path, so a write to it must never block: a
-// frontend could hand us a pipe it never reads, or a blocking eventfd whose counter it
-// has saturated, and stop the switch's polling thread for good.  Only an eventfd is
-// accepted, and it is made non-blocking (the flag is on the file description the
-// frontend shares; virtio frontends create their call eventfds non-blocking anyway).
-absl::Status PrepareCallFd(int fd) {
-  char proc[64], link[64];
-  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-  const ssize_t n = readlink(proc, link, sizeof link - 1);
-  if (n >= 0) {  // Without /proc the type cannot be told; O_NONBLOCK still protects.
-    link[n] = '\0';
-    if (strcmp(link, "anon_inode:[eventfd]") != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("SET_VRING_CALL fd is not an eventfd (", link, ")"));
-    }
-  }
+// frontend could saturate a blocking eventfd's counter and stop the switch's polling
+// thread for good.  It is made non-blocking (the flag is on the file description the
+// frontend shares; virtio frontends create their call eventfds non-blocking anyway), and
+// every write is watched besides (call_notifier.h).
+absl::Status MakeNonBlocking(int fd, absl::string_view what) {
   const int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("SET_VRING_CALL fd cannot be made non-blocking: ", strerror(errno)));
+        absl::StrCat(what, " cannot be made non-blocking: ", strerror(errno)));
   }
   return absl::OkStatus();
 }
@@ -72,8 +63,10 @@ class AllVringsLocked {
 
 }  // namespace
 
-Device::Device(std::function<void(vhu_event)> post, std::string log_prefix)
-    : post_(std::move(post)), log_prefix_(std::move(log_prefix)) {}
+Device::Device(std::function<void(vhu_event)> post, std::string log_prefix,
+               uint64_t max_memory)
+    : post_(std::move(post)), log_prefix_(std::move(log_prefix)),
+      max_memory_(max_memory) {}
 
 void Device::Reset() {
   {
@@ -266,6 +259,9 @@ absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
     case Request::kSetBackendReqFd:
       if (m.header.size != 0 && m.header.size != 8) return BadPayload(m);
       if (auto s = ExpectFds(m, 1); !s.ok()) return s;
+      if (auto s = CheckUnixSocket(m.fds[0].get(), "SET_BACKEND_REQ_FD fd"); !s.ok()) {
+        return s;
+      }
       // We send no backend requests, but holding the channel is what the frontend
       // expects of a backend that offered it.
       backend_req_fd_ = std::move(m.fds[0]);
@@ -319,7 +315,19 @@ absl::Status Device::SetMemTable(Message& m) {
   __builtin_memcpy(regions.data(), m.payload + sizeof table,
                    table.nregions * sizeof(MemoryRegionDesc));
   std::vector<int> fds;
-  for (const UniqueFd& fd : m.fds) fds.push_back(fd.get());
+  uint64_t total = 0;
+  for (size_t i = 0; i < m.fds.size(); ++i) {
+    const std::string what = absl::StrCat("SET_MEM_TABLE region ", i, " fd");
+    if (auto s = CheckMemoryFd(m.fds[i].get(), what, peer_pid_); !s.ok()) return s;
+    fds.push_back(m.fds[i].get());
+    total += regions[i].memory_size;  // Each below 2^64 - address: Map() checks.
+    if (regions[i].memory_size > max_memory_ || total > max_memory_) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "SET_MEM_TABLE maps more than the port's guest memory limit of %d MiB "
+          "(options:vhost-max-guest-memory)",
+          max_memory_ >> 20));
+    }
+  }
   auto memory = GuestMemory::Map(regions, fds);
   if (!memory.ok()) return memory.status();
   // The mappings hold the memory; the fds are closed with the message.
@@ -355,8 +363,12 @@ absl::Status Device::SetVringFd(Message& m, Request request) {
   auto vq = VringFor(static_cast<uint32_t>(payload & kVringIndexMask));
   if (!vq.ok()) return vq.status();
   UniqueFd fd = no_fd ? UniqueFd() : std::move(m.fds[0]);
-  if (request == Request::kSetVringCall && fd.valid()) {
-    if (absl::Status s = PrepareCallFd(fd.get()); !s.ok()) return s;
+  if (fd.valid()) {
+    const std::string what = absl::StrCat(RequestName(m.header.request), " fd");
+    if (absl::Status s = CheckEventFd(fd.get(), what); !s.ok()) return s;
+    if (request == Request::kSetVringCall) {
+      if (absl::Status s = MakeNonBlocking(fd.get(), what); !s.ok()) return s;
+    }
   }
   {
     std::lock_guard<Spinlock> lock((*vq)->lock());

@@ -24,8 +24,10 @@ namespace vhostuser {
 
 class Device {
  public:
-  // 'post' queues an event for the port's user; 'log_prefix' names the port in logs.
-  Device(std::function<void(vhu_event)> post, std::string log_prefix);
+  // 'post' queues an event for the port's user; 'log_prefix' names the port in logs;
+  // 'max_memory' bounds the guest memory a frontend may have us map, in bytes.
+  Device(std::function<void(vhu_event)> post, std::string log_prefix,
+         uint64_t max_memory);
   ~Device() { Reset(); }
 
   // Handles one request, writing its reply (if any) to 'fd'.
@@ -52,6 +54,9 @@ class Device {
   // The memory region whose mapping lost its backing (sigbus_guard.h), or -1.
   int lost_memory_region() const { return memory_ ? memory_->LostRegion() : -1; }
 
+  // The frontend's process (SO_PEERCRED), to look its memory files' mounts up in.
+  void set_peer_pid(int pid) { peer_pid_ = pid; }
+
   // Re-reads which vrings are usable (after a data-path failure, say) and posts events
   // for what changed.
   void RefreshVringState();
@@ -73,6 +78,8 @@ class Device {
 
   std::function<void(vhu_event)> post_;
   std::string log_prefix_;
+  const uint64_t max_memory_;
+  int peer_pid_ = 0;
 
   uint64_t features_ = 0;
   uint64_t protocol_features_ = 0;

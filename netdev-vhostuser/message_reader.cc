@@ -43,7 +43,7 @@ absl::Status MessageReader::ReceiveInto(int fd, uint8_t* buf, size_t len, size_t
     for (size_t i = 0; i < count; ++i) {
       int received;
       memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      pending_.fds.emplace_back(received);
+      pending_.fds.push_back(UniqueFd::FromFrontend(received));
     }
   }
   if (msg.msg_flags & MSG_CTRUNC) {

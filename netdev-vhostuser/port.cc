@@ -1,5 +1,6 @@
 #include "port.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -10,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "control_loop.h"
 #include "log.h"
 
@@ -24,11 +26,6 @@ constexpr int kMaxMessagesPerWakeup = 256;
 constexpr size_t kMaxQueuedEvents = 1024;
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(1);
-// How often a connected port's call eventfd watchdog looks for a stuck interrupt
-// write, and how soon it looks again while one is under way.  A frontend that blocks
-// our write stops a PMD thread for at most about the period.
-constexpr absl::Duration kCallWatchdogPeriod = absl::Milliseconds(100);
-constexpr absl::Duration kCallWatchdogRecheck = absl::Milliseconds(10);
 
 absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
   sockaddr_un addr{};
@@ -60,10 +57,14 @@ absl::StatusOr<std::unique_ptr<Port>> Port::Create(const vhu_port_options& optio
 Port::Port(const vhu_port_options& options)
     : path_(options.socket_path),
       mode_(options.mode),
+      socket_mode_(options.socket_mode ? options.socket_mode : VHU_DEFAULT_SOCKET_MODE),
+      socket_gid_(options.socket_gid),
       notify_(options.notify),
       aux_(options.aux),
       backoff_(kFirstBackoff),
-      device_([this](vhu_event e) { Post(e); }, absl::StrCat("vhost-user ", path_)) {}
+      device_([this](vhu_event e) { Post(e); }, absl::StrCat("vhost-user ", path_),
+              options.max_guest_memory ? options.max_guest_memory
+                                       : VHU_DEFAULT_MAX_GUEST_MEMORY) {}
 
 Port::~Port() {
   ControlLoop::Get().Remove(this);
@@ -89,13 +90,22 @@ absl::Status Port::Listen() {
           absl::StrCat(path_, " exists and is not a socket"));
     }
     // A socket file nobody listens on is left over from a process that died: remove
-    // it.  One with a listener belongs to someone else: leave it alone.
-    UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (probe.valid() &&
-        connect(probe.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) ==
-            0) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(path_, " is in use by another process"));
+    // it.  One with a listener belongs to someone else: leave it alone.  The probe
+    // does not block: a listener that never accepts, its backlog full, answers EAGAIN
+    // at once, and is just as much someone else's.
+    UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!probe.valid()) {
+      return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
+    }
+    if (connect(probe.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) ==
+            0 ||
+        errno == EAGAIN || errno == EINPROGRESS) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          path_, " is in use by another process (a socket with a listener)"));
+    }
+    if (errno != ECONNREFUSED) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot tell whether ", path_, " is in use: ", strerror(errno)));
     }
     unlink(path_.c_str());
   }
@@ -107,6 +117,12 @@ absl::Status Port::Listen() {
     return absl::UnavailableError(
         absl::StrCat("cannot bind ", path_, ": ", strerror(errno)));
   }
+  // Mode and group before listen(): until then a connect is refused, whatever the
+  // umask gave the file.
+  if (absl::Status s = SetSocketPermissions(); !s.ok()) {
+    unlink(path_.c_str());
+    return s;
+  }
   if (listen(fd.get(), 1) != 0 || lstat(path_.c_str(), &st) != 0) {
     unlink(path_.c_str());
     return absl::UnavailableError(
@@ -114,6 +130,32 @@ absl::Status Port::Listen() {
   }
   listen_inode_ = st.st_ino;
   listen_fd_ = std::move(fd);
+  return absl::OkStatus();
+}
+
+absl::Status Port::SetSocketPermissions() {
+  gid_t gid = static_cast<gid_t>(socket_gid_);
+  if (socket_gid_ < 0) {
+    const size_t slash = path_.rfind('/');
+    const std::string dir = slash == std::string::npos ? "."
+                            : slash == 0               ? "/"
+                                                       : path_.substr(0, slash);
+    struct stat st;
+    if (stat(dir.c_str(), &st) != 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot stat ", dir, ": ", strerror(errno)));
+    }
+    gid = st.st_gid;
+  }
+  if (lchown(path_.c_str(), static_cast<uid_t>(-1), gid) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot give ", path_, " group ", gid,
+                                               ": ", strerror(errno)));
+  }
+  // Not chmod(): the path could be a symbolic link by now.
+  if (fchmodat(AT_FDCWD, path_.c_str(), socket_mode_ & 07777, AT_SYMLINK_NOFOLLOW) != 0) {
+    return absl::UnavailableError(absl::StrFormat("cannot set %s to mode %04o: %s", path_,
+                                                  socket_mode_, strerror(errno)));
+  }
   return absl::OkStatus();
 }
 
@@ -162,9 +204,15 @@ void Port::TryConnect(absl::Time now) {
 
 void Port::Connected(UniqueFd fd) {
   conn_fd_ = std::move(fd);
+  ucred peer{};
+  socklen_t peer_len = sizeof peer;
+  if (getsockopt(conn_fd_.get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0) {
+    peer.pid = 0;
+  }
   ControlLoop::Get().Watch(this, conn_fd_.get(), ControlLoop::FdKind::kConnection);
   {
     std::lock_guard<std::mutex> lock(status_mu_);
+    device_.set_peer_pid(peer.pid);
     connected_ = true;
     ++connects_;
   }
@@ -245,14 +293,7 @@ absl::Time Port::OnTick(absl::Time now) {
     if (now >= next_connect_) TryConnect(now);
     if (!conn_fd_.valid()) return next_connect_;
   }
-  if (!conn_fd_.valid()) return absl::InfiniteFuture();
-  // The call eventfd watchdog (call_notifier.h): a stuck interrupt write is broken off
-  // within about kCallWatchdogPeriod, and looked at again soon while one is under way.
-  bool writing = false;
-  for (unsigned i = 0; i < VHU_MAX_VRINGS; ++i) {
-    writing |= device_.vring(i).InterruptStuckCall();
-  }
-  return now + (writing ? kCallWatchdogRecheck : kCallWatchdogPeriod);
+  return absl::InfiniteFuture();
 }
 
 void Port::Post(vhu_event event) {

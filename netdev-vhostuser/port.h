@@ -50,6 +50,7 @@ class Port {
  private:
   explicit Port(const vhu_port_options& options);
   absl::Status Listen();
+  absl::Status SetSocketPermissions();
   void Accept();
   void TryConnect(absl::Time now);
   void ReadMessages();
@@ -59,6 +60,8 @@ class Port {
 
   const std::string path_;
   const vhu_mode mode_;
+  const unsigned socket_mode_;
+  const int socket_gid_;
   void (*const notify_)(void*);
   void* const aux_;
   uint64_t id_ = 0;

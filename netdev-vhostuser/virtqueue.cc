@@ -227,6 +227,7 @@ bool Virtqueue::WalkChain(uint16_t head, bool writable, uint32_t* n_segments,
       Fail("descriptor index out of range");
       return false;
     }
+    if (!SpendWalkBudget()) return false;
     const VringDesc* slot = &table[index];
     const uint64_t addr = ReadOnce(&slot->addr);
     const uint32_t len = ReadOnce(&slot->len);
@@ -329,6 +330,7 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
   uint16_t available;
   if (!usable() || !AvailableEntries(&available)) return 0;
   const uint32_t count = std::min<uint32_t>(available, max);
+  StartWalkBudget(count);
   auto* used_ring = reinterpret_cast<VringUsedElem*>(used_ + 4);
   const uint16_t old_used = used_idx_;
   uint32_t received = 0;
@@ -478,6 +480,13 @@ uint32_t Virtqueue::EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, boo
       *fits = false;
       return 0;
     }
+    if (capacity < header_size) {
+      // Not even the header fits: the spec's minimum for any receive buffer.  Left
+      // alone, chains of empty descriptors would cost a walk each and hold nothing.
+      Fail("receive buffer smaller than the virtio-net header");
+      *fits = false;
+      return 0;
+    }
     if (!features_.mergeable_rx && capacity < need) {
       *fits = true;
       return 0;
@@ -508,6 +517,7 @@ uint32_t Virtqueue::Enqueue(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_d
   if (usable() && AvailableEntries(&available)) {
     const uint16_t old_used = used_idx_;
     const uint16_t avail_end = static_cast<uint16_t>(last_avail_idx_ + available);
+    StartWalkBudget(n);
     uint64_t bytes = 0;
     for (; consumed < n; ++consumed) {
       bool fits;

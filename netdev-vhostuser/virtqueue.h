@@ -43,6 +43,13 @@ class Virtqueue {
   // Segments one descriptor chain may have; a longer chain is refused.  Linux guests use
   // at most MAX_SKB_FRAGS + 2 (19).
   static constexpr uint32_t kMaxChainSegments = 1024;
+  // Descriptors one Dequeue or Enqueue call may read: two rings' worth, enough for the
+  // longest chain there can be (every descriptor, then an indirect table as long as
+  // the ring), plus kWalkBudgetPerPacket per packet asked for.  Whatever a guest writes
+  // in its rings (chains of empty descriptors shared by every avail entry, buffers too
+  // small to hold anything), one call costs O(ring size + burst); when the budget runs
+  // out the burst ends early, and the next call starts where it stopped.
+  static constexpr uint32_t kWalkBudgetPerPacket = 32;
 
   struct Counters {
     std::atomic<uint64_t> packets{0};
@@ -100,9 +107,6 @@ class Virtqueue {
 
   // ---- Either, without the lock. ----
   const Counters& counters() const { return counters_; }
-  // Control thread: breaks off an interrupt write the guest's call eventfd has blocked
-  // (call_notifier.h).  Returns whether one is in progress.
-  bool InterruptStuckCall() { return call_.InterruptIfStuck(); }
   void FillStatus(vhu_vring_status* status) const;
 
  private:
@@ -113,7 +117,7 @@ class Virtqueue {
 
   // Collects the buffers of the chain starting at 'head' into segments_.  'writable'
   // says which kind every descriptor must be.  Returns false, after Fail(), for a chain
-  // that breaks the rules.
+  // that breaks the rules, and without it when the call's walk budget is spent.
   bool WalkChain(uint16_t head, bool writable, uint32_t* n_segments, uint64_t* total);
   // Turns the transmit chain in segments_ (of 'total' bytes) into a packet from
   // 'alloc' appended to pkts[*received], or counts it dropped (empty or oversized
@@ -131,6 +135,16 @@ class Virtqueue {
                       uint64_t need, uint64_t* written, uint8_t** num_buffers_bytes);
   // Marks the ring failed; the data path stops using it.
   void Fail(const char* why);
+  // Starts a call's descriptor budget (kWalkBudgetPerPacket) for 'packets' packets.
+  void StartWalkBudget(uint32_t packets) {
+    walk_budget_ = 2 * size_ + kWalkBudgetPerPacket * packets;
+  }
+  // Takes one descriptor read from the budget; false once it is spent.
+  bool SpendWalkBudget() {
+    if (walk_budget_ == 0) return false;
+    --walk_budget_;
+    return true;
+  }
   // Interrupts the guest if it asked to be, for used entries [old_used, used_idx_).
   void MaybeInterrupt(uint16_t old_used);
   void PublishUsed(uint16_t old_used);
@@ -196,6 +210,8 @@ class Virtqueue {
   bool avail_wrap_ = true;
   bool used_wrap_ = true;
   std::vector<PendingUsed> pending_;  // Sized at start: no allocation on the data path.
+
+  uint32_t walk_budget_ = 0;  // Descriptor reads left in this call.
 
   const char* failure_ = nullptr;
   Counters counters_;

@@ -103,6 +103,7 @@ bool Virtqueue::WalkPackedChain(uint16_t position, bool writable, uint16_t* n_de
       Fail("descriptor chain longer than the ring");
       return false;
     }
+    if (!SpendWalkBudget()) return false;
     const PackedDesc* slot = &packed_desc_[position];
     const uint64_t addr = ReadOnce(&slot->addr);
     const uint32_t len = ReadOnce(&slot->len);
@@ -128,6 +129,7 @@ bool Virtqueue::WalkPackedChain(uint16_t position, bool writable, uint16_t* n_de
       }
       // The table's entries are consecutive; their NEXT flags mean nothing.
       for (uint32_t i = 0; i < len / sizeof(PackedDesc); ++i) {
+        if (!SpendWalkBudget()) return false;
         const uint16_t entry_flags = ReadOnce(&table[i].flags);
         if (entry_flags & kDescFlagIndirect) {
           Fail("indirect descriptor inside an indirect table");
@@ -204,6 +206,7 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
   const bool old_wrap = used_wrap_;
   uint32_t received = 0, dropped = 0;
   uint64_t bytes = 0;
+  StartWalkBudget(max);
   for (uint32_t i = 0; i < max; ++i) {
     if (!PackedDescAvailable(last_avail_idx_, avail_wrap_)) break;
     uint16_t n_descs, id;
@@ -259,6 +262,11 @@ bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
       *fits = false;
       return false;
     }
+    if (capacity < header_size) {
+      Fail("receive buffer smaller than the virtio-net header");
+      *fits = false;
+      return false;
+    }
     if ((!features_.mergeable_rx && capacity < need) || descs + n_descs > size_) {
       *fits = true;
       return false;
@@ -292,6 +300,7 @@ uint32_t Virtqueue::EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n,
     const uint16_t old_used = used_idx_;
     const bool old_wrap = used_wrap_;
     uint64_t bytes = 0;
+    StartWalkBudget(n);
     for (; consumed < n; ++consumed) {
       bool fits;
       if (!EnqueueOnePacked(pkts[consumed], &fits)) {

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "fd_closer.h"
 #include "gtest/gtest.h"
 #include "protocol.h"
 #include "test_frontend.h"
@@ -35,6 +36,8 @@ constexpr uint32_t kHeader = sizeof(VirtioNetHeader);
 constexpr uint64_t kFeatures = Bit(feature::kVersion1) | Bit(feature::kRingIndirectDesc);
 
 int CountOpenFds() {
+  // Frontends' fds are closed on the closer threads (fd_closer.h): count after them.
+  vhostuser::FdCloser::WaitIdleForTest();
   int n = 0;
   DIR* d = opendir("/proc/self/fd");
   while (readdir(d) != nullptr) ++n;

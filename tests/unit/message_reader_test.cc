@@ -1,3 +1,4 @@
+#include "fd_closer.h"
 #include "message_reader.h"
 
 #include <fcntl.h>
@@ -37,6 +38,7 @@ class MessageReaderTest : public ::testing::Test {
     ASSERT_EQ(sendmsg(theirs_.get(), &msg, 0), static_cast<ssize_t>(len));
   }
   static int OpenFds() {
+    vhostuser::FdCloser::WaitIdleForTest();  // Received fds close there.
     int n = 0;
     for (int fd = 0; fd < 1024; ++fd) n += fcntl(fd, F_GETFD) != -1;
     return n;

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "fd_closer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "protocol.h"
@@ -31,6 +32,8 @@ constexpr uint64_t kModernFeatures = Bit(feature::kVersion1) |
 constexpr uint32_t kHeader = sizeof(VirtioNetHeader);
 
 int CountOpenFds() {
+  // Frontends' fds are closed on the closer threads (fd_closer.h): count after them.
+  vhostuser::FdCloser::WaitIdleForTest();
   int n = 0;
   DIR* d = opendir("/proc/self/fd");
   while (readdir(d) != nullptr) ++n;

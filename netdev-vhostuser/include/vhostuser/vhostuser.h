@@ -54,7 +54,18 @@ struct vhu_port_options {
      * then drains events with vhu_port_next_event().  May be NULL. */
     void (*notify)(void *aux);
     void *aux;
+    /* The most guest memory a frontend may have the port map, in bytes: a larger
+     * SET_MEM_TABLE loses the frontend its connection.  0: VHU_DEFAULT_MAX_GUEST_MEMORY. */
+    uint64_t max_guest_memory;
+    /* Server mode: the socket file's permission bits (0: VHU_DEFAULT_SOCKET_MODE) and
+     * group (-1: the group of the directory it is in), set whatever the process's
+     * umask.  A frontend needs write permission to connect. */
+    unsigned int socket_mode;
+    int socket_gid;
 };
+
+#define VHU_DEFAULT_MAX_GUEST_MEMORY (UINT64_C(256) << 30)   /* 256 GiB */
+#define VHU_DEFAULT_SOCKET_MODE 0660
 
 /* Creates a port and starts listening (server) or connecting (client).  On failure
  * returns NULL and writes a human-readable reason into 'error' (if non-NULL). */
