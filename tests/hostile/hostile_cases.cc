@@ -1,9 +1,17 @@
 #include "hostile_cases.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -24,6 +32,7 @@ namespace {
 using testing::DriverRing;
 using testing::Frontend;
 using testing::GuestRam;
+using testing::PackedDriverRing;
 using testing::TestFrame;
 
 constexpr uint64_t kFeatures = Bit(feature::kVersion1) | Bit(feature::kRingIndirectDesc);
@@ -999,6 +1008,479 @@ absl::Status WellBehaved(Env& env) {
   return CloseCleanly(g.fe);
 }
 
+
+// ---- Long-running attacks (tests/isolation). ----
+
+using Clock = std::chrono::steady_clock;
+
+Clock::time_point DeadlineAfter(double seconds) {
+  return Clock::now() + std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));
+}
+
+void Note(AttackReport& r, const std::string& what) {
+  if (r.notes.find(what) != std::string::npos) return;
+  if (!r.notes.empty()) r.notes += "; ";
+  r.notes += what;
+}
+
+// Connects to the port's socket before 'deadline', retrying while its backlog is full
+// (a blocking connect waits at most 100 ms a time) or while it is not there.
+absl::StatusOr<std::unique_ptr<Frontend>> ConnectBefore(const std::string& path,
+                                                        Clock::time_point deadline,
+                                                        AttackReport& r) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  while (Clock::now() < deadline) {
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    timeval tv{0, 100000};
+    setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      return std::make_unique<Frontend>(std::move(fd));
+    }
+    ++r.refused;
+    if (errno != EAGAIN) usleep(1000);
+  }
+  return absl::DeadlineExceededError("the port took no connection before the deadline");
+}
+
+// Hangs up as a frontend does (no more requests: our sending side closed), then waits a
+// little for the switch to close its side, so that the next connection finds the port
+// free rather than being turned away as a second frontend.
+void HangUp(std::unique_ptr<Frontend>& fe, int wait_ms) {
+  shutdown(fe->fd(), SHUT_WR);
+  WaitClosed(fe->fd(), wait_ms);
+  fe.reset();
+}
+
+// TCP sockets over 127.0.0.1 whose close() blocks: SO_LINGER {1, 5 s} with data queued
+// that the peer never reads (its receive buffer full, ours too).  The accepted ends are
+// kept, unread, until the attack ends; closing them then resets the connections, which
+// ends any close() still lingering on the other end.
+class LingerSockets {
+ public:
+  absl::Status Init() {
+    rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+      nofile.rlim_cur = nofile.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    listener_ = UniqueFd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const int small = 1024;
+    setsockopt(listener_.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    addr_ = {};
+    addr_.sin_family = AF_INET;
+    addr_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr_;
+    if (!listener_.valid() ||
+        bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr_), sizeof addr_) != 0 ||
+        listen(listener_.get(), 64) != 0 ||
+        getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&addr_), &len) != 0) {
+      return Fail(absl::StrCat("127.0.0.1 listener: ", strerror(errno)));
+    }
+    return absl::OkStatus();
+  }
+
+  // A connected socket with unsent data and SO_LINGER {1, 5 s}.
+  absl::StatusOr<UniqueFd> Make() {
+    UniqueFd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const int small = 1024;
+    setsockopt(c.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    if (!c.valid() ||
+        connect(c.get(), reinterpret_cast<sockaddr*>(&addr_), sizeof addr_) != 0) {
+      return Fail(absl::StrCat("connect 127.0.0.1: ", strerror(errno)));
+    }
+    UniqueFd a(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!a.valid()) return Fail(absl::StrCat("accept: ", strerror(errno)));
+    held_.push_back(std::move(a));
+    fcntl(c.get(), F_SETFL, fcntl(c.get(), F_GETFL) | O_NONBLOCK);
+    static char junk[65536];
+    // Until both buffers are full: the peer's receive window is closed, and what we
+    // queue now (and the FIN after it) cannot leave.
+    for (int i = 0; i < 10000; ++i) {
+      if (send(c.get(), junk, sizeof junk, MSG_NOSIGNAL) < 0) {
+        if (errno == EAGAIN) {
+          // The stack may still open a window: give it a moment, then try again.
+          usleep(200);
+          if (send(c.get(), junk, sizeof junk, MSG_NOSIGNAL) < 0 && errno == EAGAIN) break;
+          continue;
+        }
+        return Fail(absl::StrCat("send: ", strerror(errno)));
+      }
+    }
+    linger l{1, 5};
+    setsockopt(c.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    return c;
+  }
+
+  size_t held() const { return held_.size(); }
+
+  // Our copy of a socket the switch never got: close it without lingering.
+  static void Discard(UniqueFd& c) {
+    linger l{1, 0};
+    setsockopt(c.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    c.reset();
+  }
+
+ private:
+  UniqueFd listener_;
+  sockaddr_in addr_{};
+  std::vector<UniqueFd> held_;
+};
+
+// Lingering sockets passed to the switch in ordinary messages: as the fd of a
+// GET_FEATURES (a protocol error: the switch drops us and closes it) and as a vring's
+// kick fd (kept until the frontend hangs up), connection after connection.  Whoever
+// closes the last reference sleeps up to 5 s in close().
+absl::Status LingerFdsAttack(const AttackOptions& o, AttackReport& r) {
+  LingerSockets linger;
+  RETURN_IF_ERROR(linger.Init());
+  const auto deadline = DeadlineAfter(o.seconds);
+  bool last_was_error = false;
+  int extra = 0;
+  for (int i = 0;; ++i) {
+    const bool past = Clock::now() >= deadline;
+    if (past && (last_was_error || ++extra > 5)) break;
+    // Past the deadline, one more connection whose fd is a protocol error, so that the
+    // port's last word is an error.
+    const bool as_kick = !past && i % 2 == 0;
+    if (linger.held() > 400) {
+      Note(r, "stopped making sockets at 400");
+      if (last_was_error) break;
+    }
+    auto sock = linger.Make();
+    if (!sock.ok()) return sock.status();
+    auto fe = ConnectBefore(o.socket_path, past ? Clock::now() + std::chrono::seconds(2)
+                                                : deadline, r);
+    if (!fe.ok()) {
+      LingerSockets::Discard(*sock);
+      if (past) break;
+      continue;
+    }
+    absl::Status sent;
+    if (as_kick) {
+      sent = (*fe)->Send(Request::kSetOwner, nullptr, 0);
+      if (sent.ok()) sent = (*fe)->SendU64(Request::kSetVringKick, 0, {sock->get()});
+    } else {
+      sent = (*fe)->Send(Request::kGetFeatures, nullptr, 0, {sock->get()});
+    }
+    if (!sent.ok()) {
+      LingerSockets::Discard(*sock);  // It never left: ours is the last reference.
+      Note(r, absl::StrCat("send: ", sent.message()));
+      (*fe).reset();
+      continue;
+    }
+    sock->reset();  // The switch holds the socket now (in flight or received).
+    ++r.connections;
+    last_was_error = !as_kick;
+    HangUp(*fe, 20);
+  }
+  Note(r, absl::StrCat(linger.held(), " lingering sockets made"));
+  return absl::OkStatus();
+}
+
+// A guest receive ring (the switch's transmit queue) made of zero-length writable
+// descriptors chained through the whole ring, with every avail entry naming that one
+// chain and the avail index kept a full ring ahead of the used index; mergeable
+// buffers are negotiated, so a switch that looks for room for a frame goes on from
+// chain to chain.  Packed: the whole ring is one chain of zero-length descriptors,
+// posted again each time the switch hands it back.  Reconnects if dropped.
+absl::Status ZeroLengthRxChainAttack(const AttackOptions& o, AttackReport& r, bool packed) {
+  const auto deadline = DeadlineAfter(o.seconds);
+  uint64_t topups = 0;
+  while (Clock::now() < deadline) {
+    GuestRam ram(4 << 20);
+    DriverRing rx(ram, 256), tx(ram, 256);
+    PackedDriverRing prx(ram, 256), ptx(ram, 256);
+    auto f = ConnectBefore(o.socket_path, deadline, r);
+    if (!f.ok()) break;
+    std::unique_ptr<Frontend> fe = *std::move(f);
+    const uint64_t features = kFeatures | Bit(feature::kNetMrgRxbuf) |
+                              (packed ? Bit(feature::kRingPacked) : 0);
+    std::vector<Frontend::RingSetup> rings;
+    if (packed) {
+      rings = {{0, nullptr, -1, 0, &prx}, {1, nullptr, -1, 0, &ptx}};
+    } else {
+      rings = {{0, &rx}, {1, &tx}};
+    }
+    if (absl::Status s = fe->SetUp(ram, features, rings); !s.ok()) {
+      ++r.refused;
+      Note(r, absl::StrCat("set-up: ", s.message()));
+      usleep(1000);
+      continue;
+    }
+    ++r.connections;
+    const uint64_t nowhere = ram.Alloc(64);
+    const std::vector<DriverRing::Buffer> zeros(256, {nowhere, 0});
+    if (packed) {
+      prx.Post(zeros, /*writable=*/true, 0);
+    } else {
+      for (uint16_t i = 0; i < 256; ++i) {
+        rx.desc()[i] = VringDesc{nowhere, 0,
+                                 static_cast<uint16_t>(kDescFlagWrite |
+                                                       (i < 255 ? kDescFlagNext : 0)),
+                                 static_cast<uint16_t>((i + 1) % 256)};
+        rx.avail_ring()[i] = 0;
+      }
+      std::atomic_thread_fence(std::memory_order_release);
+      rx.set_avail_idx(static_cast<uint16_t>(rx.used_idx() + 256));
+    }
+    bool dropped = false;
+    while (Clock::now() < deadline) {
+      if (packed) {
+        VringUsedElem e;
+        while (prx.PopUsed(256, &e)) {
+          ++topups;
+          prx.Post(zeros, true, 0);
+        }
+      } else {
+        const uint16_t used = rx.used_idx();
+        if (static_cast<uint16_t>(rx.avail_idx() - used) < 256) {
+          std::atomic_thread_fence(std::memory_order_release);
+          rx.set_avail_idx(static_cast<uint16_t>(used + 256));
+          ++topups;
+        }
+      }
+      if (WaitClosed(fe->fd(), 0)) {
+        dropped = true;
+        ++r.dropped;
+        break;
+      }
+      usleep(500);
+    }
+    fe.reset();
+    if (!dropped) break;
+  }
+  Note(r, absl::StrCat(packed ? "chains posted again " : "avail index topped up ", topups,
+                       " times"));
+  return absl::OkStatus();
+}
+
+// Connect and hang up, as fast as we can.
+absl::Status ConnectHangupAttack(const AttackOptions& o, AttackReport& r) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, o.socket_path.c_str(), sizeof addr.sun_path - 1);
+  const auto deadline = DeadlineAfter(o.seconds);
+  while (Clock::now() < deadline) {
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      ++r.connections;
+    } else {
+      ++r.refused;
+      if (errno != EAGAIN) Note(r, absl::StrCat("connect: ", strerror(errno)));
+      sched_yield();
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Connects, negotiates multiqueue, sets up queue pair 0 and queue pair 7 (vrings 14
+// and 15: SET_VRING_NUM/BASE/ADDR/KICK/CALL/ENABLE), stays 'hold_ms', hangs up, again.
+absl::Status QueueFlappingAttack(const AttackOptions& o, AttackReport& r) {
+  const int hold_ms = o.hold_ms >= 0 ? o.hold_ms : 10;
+  GuestRam ram(1 << 20);
+  DriverRing rx0(ram, 256), tx0(ram, 256), rx7(ram, 256), tx7(ram, 256);
+  const auto deadline = DeadlineAfter(o.seconds);
+  while (Clock::now() < deadline) {
+    auto f = ConnectBefore(o.socket_path, deadline, r);
+    if (!f.ok()) break;
+    std::unique_ptr<Frontend> fe = *std::move(f);
+    absl::Status s = fe->SetUp(ram, kFeatures | Bit(feature::kNetMq),
+                               {{0, &rx0}, {1, &tx0}, {14, &rx7}, {15, &tx7}});
+    if (!s.ok()) {
+      ++r.refused;
+      Note(r, absl::StrCat("set-up: ", s.message()));
+      fe.reset();
+      usleep(1000);
+      continue;
+    }
+    ++r.connections;
+    if (hold_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(hold_ms));
+    HangUp(fe, 100);
+  }
+  return absl::OkStatus();
+}
+
+// Guest memory in a file of our choosing, mapped by us; rings and buffers laid out by
+// hand (GuestRam is always a memfd).
+struct FileRam {
+  static constexpr uint64_t kBase = GuestRam::kGuestBase;
+  static constexpr uint64_t kSize = 4 << 20;
+
+  absl::Status Open() {
+    std::vector<std::string> dirs;
+    if (const char* d = getenv("VHU_ATTACK_FILE_DIR")) dirs.push_back(d);
+    for (const char* d : {"/var/tmp", "/tmp", "."}) dirs.push_back(d);
+    for (const auto& d : dirs) {
+      struct statfs fs;
+      if (statfs(d.c_str(), &fs) != 0 || fs.f_type == TMPFS_MAGIC ||
+          fs.f_type == HUGETLBFS_MAGIC) {
+        continue;
+      }
+      fd = UniqueFd(open(d.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+      if (!fd.valid()) continue;
+      if (ftruncate(fd.get(), kSize) != 0) return Fail("ftruncate");
+      void* p = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+      if (p == MAP_FAILED) return Fail("mmap");
+      base = static_cast<uint8_t*>(p);
+      dir = d;
+      return absl::OkStatus();
+    }
+    return Fail("no directory on a filesystem other than tmpfs and hugetlbfs");
+  }
+  ~FileRam() {
+    if (base) munmap(base, kSize);
+  }
+  uint64_t user(uint64_t offset) const { return reinterpret_cast<uint64_t>(base) + offset; }
+
+  UniqueFd fd;
+  uint8_t* base = nullptr;
+  std::string dir;
+};
+
+// The handshake up to the memory table.
+absl::Status Negotiate(Frontend& fe, uint64_t features) {
+  auto offered = fe.GetU64(Request::kGetFeatures);
+  if (!offered.ok()) return offered.status();
+  RETURN_IF_ERROR(fe.Send(Request::kSetOwner, nullptr, 0));
+  auto pf = fe.GetU64(Request::kGetProtocolFeatures);
+  if (!pf.ok()) return pf.status();
+  RETURN_IF_ERROR(fe.SendU64(Request::kSetProtocolFeatures, *pf));
+  return fe.SendU64(Request::kSetFeatures,
+                    (features | Bit(feature::kProtocolFeatures)) & *offered);
+}
+
+// Receive ring (vring 0) at offset 0 and transmit ring (vring 1) at 0x4000 of a
+// FileRam, 256 receive buffers of 2 KiB posted from 0x10000.
+absl::Status SetUpFileRings(Frontend& fe, FileRam& ram) {
+  for (uint32_t v = 0; v < 2; ++v) {
+    const uint64_t at = v * 0x4000;
+    VringState num{v, 256}, base{v, 0};
+    VringAddress addr{v, 0, ram.user(at), ram.user(at + 0x2000), ram.user(at + 0x1000), 0};
+    RETURN_IF_ERROR(fe.Send(Request::kSetVringNum, &num, sizeof num));
+    RETURN_IF_ERROR(fe.Send(Request::kSetVringBase, &base, sizeof base));
+    RETURN_IF_ERROR(fe.Send(Request::kSetVringAddr, &addr, sizeof addr));
+    UniqueFd kick(eventfd(0, EFD_CLOEXEC));
+    RETURN_IF_ERROR(fe.SendU64(Request::kSetVringKick, v, {kick.get()}));
+    RETURN_IF_ERROR(fe.SendU64(Request::kSetVringCall, v | kVringNoFdFlag));
+  }
+  auto* desc = reinterpret_cast<VringDesc*>(ram.base);
+  auto* avail = reinterpret_cast<uint16_t*>(ram.base + 0x1000);
+  for (uint16_t i = 0; i < 256; ++i) {
+    desc[i] = VringDesc{FileRam::kBase + 0x10000 + i * 2048u, 2048, kDescFlagWrite, 0};
+    avail[2 + i] = i;
+  }
+  __atomic_store_n(&avail[1], static_cast<uint16_t>(256), __ATOMIC_RELEASE);
+  for (uint32_t v = 0; v < 2; ++v) {
+    VringState enable{v, 1};
+    RETURN_IF_ERROR(fe.Send(Request::kSetVringEnable, &enable, sizeof enable));
+  }
+  return fe.Sync();
+}
+
+// Memory the switch should think twice about: a 64 GiB sparse memfd (receive buffers
+// spread over all of it), a regular file on a disk filesystem (receive buffers in it,
+// so the switch's writes dirty the page cache of a file), and a pipe.  Connection after
+// connection, in that order; the last connection is always the pipe's, a protocol
+// error.
+absl::Status BigMemoryAttack(const AttackOptions& o, AttackReport& r) {
+  const int hold_ms = o.hold_ms >= 0 ? o.hold_ms : 300;
+  const auto deadline = DeadlineAfter(o.seconds);
+  auto hold = [&](Frontend& fe) {
+    const auto until = std::min(deadline, Clock::now() + std::chrono::milliseconds(hold_ms));
+    while (Clock::now() < until) {
+      if (WaitClosed(fe.fd(), 0)) return true;
+      usleep(1000);
+    }
+    return false;
+  };
+  for (int round = 0;; ++round) {
+    const bool past = Clock::now() >= deadline;
+    if (!past) {
+      // 64 GiB, sparse.
+      constexpr uint64_t kHuge = 64ull << 30;
+      GuestRam ram(kHuge);
+      DriverRing rx(ram, 256), tx(ram, 256);
+      auto f = ConnectBefore(o.socket_path, deadline, r);
+      if (f.ok()) {
+        std::unique_ptr<Frontend> fe = *std::move(f);
+        if (absl::Status s = fe->SetUp(ram, kFeatures, {{0, &rx}, {1, &tx}}); s.ok()) {
+          ++r.connections;
+          for (uint64_t i = 0; i < 128; ++i) {
+            const uint64_t gpa = GuestRam::kGuestBase + ((i + 1) * (kHuge / 130) & ~4095ull);
+            rx.Publish(rx.AddChain({{gpa, 2048}}, true));
+          }
+          if (hold(*fe)) {
+            ++r.dropped;
+            Note(r, "dropped with 64 GiB");
+          }
+        } else {
+          ++r.refused;
+          Note(r, absl::StrCat("64 GiB memfd: ", s.message()));
+        }
+        if (fe) HangUp(fe, 100);
+      }
+    }
+    if (!past && Clock::now() < deadline) {
+      // A regular file.
+      FileRam ram;
+      RETURN_IF_ERROR(ram.Open());
+      auto f = ConnectBefore(o.socket_path, deadline, r);
+      if (f.ok()) {
+        std::unique_ptr<Frontend> fe = *std::move(f);
+        absl::Status s = Negotiate(*fe, kFeatures);
+        if (s.ok()) {
+          struct {
+            MemoryTableHeader header;
+            MemoryRegionDesc region;
+          } table{{1, 0}, {FileRam::kBase, FileRam::kSize, ram.user(0), 0}};
+          s = fe->Send(Request::kSetMemTable, &table, sizeof table, {ram.fd.get()});
+        }
+        if (s.ok()) s = SetUpFileRings(*fe, ram);
+        if (s.ok()) {
+          ++r.connections;
+          if (hold(*fe)) {
+            ++r.dropped;
+            Note(r, "dropped with a file in " + ram.dir);
+          }
+        } else {
+          ++r.refused;
+          Note(r, absl::StrCat("file in ", ram.dir, ": ", s.message()));
+        }
+        HangUp(fe, 100);
+      }
+    }
+    {
+      // A pipe.
+      int p[2];
+      if (pipe2(p, O_CLOEXEC) != 0) return Fail("pipe");
+      UniqueFd rd(p[0]), wr(p[1]);
+      auto f = ConnectBefore(o.socket_path,
+                             past ? Clock::now() + std::chrono::seconds(2) : deadline, r);
+      if (!f.ok()) break;
+      std::unique_ptr<Frontend> fe = *std::move(f);
+      absl::Status s = Negotiate(*fe, kFeatures);
+      if (s.ok()) {
+        struct {
+          MemoryTableHeader header;
+          MemoryRegionDesc region;
+        } table{{1, 0}, {GuestRam::kGuestBase, 1 << 20, 0x7f0000000000ull, 0}};
+        s = fe->Send(Request::kSetMemTable, &table, sizeof table, {rd.get()});
+      }
+      ++r.connections;
+      if (WaitClosed(fe->fd(), 2000)) {
+        ++r.dropped;
+      } else {
+        Note(r, "a pipe as guest memory was not refused within 2 s");
+      }
+      fe.reset();
+      if (Clock::now() >= deadline) break;
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 const std::vector<Case>& Cases() {
@@ -1138,6 +1620,42 @@ absl::Status RunCase(const Case& c, Env& env) {
     }
   }
   return absl::OkStatus();
+}
+
+const std::vector<Attack>& Attacks() {
+  static const auto* attacks = new std::vector<Attack>{
+      {"linger_fds",
+       "TCP sockets whose close() lingers 5 s as a GET_FEATURES fd and a kick fd, "
+       "connection after connection",
+       LingerFdsAttack},
+      {"zero_length_rx_chain",
+       "a split receive ring of zero-length descriptors chained through the ring, every "
+       "avail entry that chain, mergeable buffers",
+       [](const AttackOptions& o, AttackReport& r) {
+         return ZeroLengthRxChainAttack(o, r, false);
+       }},
+      {"zero_length_rx_chain_packed",
+       "a packed receive ring that is one chain of zero-length descriptors, posted again "
+       "and again, mergeable buffers",
+       [](const AttackOptions& o, AttackReport& r) {
+         return ZeroLengthRxChainAttack(o, r, true);
+       }},
+      {"connect_hangup_loop", "connect and hang up in a tight loop", ConnectHangupAttack},
+      {"queue_flapping",
+       "connect, negotiate multiqueue, set up queue pairs 0 and 7, hang up, again",
+       QueueFlappingAttack},
+      {"big_memory",
+       "a 64 GiB sparse memfd, a regular file on disk and a pipe as guest memory",
+       BigMemoryAttack},
+  };
+  return *attacks;
+}
+
+const Attack* FindAttack(const std::string& name) {
+  for (const Attack& a : Attacks()) {
+    if (name == a.name) return &a;
+  }
+  return nullptr;
 }
 
 }  // namespace vhostuser::hostile

@@ -53,6 +53,35 @@ const char* OutcomeName(Outcome outcome);
 // Runs 'c' repeat/scale_down times; stops at the first failure.
 absl::Status RunCase(const Case& c, Env& env);
 
+// ---- Long-running attacks (tests/isolation). ----
+//
+// An attack keeps at one port for a given time, connection after connection, while
+// well-behaved guests on other ports of the same switch pass traffic; the isolation
+// suite measures what the neighbours lose.  An attack says what it did, not whether the
+// switch coped: that is for the harness to judge.
+
+struct AttackReport {
+  int connections = 0;  // Connections that got as far as the attack needs.
+  int dropped = 0;      // Of those, how many the switch hung up on first.
+  int refused = 0;      // Connection attempts that did not get through.
+  std::string notes;    // Anything worth printing (first error seen, ...).
+};
+
+struct AttackOptions {
+  std::string socket_path;
+  double seconds = 3;
+  int hold_ms = -1;  // queue_flapping: how long each connection stays (-1: default).
+};
+
+struct Attack {
+  const char* name;
+  const char* what;
+  std::function<absl::Status(const AttackOptions&, AttackReport&)> run;
+};
+
+const std::vector<Attack>& Attacks();
+const Attack* FindAttack(const std::string& name);
+
 }  // namespace vhostuser::hostile
 
 #endif  // TESTS_HOSTILE_HOSTILE_CASES_H
