@@ -117,6 +117,10 @@ struct netdev_vhostuser {
     uint32_t enabled_rx_mask OVS_GUARDED;
     uint32_t enabled_tx_mask OVS_GUARDED;
     uint64_t carrier_resets OVS_GUARDED;
+    /* Queue count changes are damped (update_from_backend()): the earliest time the
+     * next may be applied, and whether one waits for it. */
+    long long int next_queue_change OVS_GUARDED;
+    bool queue_change_pending OVS_GUARDED;
 
     struct vhostuser_policer ingress_policer;  /* ingress_policing_rate/burst */
     struct vhostuser_policer egress_policer;   /* QoS type egress-policer */
@@ -156,8 +160,14 @@ void vhostuser_policer_set(struct vhostuser_policer *, uint32_t rate_kbps,
  * and returns how many it deleted. */
 int vhostuser_policer_run(struct vhostuser_policer *, struct dp_packet_batch *);
 
-/* ovs-other-config.c: other_config:vhost-sock-dir, absolute, never NULL. */
+/* ovs-other-config.c: other_config:vhost-sock-dir, absolute, never NULL; the
+ * server sockets' mode and group (-1: the directory's), vhost-sock-mode and
+ * vhost-sock-group; the guest memory a port may map, in bytes
+ * (vhost-max-guest-memory). */
 const char *vhostuser_sock_dir(void);
+unsigned int vhostuser_sock_mode(void);
+int vhostuser_sock_gid(void);
+uint64_t vhostuser_max_guest_memory(void);
 
 /* netdev-vhostuser-appctl.c */
 void netdev_vhostuser_appctl_register(void);

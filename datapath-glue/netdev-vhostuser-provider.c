@@ -80,20 +80,23 @@ netdev_vhostuser_cast(const struct netdev *netdev)
 
 /* ---- The backend's log and events ---- */
 
+/* What frontends make us log (connects, hang-ups, refused requests) is rate-limited,
+ * as OVS limits what packets make it log: a local process connecting and hanging up
+ * in a loop must not fill the disk. */
+static struct vlog_rate_limit frontend_rl = VLOG_RATE_LIMIT_INIT(60, 60);
+
 static void
 backend_log(enum vhu_log_level level, const char *message)
 {
-    static struct vlog_rate_limit rl = VLOG_RATE_LIMIT_INIT(20, 60);
-
     switch (level) {
     case VHU_LOG_ERR:
-        VLOG_ERR_RL(&rl, "%s", message);
+        VLOG_ERR_RL(&frontend_rl, "%s", message);
         break;
     case VHU_LOG_WARN:
-        VLOG_WARN_RL(&rl, "%s", message);
+        VLOG_WARN_RL(&frontend_rl, "%s", message);
         break;
     case VHU_LOG_INFO:
-        VLOG_INFO("%s", message);
+        VLOG_INFO_RL(&frontend_rl, "%s", message);
         break;
     default:
         VLOG_DBG("%s", message);
@@ -138,6 +141,13 @@ max_frame_for_mtu(int mtu)
     return mtu + ETH_HEADER_LEN + VLAN_HEADER_LEN;
 }
 
+/* When, if ever, run() must look at the ports again without a new event: to announce
+ * their state once more, or to apply a queue count change that had to wait. */
+static long long int vhostuser_timer_at = LLONG_MAX;
+
+/* The least time between two queue count changes of one port (PMD reloads). */
+#define QUEUE_CHANGE_INTERVAL_MS 1000
+
 /* Takes in what the backend says about the guest: carrier, queues, the tx map. */
 static void
 update_from_backend(struct netdev_vhostuser *dev)
@@ -161,21 +171,22 @@ update_from_backend(struct netdev_vhostuser *dev)
             char features[256];
 
             vhu_format_features(status.features, false, features, sizeof features);
-            VLOG_INFO("%s: guest ready, %u vrings, features %s", name,
-                      status.num_vrings, features);
+            VLOG_INFO_RL(&frontend_rl, "%s: guest ready, %u vrings, features %s", name,
+                         status.num_vrings, features);
         } else if (status.last_error[0]) {
-            VLOG_WARN("%s: guest disconnected: %s", name, status.last_error);
+            VLOG_WARN_RL(&frontend_rl, "%s: guest disconnected: %s", name,
+                         status.last_error);
         } else {
-            VLOG_INFO("%s: guest %s", name,
-                      status.state == VHU_STATE_DISCONNECTED ? "disconnected"
-                                                             : "not ready");
+            VLOG_INFO_RL(&frontend_rl, "%s: guest %s", name,
+                         status.state == VHU_STATE_DISCONNECTED ? "disconnected"
+                                                                : "not ready");
         }
     }
 
     if (status.enabled_rx_mask != dev->enabled_rx_mask
         || status.enabled_tx_mask != dev->enabled_tx_mask) {
-        VLOG_INFO("%s: guest queues enabled: receive %#x, transmit %#x", name,
-                  status.enabled_rx_mask, status.enabled_tx_mask);
+        VLOG_INFO_RL(&frontend_rl, "%s: guest queues enabled: receive %#x, transmit %#x",
+                     name, status.enabled_rx_mask, status.enabled_tx_mask);
         dev->enabled_rx_mask = status.enabled_rx_mask;
         dev->enabled_tx_mask = status.enabled_tx_mask;
         atomic_store_relaxed(&dev->guest_tx_mask, status.enabled_tx_mask);
@@ -183,14 +194,24 @@ update_from_backend(struct netdev_vhostuser *dev)
     }
 
     /* One OVS rx and tx queue per queue pair the guest set up; kept while no guest is
-     * connected, so that a reconnecting guest does not reshuffle the PMDs. */
+     * connected, so that a reconnecting guest does not reshuffle the PMDs.  A change
+     * reloads the PMD threads, which every port on them feels, so a frontend gets at
+     * most one per QUEUE_CHANGE_INTERVAL_MS: later changes wait and are taken
+     * together (a frontend flapping its queue count, or a guest bringing its queue
+     * pairs up one by one). */
+    dev->queue_change_pending = false;
     if (status.state != VHU_STATE_DISCONNECTED && status.num_vrings) {
         int n_pairs = MIN((status.num_vrings + 1) / 2, VHU_MAX_QUEUE_PAIRS);
+        long long int now = time_msec();
 
-        if (n_pairs != dev->requested_n_rxq) {
-            VLOG_INFO("%s: guest has %d queue pairs (was %d)", name, n_pairs,
-                      dev->requested_n_rxq);
+        if (n_pairs != dev->requested_n_rxq && now < dev->next_queue_change) {
+            dev->queue_change_pending = true;
+            vhostuser_timer_at = MIN(vhostuser_timer_at, dev->next_queue_change);
+        } else if (n_pairs != dev->requested_n_rxq) {
+            VLOG_INFO_RL(&frontend_rl, "%s: guest has %d queue pairs (was %d)", name,
+                         n_pairs, dev->requested_n_rxq);
             dev->requested_n_rxq = dev->requested_n_txq = n_pairs;
+            dev->next_queue_change = now + QUEUE_CHANGE_INTERVAL_MS;
             netdev_request_reconfigure(&dev->up);
         }
     }
@@ -201,8 +222,6 @@ update_from_backend(struct netdev_vhostuser *dev)
     netdev_change_seq_changed(&dev->up);
 }
 
-/* When, if ever, some port's state must be announced again (see run()). */
-static long long int vhostuser_reannounce_at = LLONG_MAX;
 
 static void
 netdev_vhostuser_run(const struct netdev_class *class OVS_UNUSED)
@@ -213,14 +232,14 @@ netdev_vhostuser_run(const struct netdev_class *class OVS_UNUSED)
         return;   /* No port yet. */
     }
     uint64_t seqno = seq_read(vhostuser_seq);
-    bool reannounce = time_msec() >= vhostuser_reannounce_at;
+    bool timer = time_msec() >= vhostuser_timer_at;
 
-    if (seqno == vhostuser_last_seqno && !reannounce) {
+    if (seqno == vhostuser_last_seqno && !timer) {
         return;
     }
     vhostuser_last_seqno = seqno;
-    if (reannounce) {
-        vhostuser_reannounce_at = LLONG_MAX;
+    if (timer) {
+        vhostuser_timer_at = LLONG_MAX;
     }
 
     ovs_mutex_lock(&vhostuser_ports_mutex);
@@ -232,15 +251,15 @@ netdev_vhostuser_run(const struct netdev_class *class OVS_UNUSED)
         while (dev->port && vhu_port_next_event(dev->port, &event)) {
             changed = true;
         }
-        if (changed) {
+        if (changed || (timer && dev->queue_change_pending)) {
             update_from_backend(dev);
             /* Tell the bridge once more, a second later.  A guest can be ready
              * within milliseconds of the port's creation (a client port whose QEMU
              * already listens, after a restart of the switch): then the bridge's
              * first status write, still in flight, can land after ours, and OVS's
              * IDL drops our identical rewrite, leaving link_state "down" for good. */
-            vhostuser_reannounce_at = MIN(vhostuser_reannounce_at, time_msec() + 1000);
-        } else if (reannounce) {
+            vhostuser_timer_at = MIN(vhostuser_timer_at, time_msec() + 1000);
+        } else if (timer) {
             netdev_change_seq_changed(&dev->up);
         }
         ovs_mutex_unlock(&dev->mutex);
@@ -254,8 +273,8 @@ netdev_vhostuser_wait(const struct netdev_class *class OVS_UNUSED)
     if (vhostuser_seq) {
         seq_wait(vhostuser_seq, vhostuser_last_seqno);
     }
-    if (vhostuser_reannounce_at != LLONG_MAX) {
-        poll_timer_wait_until(vhostuser_reannounce_at);
+    if (vhostuser_timer_at != LLONG_MAX) {
+        poll_timer_wait_until(vhostuser_timer_at);
     }
 }
 
@@ -297,6 +316,9 @@ ensure_backend_port(struct netdev_vhostuser *dev)
         .mode = dev->client_mode ? VHU_MODE_CLIENT : VHU_MODE_SERVER,
         .notify = backend_notify,
         .aux = NULL,
+        .max_guest_memory = vhostuser_max_guest_memory(),
+        .socket_mode = vhostuser_sock_mode(),
+        .socket_gid = vhostuser_sock_gid(),
     };
     dev->port = vhu_port_create(&options, error, sizeof error);
     if (!dev->port) {

@@ -7,10 +7,17 @@
  *
  * vhost-sock-dir means what it means for OVS-DPDK: a directory relative to the OVS run
  * directory, where server-mode (dpdkvhostuser) ports put their sockets.  Unlike
- * OVS-DPDK, a change takes effect at once: the server ports move their sockets. */
+ * OVS-DPDK, a change takes effect at once: the server ports move their sockets.
+ *
+ * Ours alone: vhost-sock-mode and vhost-sock-group, the permissions of those sockets
+ * whatever the daemon's umask, and vhost-max-guest-memory, how much guest memory one
+ * port maps at most.  They apply to sockets and connections made after a change. */
 
 #include <config.h>
 
+#include <errno.h>
+#include <grp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dirs.h"
@@ -25,6 +32,9 @@ VLOG_DEFINE_THIS_MODULE(vhostuser_config);
 
 static char *sock_dir_setting;   /* other_config:vhost-sock-dir as applied. */
 static char *sock_dir;           /* The absolute directory it names. */
+static unsigned int sock_mode = VHU_DEFAULT_SOCKET_MODE;  /* vhost-sock-mode. */
+static int sock_gid = -1;        /* vhost-sock-group; -1: the directory's group. */
+static uint64_t max_guest_memory = VHU_DEFAULT_MAX_GUEST_MEMORY;
 
 static bool
 has_dotdot_component(const char *path)
@@ -63,10 +73,87 @@ request_server_ports_reconfigure(void)
     ovs_mutex_unlock(&vhostuser_ports_mutex);
 }
 
+unsigned int
+vhostuser_sock_mode(void)
+{
+    return sock_mode;
+}
+
+int
+vhostuser_sock_gid(void)
+{
+    return sock_gid;
+}
+
+uint64_t
+vhostuser_max_guest_memory(void)
+{
+    return max_guest_memory;
+}
+
+/* Applies vhost-sock-mode, vhost-sock-group and vhost-max-guest-memory.  A bad value
+ * is logged (rate-limited: this runs on every configuration pass) and the previous
+ * one kept. */
+static void
+apply_socket_and_memory_settings(const struct smap *ovs_other_config)
+{
+    static struct vlog_rate_limit rl = VLOG_RATE_LIMIT_INIT(1, 60);
+    const char *mode_s = smap_get_def(ovs_other_config, "vhost-sock-mode", "");
+    const char *group_s = smap_get_def(ovs_other_config, "vhost-sock-group", "");
+    const char *memory_s = smap_get_def(ovs_other_config, "vhost-max-guest-memory", "");
+    char *end;
+
+    if (!mode_s[0]) {
+        sock_mode = VHU_DEFAULT_SOCKET_MODE;
+    } else {
+        unsigned long mode = strtoul(mode_s, &end, 8);
+
+        if (*end || mode > 0777 || !(mode & 0600)) {
+            VLOG_ERR_RL(&rl, "other_config:vhost-sock-mode=%s is refused: it must be "
+                        "octal permission bits with at least 0600 (the switch's own "
+                        "access); keeping %04o", mode_s, sock_mode);
+        } else {
+            sock_mode = mode;
+        }
+    }
+
+    if (!group_s[0]) {
+        sock_gid = -1;
+    } else {
+        struct group grp, *result = NULL;
+        char buf[4096];
+        unsigned long gid = strtoul(group_s, &end, 10);
+
+        if (!*end && gid < INT32_MAX) {
+            sock_gid = gid;
+        } else if (!getgrnam_r(group_s, &grp, buf, sizeof buf, &result) && result) {
+            sock_gid = result->gr_gid;
+        } else {
+            VLOG_ERR_RL(&rl, "other_config:vhost-sock-group=%s is refused: no such "
+                        "group", group_s);
+        }
+    }
+
+    if (!memory_s[0]) {
+        max_guest_memory = VHU_DEFAULT_MAX_GUEST_MEMORY;
+    } else {
+        unsigned long long mib = strtoull(memory_s, &end, 10);
+
+        if (*end || !mib || mib > (UINT64_C(1) << 44)) {
+            VLOG_ERR_RL(&rl, "other_config:vhost-max-guest-memory=%s is refused: it "
+                        "must be a number of MiB from 1 to 2^44", memory_s);
+        } else {
+            max_guest_memory = (uint64_t) mib << 20;
+        }
+    }
+}
+
 void
 dpdk_init(const struct smap *ovs_other_config)
 {
     const char *setting = smap_get_def(ovs_other_config, "vhost-sock-dir", "");
+
+    apply_socket_and_memory_settings(ovs_other_config);
 
     if (smap_get_bool(ovs_other_config, "dpdk-init", false)) {
         static struct ovsthread_once once = OVSTHREAD_ONCE_INITIALIZER;
