@@ -4,7 +4,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <arpa/inet.h>
+#include <linux/magic.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
+#include <sys/un.h>
+#include <sys/vfs.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -258,6 +263,255 @@ TEST_F(HostileTest, UnsupportedRequestIsAckedAsFailed) {
   memcpy(&value, ack->data(), 8);
   EXPECT_NE(value, 0u) << "acked as done";
   EXPECT_TRUE(frontend_->Sync().ok()) << "refused, not dropped";
+}
+
+// ---- Isolation: what one frontend does costs no other port (issue 11). ----
+
+// A TCP socket over loopback whose close() blocks for 'linger_s' seconds: SO_LINGER
+// set, and unsent data its peer (a listener that never accepts) will not take.
+UniqueFd LingeringSocket(int linger_s) {
+  UniqueFd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int small = 4096;
+  setsockopt(listener.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      listen(listener.get(), 1) != 0 ||
+      getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return UniqueFd();
+  }
+  UniqueFd s(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  setsockopt(s.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  if (connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return UniqueFd();
+  }
+  linger l{1, linger_s};
+  setsockopt(s.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  fcntl(s.get(), F_SETFL, O_NONBLOCK);
+  static char junk[65536];
+  while (send(s.get(), junk, sizeof junk, MSG_NOSIGNAL) > 0) {
+  }
+  // The listener's accept queue keeps the connection (and its unread data) alive.
+  static std::vector<UniqueFd> listeners;
+  listeners.push_back(std::move(listener));
+  return s;
+}
+
+// A frontend that passes fds whose close() blocks, in a message that takes none, then
+// hangs up.  Closing them on the control thread stalled every port for seconds (and
+// the main thread, which waits for the control thread to remove a port).
+TEST_F(HostileTest, FdsWhoseCloseBlocksCostNoOtherPort) {
+  std::vector<UniqueFd> lingering;
+  for (int i = 0; i < 4; ++i) {
+    lingering.push_back(LingeringSocket(3));
+    ASSERT_TRUE(lingering.back().valid());
+  }
+  // A neighbour on its own port, answering as long as the control thread does.
+  const std::string neighbour_path = dir_ + "/neighbour";
+  vhu_port_options options{};
+  options.socket_path = neighbour_path.c_str();
+  options.mode = VHU_MODE_SERVER;
+  vhu_port* neighbour = vhu_port_create(&options, nullptr, 0);
+  ASSERT_NE(neighbour, nullptr);
+  auto good = Frontend::Connect(neighbour_path);
+  ASSERT_TRUE(good.ok());
+
+  Connect();
+  std::vector<int> fds;
+  for (const UniqueFd& fd : lingering) fds.push_back(fd.get());
+  ASSERT_TRUE(frontend_->SendU64(Request::kGetFeatures, 0, fds).ok());
+  lingering.clear();  // Ours was the last reference but for the switch's.
+  ExpectDropped("carries 4 fds");
+
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE((*good)->Sync().ok());
+  vhu_port_destroy(port_);
+  port_ = nullptr;
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(took, std::chrono::milliseconds(500))
+      << "the neighbour's request and the port's removal waited for the close()s";
+  good->reset();
+  vhu_port_destroy(neighbour);
+}
+
+// A guest RX ring of empty writable descriptors chained through the whole ring, every
+// avail entry on that chain, mergeable buffers on: each packet walked every buffer, each
+// buffer the whole chain, and dropped nothing (256 x 256 reads a packet, for ever).
+// A receive buffer must hold at least the virtio-net header.
+TEST_F(HostileTest, EmptyReceiveChainsFailTheRing) {
+  Start(kModernFeatures | Bit(feature::kNetMrgRxbuf));
+  VringDesc* desc = rx_.desc();
+  const uint64_t gpa = ram_.Alloc(64);
+  for (uint16_t i = 0; i < 256; ++i) {
+    desc[i] = VringDesc{gpa, 0, static_cast<uint16_t>(kDescFlagWrite | kDescFlagNext),
+                        static_cast<uint16_t>(i + 1)};
+  }
+  desc[255].flags = kDescFlagWrite;
+  for (int i = 0; i < 256; ++i) rx_.Publish(0);
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkts[32];
+  for (auto& p : pkts) p = {frame.data(), 64};
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, pkts, 32, nullptr), 0u);
+  ExpectDropped("receive buffer smaller than the virtio-net header");
+}
+
+// Chains that are legal but long (255 empty descriptors, then the buffer) on every
+// avail entry: one call reads at most 2 * ring size + 32 per packet descriptors, so a
+// burst ends early rather than cost the PMD 32 x 256 reads; the next call goes on.
+TEST_F(HostileTest, LongChainsEndABurstEarly) {
+  Start(kModernFeatures);
+  VringDesc* desc = rx_.desc();
+  const uint64_t gpa = ram_.Alloc(2048);
+  for (uint16_t i = 0; i < 255; ++i) {
+    desc[i] = VringDesc{gpa, 0, static_cast<uint16_t>(kDescFlagWrite | kDescFlagNext),
+                        static_cast<uint16_t>(i + 1)};
+  }
+  desc[255] = VringDesc{gpa, 2048, kDescFlagWrite, 0};
+  for (int i = 0; i < 64; ++i) rx_.Publish(0);
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkts[32];
+  for (auto& p : pkts) p = {frame.data(), 64};
+  const uint32_t budget = 2 * 256 + 32 * 32;
+  const uint32_t first = vhu_enqueue_burst(port_, 0, pkts, 32, nullptr);
+  EXPECT_GE(first, 1u);
+  EXPECT_LE(first, budget / 256) << "one call read more descriptors than its budget";
+  const uint32_t second = vhu_enqueue_burst(port_, 0, pkts, 32, nullptr);
+  EXPECT_GE(second, 1u) << "the next call made no progress";
+  EXPECT_EQ(Status().state, VHU_STATE_READY) << "a legal ring lost its port";
+}
+
+// The PMD thread stuck in an interrupt write holds the vring's lock; the control thread,
+// handling SET_MEM_TABLE, waits for that lock.  With the watchdog on the control thread
+// neither ever moved again.
+TEST_F(HostileTest, CallWatchdogRescuesThePmdWhileTheControlThreadWaits) {
+  UniqueFd call(eventfd(0, EFD_CLOEXEC));
+  Start(kModernFeatures, call.get());
+  const int flags = fcntl(call.get(), F_GETFL);
+  ASSERT_EQ(fcntl(call.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
+  const uint64_t almost_full = 0xfffffffffffffffeull;
+  ASSERT_EQ(write(call.get(), &almost_full, sizeof almost_full), 8);
+  PostRxBuffer(2048);
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  std::atomic<bool> done{false};
+  std::thread burst([&] {
+    vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr);
+    done = true;
+  });
+  MemoryRegionDesc region = ram_.Region();
+  struct {
+    MemoryTableHeader header;
+    MemoryRegionDesc region;
+  } table{{1, 0}, region};
+  ASSERT_TRUE(
+      frontend_->Send(Request::kSetMemTable, &table, sizeof table, {ram_.fd()}).ok());
+  const bool returned = WaitFor([&] { return done.load(); }, 3000);
+  if (!returned) {
+    uint64_t v;
+    EXPECT_EQ(read(call.get(), &v, sizeof v), 8);
+  }
+  burst.join();
+  EXPECT_TRUE(returned) << "the interrupt write stayed blocked";
+  ExpectDropped("call eventfd blocked our interrupt");
+}
+
+// Kick fds must be eventfds, guest memory a memfd or a tmpfs or hugetlbfs file: a file
+// on another filesystem (FUSE answers faults when it likes) would stall the PMD.
+TEST_F(HostileTest, KickFdThatIsNotAnEventfdIsRefused) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  UniqueFd r(p[0]), w(p[1]);
+  Connect();
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetVringKick, 0, {r.get()}).ok());
+  ExpectDropped("SET_VRING_KICK fd is not an eventfd");
+}
+
+TEST_F(HostileTest, MemoryOnADiskFileIsRefused) {
+  char path[] = "/var/tmp/vhu-memory-XXXXXX";
+  UniqueFd file(mkstemp(path));
+  ASSERT_TRUE(file.valid());
+  unlink(path);
+  struct statfs fs;
+  ASSERT_EQ(fstatfs(file.get(), &fs), 0);
+  if (fs.f_type == TMPFS_MAGIC) GTEST_SKIP() << "/var/tmp is tmpfs here";
+  ASSERT_EQ(ftruncate(file.get(), 8 << 20), 0);
+  Connect();
+  MemoryRegionDesc r = ram_.Region();
+  struct {
+    MemoryTableHeader header;
+    MemoryRegionDesc region;
+  } table{{1, 0}, r};
+  ASSERT_TRUE(
+      frontend_->Send(Request::kSetMemTable, &table, sizeof table, {file.get()}).ok());
+  ExpectDropped("is not a memfd or a file on tmpfs or hugetlbfs");
+}
+
+TEST_F(HostileTest, MemoryAboveThePortsLimitIsRefused) {
+  vhu_port_destroy(port_);
+  vhu_port_options options{};
+  options.socket_path = path_.c_str();
+  options.mode = VHU_MODE_SERVER;
+  options.max_guest_memory = 4 << 20;  // Half of ram_.
+  port_ = vhu_port_create(&options, nullptr, 0);
+  ASSERT_NE(port_, nullptr);
+  Connect();
+  struct {
+    MemoryTableHeader header;
+    MemoryRegionDesc region;
+  } table{{1, 0}, ram_.Region()};
+  ASSERT_TRUE(
+      frontend_->Send(Request::kSetMemTable, &table, sizeof table, {ram_.fd()}).ok());
+  ExpectDropped("guest memory limit of 4 MiB");
+}
+
+// A foreign listener on the port's path that never accepts, its backlog full: the probe
+// for a stale socket blocked in connect() (14 s on the main thread in our daemon).
+TEST_F(HostileTest, SquattedSocketPathIsRefusedAtOnce) {
+  const std::string path = dir_ + "/squatted";
+  UniqueFd squatter(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(bind(squatter.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(squatter.get(), 0), 0);
+  std::vector<UniqueFd> queued;
+  for (int i = 0; i < 8; ++i) {  // Fill the backlog.
+    UniqueFd c(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (connect(c.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) break;
+    queued.push_back(std::move(c));
+  }
+  vhu_port_options options{};
+  options.socket_path = path.c_str();
+  options.mode = VHU_MODE_SERVER;
+  char error[256] = "";
+  const auto start = std::chrono::steady_clock::now();
+  vhu_port* port = vhu_port_create(&options, error, sizeof error);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(200));
+  EXPECT_EQ(port, nullptr);
+  EXPECT_THAT(error, HasSubstr("in use by another process"));
+  if (port) vhu_port_destroy(port);
+  unlink(path.c_str());
+}
+
+// Server sockets get the mode and group asked for, whatever the process's umask.
+TEST_F(HostileTest, ServerSocketModeIgnoresTheUmask) {
+  const std::string path = dir_ + "/moded";
+  vhu_port_options options{};
+  options.socket_path = path.c_str();
+  options.mode = VHU_MODE_SERVER;
+  options.socket_mode = 0640;
+  options.socket_gid = static_cast<int>(getgid());
+  const mode_t old_umask = umask(0077);
+  vhu_port* port = vhu_port_create(&options, nullptr, 0);
+  umask(old_umask);
+  ASSERT_NE(port, nullptr);
+  struct stat st;
+  ASSERT_EQ(lstat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(st.st_gid, getgid());
+  vhu_port_destroy(port);
 }
 
 }  // namespace
