@@ -21,9 +21,10 @@ namespace {
 // Requests handled per wake-up of one connection, so one chatty frontend cannot starve
 // the other ports; epoll is level-triggered and brings us back for the rest.
 constexpr int kMaxMessagesPerWakeup = 256;
-// Events kept for a user that does not drain them; past this, VRING_CHANGED events are
-// dropped (the user re-reads the state anyway).
-constexpr size_t kMaxQueuedEvents = 1024;
+// Events kept for a user that does not drain them; past this, new events are dropped
+// (the notification still goes out, and the user re-reads the state anyway), so a
+// frontend connecting and hanging up in a loop cannot grow the queue without bound.
+constexpr size_t kMaxQueuedEvents = 256;
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(1);
 
@@ -298,8 +299,7 @@ absl::Time Port::OnTick(absl::Time now) {
 
 void Port::Post(vhu_event event) {
   std::lock_guard<std::mutex> lock(events_mu_);
-  if (events_.size() >= kMaxQueuedEvents && event.type == VHU_EVENT_VRING_CHANGED) return;
-  events_.push_back(event);
+  if (events_.size() < kMaxQueuedEvents) events_.push_back(event);
   notify_pending_ = true;
 }
 

@@ -77,7 +77,9 @@ struct vhu_port *vhu_port_create(const struct vhu_port_options *,
  * follow. */
 void vhu_port_destroy(struct vhu_port *);
 
-/* Pops the oldest pending event into '*event'; returns false when there is none. */
+/* Pops the oldest pending event into '*event'; returns false when there is none.  At
+ * most 256 events wait for a user; later ones are dropped (the notify hook is still
+ * called), so a user re-reads vhu_port_get_status() after draining. */
 bool vhu_port_next_event(struct vhu_port *, struct vhu_event *event);
 
 enum vhu_conn_state {
