@@ -1184,8 +1184,10 @@ absl::Status LingerFdsAttack(const AttackOptions& o, AttackReport& r) {
 // chain and the avail index kept a full ring ahead of the used index; mergeable
 // buffers are negotiated, so a switch that looks for room for a frame goes on from
 // chain to chain.  Packed: the whole ring is one chain of zero-length descriptors,
-// posted again each time the switch hands it back.  Reconnects if dropped.
+// posted again each time the switch hands it back.  One connection: a switch that
+// drops it has defended itself.
 absl::Status ZeroLengthRxChainAttack(const AttackOptions& o, AttackReport& r, bool packed) {
+  const auto start = Clock::now();
   const auto deadline = DeadlineAfter(o.seconds);
   uint64_t topups = 0;
   while (Clock::now() < deadline) {
@@ -1249,7 +1251,14 @@ absl::Status ZeroLengthRxChainAttack(const AttackOptions& o, AttackReport& r, bo
       usleep(500);
     }
     fe.reset();
-    if (!dropped) break;
+    // Dropped: the switch defended itself, and coming back would be another attack
+    // (queue_flapping's).  Either way this one is over.
+    if (dropped) {
+      Note(r, absl::StrCat("dropped by the switch after ",
+                           std::chrono::duration<double>(Clock::now() - start).count(),
+                           " s"));
+    }
+    break;
   }
   Note(r, absl::StrCat(packed ? "chains posted again " : "avail index topped up ", topups,
                        " times"));
