@@ -108,7 +108,7 @@ apply_socket_and_memory_settings(const struct smap *ovs_other_config)
     } else {
         unsigned long mode = strtoul(mode_s, &end, 8);
 
-        if (*end || mode > 0777 || !(mode & 0600)) {
+        if (*end || mode > 0777 || (mode & 0600) != 0600) {
             VLOG_ERR_RL(&rl, "other_config:vhost-sock-mode=%s is refused: it must be "
                         "octal permission bits with at least 0600 (the switch's own "
                         "access); keeping %04o", mode_s, sock_mode);
