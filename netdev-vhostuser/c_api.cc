@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "port.h"
+#include "rarp.h"
 #include "vhostuser/vhostuser.h"
 
 using vhostuser::Port;
@@ -49,9 +50,20 @@ uint32_t vhu_dequeue_burst(vhu_port* port, uint16_t qp, vhu_alloc_fn* alloc, voi
   if (qp >= VHU_MAX_QUEUE_PAIRS) return 0;
   Virtqueue& vq = port->impl->device().vring(2 * qp + 1);
   std::lock_guard<Spinlock> lock(vq.lock());
-  uint32_t n = vq.Dequeue(alloc, aux, pkts, max);
+  uint32_t injected = 0;
+  uint8_t mac[6];
+  // After a live migration QEMU may ask us to announce the guest (SEND_RARP): its RARP
+  // comes first out of queue pair 0, once that ring moves packets.
+  if (qp == 0 && max > 0 && vq.usable() && port->impl->device().TakeRarp(mac)) {
+    uint8_t* data;
+    if (void* pkt = alloc(aux, vhostuser::kRarpFrameSize, &data)) {
+      vhostuser::BuildRarpFrame(mac, data);
+      pkts[injected++] = pkt;
+    }
+  }
+  uint32_t n = vq.Dequeue(alloc, aux, pkts + injected, max - injected);
   if (vq.failure() != nullptr) port->impl->ReportRingFailure();
-  return n;
+  return injected + n;
 }
 
 uint32_t vhu_enqueue_burst(vhu_port* port, uint16_t qp, const vhu_tx_packet* pkts,

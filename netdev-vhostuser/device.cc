@@ -74,7 +74,9 @@ void Device::Reset() {
     for (Virtqueue& vq : vrings_) vq.Reset();
   }
   memory_.reset();
+  log_.reset();  // The vrings stopped pointing at it in their Reset().
   backend_req_fd_.reset();
+  rarp_.store(0, std::memory_order_relaxed);
   features_ = protocol_features_ = 0;
   features_set_ = false;
   mtu_ = 0;
@@ -129,9 +131,12 @@ absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
             "SET_FEATURES %#x asks for features we do not offer (%#x)", features,
             features & ~kSupportedFeatures));
       }
+      const bool was_logging = logging();
       features_ = features;
       features_set_ = true;
       if (!protocol_features_enabled()) protocol_features_ = 0;
+      // QEMU turns VHOST_F_LOG_ALL on and off while the rings run (migration).
+      if (logging() != was_logging) ApplyLogging();
       return absl::OkStatus();
     }
 
@@ -236,12 +241,24 @@ absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
     case Request::kSetVringErr:
       return SetVringFd(m, request);
 
+    case Request::kSetLogBase:
+      return SetLogBase(fd, m, replied);
+
+    case Request::kSetLogFd:
+      // QEMU hands an eventfd to be told of log changes; we write the log in place
+      // and have nothing to tell.  Checked, then closed with the message.
+      if (m.header.size != 0 && m.header.size != 8) return BadPayload(m);
+      if (auto s = ExpectFds(m, 1); !s.ok()) return s;
+      return CheckEventFd(m.fds[0].get(), "SET_LOG_FD fd");
+
     case Request::kSendRarp: {
       uint64_t mac;
       if (!m.PayloadAs(&mac)) return BadPayload(m);
       if (auto s = ExpectFds(m, 0); !s.ok()) return s;
-      // Sent after a live migration; the switch learns the guest's MAC from its first
-      // packet, which the migrated guest sends itself (GUEST_ANNOUNCE).
+      // Sent to the destination of a live migration whose guest does not announce
+      // itself: the next dequeue from queue pair 0 hands the switch a RARP from the
+      // guest's MAC (rarp.h), even if the rings start only later.
+      rarp_.store((mac & 0xffffffffffffull) | (1ull << 63), std::memory_order_release);
       return absl::OkStatus();
     }
 
@@ -350,6 +367,35 @@ absl::Status Device::SetMemTable(Message& m) {
   return absl::OkStatus();
 }
 
+absl::Status Device::SetLogBase(int fd, Message& m, bool* replied) {
+  LogBase base;
+  if (!m.PayloadAs(&base)) return BadPayload(m);
+  if (auto s = ExpectFds(m, 1); !s.ok()) return s;
+  if (!(protocol_features_ & Bit(protocol_feature::kLogShmfd))) {
+    return absl::InvalidArgumentError(
+        "SET_LOG_BASE without VHOST_USER_PROTOCOL_F_LOG_SHMFD negotiated");
+  }
+  if (auto s = CheckMemoryFd(m.fds[0].get(), "SET_LOG_BASE fd", peer_pid_); !s.ok()) {
+    return s;
+  }
+  auto log = DirtyLog::Map(m.fds[0].get(), base.mmap_size, base.mmap_offset);
+  if (!log.ok()) return log.status();
+  std::unique_ptr<DirtyLog> old;
+  {
+    AllVringsLocked locked(vrings_);  // No burst may be marking the old log.
+    old = std::exchange(log_, *std::move(log));
+    for (Virtqueue& vq : vrings_) vq.SetLog(logging() ? log_.get() : nullptr);
+  }
+  // With LOG_SHMFD the frontend waits for a reply (an empty u64) before it goes on.
+  *replied = true;
+  return ReplyU64(fd, m, 0);
+}
+
+void Device::ApplyLogging() {
+  AllVringsLocked locked(vrings_);
+  for (Virtqueue& vq : vrings_) vq.SetLog(logging() ? log_.get() : nullptr);
+}
+
 absl::Status Device::SetVringFd(Message& m, Request request) {
   uint64_t payload;
   if (!m.PayloadAs(&payload)) return BadPayload(m);
@@ -393,6 +439,7 @@ absl::Status Device::SetVringFd(Message& m, Request request) {
 // set up and may start.
 absl::Status Device::MaybeStart(Virtqueue& vq) {
   if (vq.started()) return absl::OkStatus();
+  vq.SetLog(logging() ? log_.get() : nullptr);
   if (absl::Status s = vq.Start(memory_.get(), RingFeaturesFrom(features_)); !s.ok()) {
     return s;
   }

@@ -8,12 +8,14 @@
 #define NETDEV_VHOSTUSER_DEVICE_H
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
+#include "dirty_log.h"
 #include "guest_memory.h"
 #include "message_reader.h"
 #include "unique_fd.h"
@@ -54,6 +56,16 @@ class Device {
   // The memory region whose mapping lost its backing (sigbus_guard.h), or -1.
   int lost_memory_region() const { return memory_ ? memory_->LostRegion() : -1; }
 
+  // Data path, any thread: takes the MAC of a SEND_RARP not yet announced.
+  bool TakeRarp(uint8_t mac[6]) {
+    if (rarp_.load(std::memory_order_relaxed) == 0) return false;
+    const uint64_t v = rarp_.exchange(0, std::memory_order_acquire);
+    if (v == 0) return false;
+    for (int i = 0; i < 6; ++i) mac[i] = static_cast<uint8_t>(v >> (8 * i));
+    return true;
+  }
+  bool logging() const { return (features_ & Bit(feature::kLogAll)) && log_ != nullptr; }
+
   // The frontend's process (SO_PEERCRED), to look its memory files' mounts up in.
   void set_peer_pid(int pid) { peer_pid_ = pid; }
 
@@ -69,6 +81,9 @@ class Device {
   }
 
   absl::Status SetMemTable(Message& message);
+  absl::Status SetLogBase(int fd, Message& message, bool* replied);
+  // Points every vring at the dirty log, or at none, as features_ and log_ say.
+  void ApplyLogging();
   absl::Status SetVringFd(Message& message, Request request);
   absl::StatusOr<Virtqueue*> VringFor(uint32_t index);
   absl::Status MaybeStart(Virtqueue& vq);
@@ -90,7 +105,10 @@ class Device {
   uint32_t rx_mask_ = 0;
   uint32_t tx_mask_ = 0;
   std::unique_ptr<GuestMemory> memory_;
+  std::unique_ptr<DirtyLog> log_;
   UniqueFd backend_req_fd_;
+  // A SEND_RARP's MAC (bytes 0-5) with bit 63 set while it waits for the data path.
+  std::atomic<uint64_t> rarp_{0};
   std::array<Virtqueue, VHU_MAX_VRINGS> vrings_;
 };
 

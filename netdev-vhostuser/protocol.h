@@ -98,6 +98,15 @@ struct MemoryRegionDesc {
 };
 static_assert(sizeof(MemoryRegionDesc) == 32);
 
+struct LogBase {  // SET_LOG_BASE, with the log's fd
+  uint64_t mmap_size;
+  uint64_t mmap_offset;
+};
+static_assert(sizeof(LogBase) == 16);
+
+// SET_VRING_ADDR flags: the frontend wants the used ring's writes logged.
+inline constexpr uint32_t kVringFlagLog = 1;
+
 struct MemoryTableHeader {  // SET_MEM_TABLE, followed by 'nregions' MemoryRegionDesc
   uint32_t nregions;
   uint32_t padding;
@@ -116,6 +125,7 @@ inline constexpr int kNetCtrlVq = 17;
 inline constexpr int kNetGuestAnnounce = 21;
 inline constexpr int kNetMq = 22;
 inline constexpr int kNotifyOnEmpty = 24;
+inline constexpr int kLogAll = 26;  // VHOST_F_LOG_ALL: dirty page logging (migration)
 inline constexpr int kAnyLayout = 27;
 inline constexpr int kRingIndirectDesc = 28;
 inline constexpr int kRingEventIdx = 29;
@@ -149,16 +159,18 @@ inline constexpr int kStatus = 16;
 
 constexpr uint64_t Bit(int n) { return 1ull << n; }
 
-// What this backend implements, and so advertises.  Nothing for live-migration
-// logging or offloads until they exist.
+// What this backend implements, and so advertises.  Nothing for offloads until they
+// exist.
 inline constexpr uint64_t kSupportedFeatures =
     Bit(feature::kNetMtu) | Bit(feature::kNetMrgRxbuf) | Bit(feature::kNetMq) |
+    Bit(feature::kNetGuestAnnounce) | Bit(feature::kLogAll) |
     Bit(feature::kAnyLayout) | Bit(feature::kRingIndirectDesc) |
     Bit(feature::kRingEventIdx) | Bit(feature::kProtocolFeatures) |
     Bit(feature::kVersion1) | Bit(feature::kInOrder) | Bit(feature::kRingPacked);
 
 inline constexpr uint64_t kSupportedProtocolFeatures =
-    Bit(protocol_feature::kMq) | Bit(protocol_feature::kRarp) |
+    Bit(protocol_feature::kMq) | Bit(protocol_feature::kLogShmfd) |
+    Bit(protocol_feature::kRarp) |
     Bit(protocol_feature::kReplyAck) | Bit(protocol_feature::kNetMtu) |
     Bit(protocol_feature::kBackendReq) | Bit(protocol_feature::kResetDevice) |
     Bit(protocol_feature::kStatus);

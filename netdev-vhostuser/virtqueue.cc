@@ -40,6 +40,15 @@ absl::Status Virtqueue::SetSize(uint32_t size, bool packed) {
 
 absl::Status Virtqueue::SetAddresses(const VringAddress& address) {
   if (started_) {
+    // QEMU sends the same addresses again to switch the used ring's logging on or off
+    // (migration); anything else would move a running ring.
+    if (address.desc_user_addr == address_.desc_user_addr &&
+        address.avail_user_addr == address_.avail_user_addr &&
+        address.used_user_addr == address_.used_user_addr) {
+      address_.flags = address.flags;
+      address_.log_guest_addr = address.log_guest_addr;
+      return absl::OkStatus();
+    }
     return absl::FailedPreconditionError("ring addresses changed while running");
   }
   address_ = address;
@@ -87,6 +96,7 @@ absl::Status Virtqueue::Start(const GuestMemory* memory, const RingFeatures& fea
     pending_.resize(size_);
     // We poll: ask the driver not to notify us (device event suppression: disable).
     __atomic_store_n(reinterpret_cast<uint16_t*>(used_) + 1, uint16_t{1}, __ATOMIC_RELAXED);
+    LogWrite(reinterpret_cast<uint16_t*>(used_) + 1, 2);
     started_ = true;
     return absl::OkStatus();
   }
@@ -100,6 +110,7 @@ absl::Status Virtqueue::Start(const GuestMemory* memory, const RingFeatures& fea
   // We poll: ask the driver not to kick us (the driver ignores this with EVENT_IDX,
   // where avail_event, which we never move, keeps kicks to one per 2^16 entries).
   WriteOnce(reinterpret_cast<uint16_t*>(used_), kUsedFlagNoNotify);
+  LogWrite(used_, 2);
   started_ = true;
   return absl::OkStatus();
 }
@@ -162,6 +173,7 @@ uint32_t Virtqueue::Stop() {
 
 void Virtqueue::Reset() {
   Stop();
+  log_ = nullptr;
   size_ = mask_ = 0;
   address_ = {};
   address_set_ = false;
@@ -292,6 +304,7 @@ bool Virtqueue::WalkChain(uint16_t head, bool writable, uint32_t* n_segments,
 void Virtqueue::PublishUsed(uint16_t old_used) {
   if (used_idx_ == old_used) return;
   __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), used_idx_, __ATOMIC_RELEASE);
+  LogWrite(used_ + 2, 2);
   MaybeInterrupt(old_used);
 }
 
@@ -352,6 +365,7 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
     VringUsedElem* elem = &used_ring[used_idx_ & mask_];
     elem->id = head;
     elem->len = 0;
+    LogWrite(elem, sizeof *elem);
     ++used_idx_;
     ++last_avail_idx_;
   }
@@ -420,6 +434,7 @@ uint32_t Virtqueue::FillBuffer(uint32_t n_segments, const uint8_t* header,
     const uint32_t n = static_cast<uint32_t>(
         std::min<uint64_t>(seg.len - header_size, need - header_size));
     memcpy(seg.data + header_size, frame, n);
+    LogWrite(seg.data, header_size + n);
     written = header_size + n;
     in_buffer = written;
     first = 1;
@@ -438,6 +453,7 @@ uint32_t Virtqueue::FillBuffer(uint32_t n_segments, const uint8_t* header,
     if (done < n) {
       memcpy(seg.data + done, frame + (written + done - header_size), n - done);
     }
+    LogWrite(seg.data, n);
     written += n;
     in_buffer += n;
   }
@@ -496,12 +512,16 @@ uint32_t Virtqueue::EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, boo
     VringUsedElem* elem = &used_ring[(used_idx_ + n_buffers) & mask_];
     elem->id = head;
     elem->len = in_buffer;
+    LogWrite(elem, sizeof *elem);
     ++n_buffers;
     ++avail;
   }
   if (num_buffers_bytes[0] != nullptr) {
     *num_buffers_bytes[0] = static_cast<uint8_t>(n_buffers);
     *num_buffers_bytes[1] = static_cast<uint8_t>(n_buffers >> 8);
+    // Again: the frontend may have copied the page since the buffer's mark.
+    LogWrite(num_buffers_bytes[0], 1);
+    LogWrite(num_buffers_bytes[1], 1);
   }
   last_avail_idx_ = avail;
   used_idx_ += n_buffers;

@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "call_notifier.h"
+#include "dirty_log.h"
 #include "guest_memory.h"
 #include "protocol.h"
 #include "spinlock.h"
@@ -75,6 +76,8 @@ class Virtqueue {
   void SetCallFd(UniqueFd fd) { call_.Reset(std::move(fd)); }
   void SetErrFd(UniqueFd fd) { err_fd_ = std::move(fd); }
   void SetEnabled(bool enabled) { enabled_ = enabled; }
+  // Live migration: every write into guest memory marks 'log' (nullptr: logging off).
+  void SetLog(const DirtyLog* log) { log_ = log; }
 
   // Whether SET_VRING_KICK arrived since the ring was last stopped: the spec's cue that
   // the frontend finished setting the ring up.
@@ -135,6 +138,11 @@ class Virtqueue {
                       uint64_t need, uint64_t* written, uint8_t** num_buffers_bytes);
   // Marks the ring failed; the data path stops using it.
   void Fail(const char* why);
+  // Marks the pages of [p, p + len), just written, in the dirty log if logging is on:
+  // one predictable branch when it is off.
+  void LogWrite(const void* p, uint64_t len) const {
+    if (__builtin_expect(log_ != nullptr, 0)) log_->MarkHost(*memory_, p, len);
+  }
   // Starts a call's descriptor budget (kWalkBudgetPerPacket) for 'packets' packets.
   void StartWalkBudget(uint32_t packets) {
     walk_budget_ = 2 * size_ + kWalkBudgetPerPacket * packets;
@@ -191,6 +199,7 @@ class Virtqueue {
   UniqueFd err_fd_;
   RingFeatures features_;
   const GuestMemory* memory_ = nullptr;
+  const DirtyLog* log_ = nullptr;
 
   // The rings, in our address space (valid while started_).  Packed: desc_ is the
   // descriptor ring (PackedDesc), avail_ the driver's event suppression area

@@ -164,6 +164,7 @@ void Virtqueue::WritePackedUsed(const PendingUsed& used) {
   WriteOnce(&slot->len, used.len);
   const uint16_t flags = used_wrap_ ? (kPackedFlagAvail | kPackedFlagUsed) : 0;
   __atomic_store_n(&slot->flags, flags, __ATOMIC_RELEASE);  // Publishes the element.
+  LogWrite(slot, sizeof *slot);
   used_idx_ = static_cast<uint16_t>(used_idx_ + used.n_descs);
   if (used_idx_ >= size_) {
     used_idx_ = static_cast<uint16_t>(used_idx_ - size_);
@@ -284,6 +285,8 @@ bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
   if (num_buffers_bytes[0] != nullptr) {
     *num_buffers_bytes[0] = static_cast<uint8_t>(n_buffers);
     *num_buffers_bytes[1] = static_cast<uint8_t>(n_buffers >> 8);
+    LogWrite(num_buffers_bytes[0], 1);
+    LogWrite(num_buffers_bytes[1], 1);
   }
   // Only now that the whole packet is written do its buffers go back to the guest.
   for (uint32_t i = 0; i < n_buffers; ++i) WritePackedUsed(pending_[i]);

@@ -25,6 +25,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "protocol.h"
+#include "port_fixture.h"
 #include "test_frontend.h"
 #include "vhostuser/vhostuser.h"
 
@@ -33,74 +34,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr uint64_t kModernFeatures = Bit(feature::kVersion1) |
-                                     Bit(feature::kRingIndirectDesc);
-constexpr uint32_t kHeader = sizeof(VirtioNetHeader);
-
-bool WaitFor(const std::function<bool()>& condition, int timeout_ms = 5000) {
-  for (int waited = 0; waited < timeout_ms; waited += 2) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return condition();
-}
-
-void* AllocVector(void*, uint32_t size, uint8_t** data) {
-  auto* v = new std::vector<uint8_t>(size);
-  *data = v->data();
-  return v;
-}
-
-class HostileTest : public ::testing::Test {
+class HostileTest : public PortFixture {
  protected:
-  void SetUp() override {
-    char dir[] = "/tmp/vhu-hostile-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    dir_ = dir;
-    path_ = dir_ + "/sock";
-    vhu_port_options options{};
-    options.socket_path = path_.c_str();
-    options.mode = VHU_MODE_SERVER;
-    port_ = vhu_port_create(&options, nullptr, 0);
-    ASSERT_NE(port_, nullptr);
-  }
-  void TearDown() override {
-    frontend_.reset();
-    if (port_) vhu_port_destroy(port_);
-    rmdir(dir_.c_str());
-  }
-
-  void Connect() {
-    auto fe = Frontend::Connect(path_);
-    ASSERT_TRUE(fe.ok()) << fe.status();
-    frontend_ = *std::move(fe);
-  }
-
-  void Start(uint64_t features, int rx_call = -1, int tx_call = -1) {
-    Connect();
-    ASSERT_TRUE(
-        frontend_->SetUp(ram_, features, {{0, &rx_, rx_call}, {1, &tx_, tx_call}}).ok());
-    ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
-  }
-
-  vhu_port_status Status() {
-    vhu_port_status s;
-    vhu_port_get_status(port_, &s);
-    return s;
-  }
-
-  void ExpectDropped(const std::string& reason) {
-    EXPECT_TRUE(frontend_->WaitClosed(5000)) << "still connected";
-    EXPECT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_DISCONNECTED; }));
-    EXPECT_THAT(Status().last_error, HasSubstr(reason));
-  }
-
-  uint64_t PostRxBuffer(uint32_t size) {
-    uint64_t gpa = ram_.Alloc(size);
-    rx_.Publish(rx_.AddChain({{gpa, size}}, true));
-    return gpa;
-  }
-
   // Fills the guest's call eventfd 'call', posts a receive buffer and enqueues a frame
   // into it from another thread, which interrupts the guest.  Returns whether the burst
   // returned within 3 s; if not, reads the eventfd to let it go.
@@ -126,13 +61,6 @@ class HostileTest : public ::testing::Test {
     burst.join();
     return returned;
   }
-
-  std::string dir_, path_;
-  vhu_port* port_ = nullptr;
-  GuestRam ram_{8 << 20};
-  DriverRing rx_{ram_, 256};
-  DriverRing tx_{ram_, 256};
-  std::unique_ptr<Frontend> frontend_;
 };
 
 absl::Status SendVringState(Frontend& fe, Request r, uint32_t index, uint32_t num) {

@@ -136,7 +136,13 @@ typedef void *vhu_alloc_fn(void *aux, uint32_t size, uint8_t **data);
  * copying each into a packet from 'alloc', whose handles go to 'pkts'.  Returns how many
  * were dequeued; 0 when the vring is not usable.  A descriptor chain that breaks the
  * rules (out of range, looping, outside guest memory...) stops the vring at once; the
- * control thread then disconnects the frontend and logs why. */
+ * control thread then disconnects the frontend and logs why.  After a live migration
+ * whose frontend sent SEND_RARP, the first call for queue pair 0 once it moves packets
+ * also returns, first, a RARP frame from the guest's MAC (counted by the caller only).
+ *
+ * While the frontend migrates the guest (VHOST_F_LOG_ALL with a SET_LOG_BASE log), every
+ * write into guest memory by this call and vhu_enqueue_burst() marks its pages in the
+ * frontend's dirty log. */
 uint32_t vhu_dequeue_burst(struct vhu_port *, uint16_t qp,
                            vhu_alloc_fn *alloc, void *aux,
                            void **pkts, uint32_t max);

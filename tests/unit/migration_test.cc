@@ -1,0 +1,252 @@
+// Live migration support of a port, in process: the dirty page log (SET_LOG_BASE,
+// VHOST_F_LOG_ALL) marks exactly the pages each enqueue and dequeue wrote, split and
+// packed, mergeable and not; a bad log loses the frontend its port; SEND_RARP makes the
+// next dequeue announce the guest.
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <set>
+#include <vector>
+
+#include "port_fixture.h"
+#include "rarp.h"
+
+namespace vhostuser::testing {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+class MigrationTest : public PortFixture {
+ protected:
+  void SetUp() override {
+    PortFixture::SetUp();
+    // One bit per page of guest RAM, which starts at GuestRam::kGuestBase.
+    log_size_ = ((GuestRam::kGuestBase + ram_.size()) / kPage + 7) / 8;
+    log_fd_ = UniqueFd(memfd_create("dirty-log", MFD_CLOEXEC));
+    ASSERT_EQ(ftruncate(log_fd_.get(), static_cast<off_t>(log_size_)), 0);
+    void* p = mmap(nullptr, log_size_, PROT_READ | PROT_WRITE, MAP_SHARED, log_fd_.get(), 0);
+    ASSERT_NE(p, MAP_FAILED);
+    log_ = static_cast<uint8_t*>(p);
+  }
+  void TearDown() override {
+    munmap(log_, log_size_);
+    PortFixture::TearDown();
+  }
+
+  // What QEMU does when a migration starts: the log, then VHOST_F_LOG_ALL.
+  void StartLogging(uint64_t features) {
+    LogBase base{log_size_, 0};
+    ASSERT_TRUE(frontend_->Send(Request::kSetLogBase, &base, sizeof base, {log_fd_.get()}).ok());
+    auto reply = frontend_->Receive(Request::kSetLogBase);
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    ASSERT_TRUE(frontend_
+                    ->SendU64(Request::kSetFeatures, features | Bit(feature::kProtocolFeatures) |
+                                                         Bit(feature::kLogAll))
+                    .ok());
+    ASSERT_TRUE(frontend_->Sync().ok());
+  }
+
+  // The pages marked in the log, as guest-physical page numbers; clears the log.
+  std::set<uint64_t> TakeMarked() {
+    std::set<uint64_t> pages;
+    for (uint64_t byte = 0; byte < log_size_; ++byte) {
+      for (int bit = 0; bit < 8; ++bit) {
+        if (log_[byte] & (1u << bit)) pages.insert(byte * 8 + bit);
+      }
+    }
+    memset(log_, 0, log_size_);
+    return pages;
+  }
+
+  static std::set<uint64_t> Pages(uint64_t gpa, uint64_t len) {
+    std::set<uint64_t> pages;
+    for (uint64_t p = gpa / kPage; p <= (gpa + len - 1) / kPage; ++p) pages.insert(p);
+    return pages;
+  }
+  // Guest-physical address of an address in the frontend's (our test's) space.
+  uint64_t GpaOfUser(uint64_t user) const {
+    return GuestRam::kGuestBase + (user - ram_.user_addr(GuestRam::kGuestBase));
+  }
+  // The pages of a split ring's used->idx and of its used element 'slot'.
+  std::set<uint64_t> UsedPages(uint32_t index, DriverRing& ring, uint16_t slot) {
+    const uint64_t used = GpaOfUser(ring.Address(index).used_user_addr);
+    std::set<uint64_t> pages = Pages(used + 2, 2);
+    pages.merge(Pages(used + 4 + 8 * uint64_t{slot}, 8));
+    return pages;
+  }
+
+  uint64_t log_size_ = 0;
+  UniqueFd log_fd_;
+  uint8_t* log_ = nullptr;
+};
+
+// Far from the rings, and on a page of its own.
+uint64_t BufferAtPage(GuestRam& ram, uint32_t pages) { return ram.Alloc(pages * kPage, kPage); }
+
+TEST_F(MigrationTest, NothingIsMarkedWhileLoggingIsOff) {
+  Start(kModernFeatures);
+  const uint64_t gpa = BufferAtPage(ram_, 1);
+  rx_.Publish(rx_.AddChain({{gpa, 2048}}, true));
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  LogBase base{log_size_, 0};
+  ASSERT_TRUE(frontend_->Send(Request::kSetLogBase, &base, sizeof base, {log_fd_.get()}).ok());
+  ASSERT_TRUE(frontend_->Receive(Request::kSetLogBase).ok());
+  rx_.Publish(rx_.AddChain({{gpa, 2048}}, true));
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);  // No LOG_ALL yet.
+  EXPECT_TRUE(TakeMarked().empty());
+}
+
+TEST_F(MigrationTest, EnqueueMarksTheBufferAndTheUsedRing) {
+  Start(kModernFeatures);
+  StartLogging(kModernFeatures);
+  TakeMarked();
+  const uint64_t gpa = BufferAtPage(ram_, 2) + kPage - 40;  // Straddles two pages.
+  rx_.Publish(rx_.AddChain({{gpa, 2048}}, true));
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  std::set<uint64_t> expected = Pages(gpa, kHeader + 64);
+  expected.merge(UsedPages(0, rx_, 0));
+  EXPECT_EQ(TakeMarked(), expected);
+
+  // Logging off again (the migration failed or was cancelled): nothing more.
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetFeatures,
+                                 kModernFeatures | Bit(feature::kProtocolFeatures)).ok());
+  ASSERT_TRUE(frontend_->Sync().ok());
+  rx_.Publish(rx_.AddChain({{gpa, 2048}}, true));
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  EXPECT_TRUE(TakeMarked().empty());
+}
+
+TEST_F(MigrationTest, MergeableEnqueueMarksEveryBufferItFilled) {
+  Start(kModernFeatures | Bit(feature::kNetMrgRxbuf));
+  StartLogging(kModernFeatures | Bit(feature::kNetMrgRxbuf));
+  TakeMarked();
+  const uint64_t a = BufferAtPage(ram_, 1), b = BufferAtPage(ram_, 1);
+  rx_.Publish(rx_.AddChain({{a, 1024}}, true));
+  rx_.Publish(rx_.AddChain({{b, 1024}}, true));
+  auto frame = TestFrame(1500, 1);
+  vhu_tx_packet pkt{frame.data(), 1500};
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  std::set<uint64_t> expected = Pages(a, 1024);
+  expected.merge(Pages(b, kHeader + 1500 - 1024));
+  expected.merge(UsedPages(0, rx_, 0));
+  expected.merge(UsedPages(0, rx_, 1));
+  EXPECT_EQ(TakeMarked(), expected);
+}
+
+TEST_F(MigrationTest, DequeueMarksOnlyTheUsedRing) {
+  Start(kModernFeatures);
+  StartLogging(kModernFeatures);
+  TakeMarked();
+  const uint64_t gpa = BufferAtPage(ram_, 1);
+  auto frame = TestFrame(64, 1);
+  memcpy(ram_.host(gpa) + kHeader, frame.data(), 64);
+  memset(ram_.host(gpa), 0, kHeader);
+  tx_.Publish(tx_.AddChain({{gpa, kHeader + 64}}, false));
+  void* pkts[4];
+  ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 1u);
+  delete static_cast<std::vector<uint8_t>*>(pkts[0]);
+  EXPECT_EQ(TakeMarked(), UsedPages(1, tx_, 0));
+}
+
+TEST_F(MigrationTest, PackedEnqueueMarksTheBufferAndTheDescriptor) {
+  PackedDriverRing rx(ram_, 256), tx(ram_, 256);
+  const uint64_t features = kModernFeatures | Bit(feature::kRingPacked);
+  Connect();
+  ASSERT_TRUE(frontend_->SetUp(ram_, features, {{0, nullptr, -1, 0, &rx},
+                                                {1, nullptr, -1, 0, &tx}}).ok());
+  ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
+  StartLogging(features);
+  TakeMarked();
+  const uint64_t gpa = BufferAtPage(ram_, 1);
+  const uint16_t position = rx.Post({{gpa, 2048}}, true, 7);
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  const uint64_t desc = GpaOfUser(rx.Address(0).desc_user_addr) + 16 * uint64_t{position};
+  std::set<uint64_t> expected = Pages(gpa, kHeader + 64);
+  expected.merge(Pages(desc, 16));
+  EXPECT_EQ(TakeMarked(), expected);
+}
+
+// QEMU sends SET_VRING_ADDR again, same rings, to switch the used ring's logging on.
+TEST_F(MigrationTest, VringAddressResentWithTheLogFlagKeepsTheRingRunning) {
+  Start(kModernFeatures);
+  VringAddress a = rx_.Address(0);
+  a.flags = kVringFlagLog;
+  a.log_guest_addr = GpaOfUser(a.used_user_addr);
+  ASSERT_TRUE(frontend_->Send(Request::kSetVringAddr, &a, sizeof a).ok());
+  ASSERT_TRUE(frontend_->Sync().ok());
+  EXPECT_EQ(Status().state, VHU_STATE_READY);
+  a.used_user_addr += 4096;  // Moving a running ring is still refused.
+  ASSERT_TRUE(frontend_->Send(Request::kSetVringAddr, &a, sizeof a).ok());
+  ExpectDropped("ring addresses changed while running");
+}
+
+TEST_F(MigrationTest, LogBeyondItsFileIsRefused) {
+  Start(kModernFeatures);
+  LogBase base{log_size_, 1 << 20};
+  ASSERT_TRUE(frontend_->Send(Request::kSetLogBase, &base, sizeof base, {log_fd_.get()}).ok());
+  ExpectDropped("beyond its file");
+}
+
+TEST_F(MigrationTest, LogThatIsNotSharedMemoryIsRefused) {
+  Start(kModernFeatures);
+  UniqueFd not_memory(eventfd(0, EFD_CLOEXEC));
+  LogBase base{log_size_, 0};
+  ASSERT_TRUE(
+      frontend_->Send(Request::kSetLogBase, &base, sizeof base, {not_memory.get()}).ok());
+  ExpectDropped("SET_LOG_BASE fd is not a shared-memory file");
+}
+
+// A log too small for the guest is marked up to its end and no further.
+TEST_F(MigrationTest, ShortLogIsNeverWrittenPastItsEnd) {
+  Start(kModernFeatures);
+  UniqueFd small(memfd_create("small-log", MFD_CLOEXEC));
+  ASSERT_EQ(ftruncate(small.get(), 8192), 0);
+  auto* whole = static_cast<uint8_t*>(
+      mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, small.get(), 0));
+  ASSERT_NE(whole, MAP_FAILED);
+  LogBase base{1, 4096};  // One byte: pages 0 to 7 only; the guest starts at page 256.
+  ASSERT_TRUE(frontend_->Send(Request::kSetLogBase, &base, sizeof base, {small.get()}).ok());
+  ASSERT_TRUE(frontend_->Receive(Request::kSetLogBase).ok());
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetFeatures, kModernFeatures |
+                                 Bit(feature::kProtocolFeatures) | Bit(feature::kLogAll)).ok());
+  PostRxBuffer(2048);
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  for (int i = 0; i < 8192; ++i) ASSERT_EQ(whole[i], 0) << "byte " << i;
+  munmap(whole, 8192);
+  EXPECT_EQ(Status().state, VHU_STATE_READY);
+}
+
+TEST_F(MigrationTest, SendRarpAnnouncesTheGuestOnTheNextDequeue) {
+  Connect();
+  const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+  uint64_t payload = 0;
+  memcpy(&payload, mac, 6);
+  // Before the rings start, as QEMU may send it.
+  ASSERT_TRUE(frontend_->SendU64(Request::kSendRarp, payload).ok());
+  ASSERT_TRUE(frontend_->SetUp(ram_, kModernFeatures, {{0, &rx_}, {1, &tx_}}).ok());
+  ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
+  void* pkts[4];
+  ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 1u);
+  auto* frame = static_cast<std::vector<uint8_t>*>(pkts[0]);
+  std::vector<uint8_t> expected(kRarpFrameSize);
+  BuildRarpFrame(mac, expected.data());
+  EXPECT_EQ(*frame, expected);
+  EXPECT_EQ((*frame)[12], 0x80);
+  EXPECT_EQ((*frame)[13], 0x35);
+  EXPECT_EQ(0, memcmp(frame->data() + 6, mac, 6));
+  delete frame;
+  EXPECT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 0u) << "once only";
+}
+
+}  // namespace
+}  // namespace vhostuser::testing
