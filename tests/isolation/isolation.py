@@ -115,7 +115,10 @@ CASES = [
     Case("big_memory", "a 64 GiB sparse memfd, a regular file on disk and a pipe as "
          "guest memory, connection after connection", expect_error=""),
 ]
-CASE_NAMES = [c.name for c in CASES]
+# Not a class of attack: the same measurement with an attacker that does nothing, to
+# see the harness's own noise (not run unless named).
+IDLE = Case("idle", "no attack: the attacker sleeps; the harness's own noise")
+CASE_NAMES = [c.name for c in CASES] + [IDLE.name]
 
 
 def log(*args):
@@ -381,6 +384,15 @@ class Bed:
             fields = stat[stat.rindex(")") + 2:].split()
             name = re.sub(r"\d+$", "", name) or name
             times[name] = times.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        # Threads that have exited count in the process's total only.
+        try:
+            with open("/proc/%d/stat" % self.pid) as f:
+                stat = f.read()
+            fields = stat[stat.rindex(")") + 2:].split()
+            total = (int(fields[11]) + int(fields[12])) / tick
+            times["(threads gone)"] = total - sum(times.values())
+        except OSError:
+            pass
         return times
 
     def port_idle(self):
@@ -566,6 +578,8 @@ def attack_hostile(bed, case, r):
     seconds = case.seconds()
     argv = bed.attacker_argv([bed.hostile, "--socket", bed.socks[ATTACKED], "--attack",
                               case.name, "--seconds", "%.2f" % (LEAD_S + seconds + 0.2)])
+    if case is IDLE:
+        argv = bed.attacker_argv(["sleep", "%.2f" % (LEAD_S + seconds + 0.2)])
     attacker = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
     try:
@@ -769,7 +783,8 @@ def main():
         if hugepages_free() < 512:
             sys.exit("isolation: --reference needs 1024 free hugepages: "
                      "utilities/install-deps.sh --hugepages 1024")
-    cases = [c for c in CASES if not args.case or c.name in args.case]
+    cases = [c for c in CASES + [IDLE] if (c.name in args.case if args.case
+                                            else c is not IDLE)]
     log("isolation: min ratio %.2f, appctl < %.0f ms, windows %.1f s clean, %.1f s attack, "
         "attacker on CPU %d at nice %d" % (MIN_RATIO, MAX_APPCTL_MS, WINDOW_S, ATTACK_S,
                                            ATTACKER_CPU, ATTACKER_NICE))
