@@ -761,13 +761,15 @@ def main():
     ap.add_argument("--reference", action="store_true",
                     help="also run the cases against Debian's OVS-DPDK")
     ap.add_argument("--list", action="store_true", help="list the cases")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run each case N times (to see the noise)")
     ap.add_argument("--squat", metavar="PATH", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.squat:
         squat(args.squat)
         return 0
     if args.list:
-        for c in CASES:
+        for c in CASES + [IDLE]:
             print("%-28s %s" % (c.name, c.what))
         return 0
     daemon = os.environ.get("OVS_VHOSTUSER_DAEMON",
@@ -784,7 +786,7 @@ def main():
             sys.exit("isolation: --reference needs 1024 free hugepages: "
                      "utilities/install-deps.sh --hugepages 1024")
     cases = [c for c in CASES + [IDLE] if (c.name in args.case if args.case
-                                            else c is not IDLE)]
+                                            else c is not IDLE)] * max(1, args.repeat)
     log("isolation: min ratio %.2f, appctl < %.0f ms, windows %.1f s clean, %.1f s attack, "
         "attacker on CPU %d at nice %d" % (MIN_RATIO, MAX_APPCTL_MS, WINDOW_S, ATTACK_S,
                                            ATTACKER_CPU, ATTACKER_NICE))
