@@ -71,6 +71,9 @@ WINDOW_S = env_float("VHU_ISOLATION_WINDOW_S", 2)     # each clean window
 ATTACK_S = env_float("VHU_ISOLATION_ATTACK_S", 3)       # the measured attack window
 ATTACKER_NICE = int(os.environ.get("VHU_ISOLATION_ATTACKER_NICE", "19"))
 MAX_LOG_LINES = os.environ.get("VHU_ISOLATION_MAX_LOG_LINES")  # unset: report only
+# A case whose only failure is the neighbours' rate is measured a second time, and
+# fails only if the second attack window is short too: one window can be noise.
+CONFIRM = os.environ.get("VHU_ISOLATION_CONFIRM", "1") != "0"
 ATTACKER_CPU = 1
 LEAD_S = 0.5          # the attack runs this long before its window opens
 SETTLE_S = 20         # how long the daemon may take to get back to its footprint
@@ -282,6 +285,11 @@ class Bed:
         if not self.reference:
             ovs.wait_for(lambda: all("0->0" in self.show(p) for p in ("vhu1", "vhu2")),
                          "the neighbours' tx queues mapped", ovs.vswitchd)
+        # Warm up what a frontend on vhu3 makes the switch start once (threads, the
+        # allocator's arenas, OVS-DPDK's vhost threads) before any baseline is taken.
+        subprocess.run(self.attacker_argv([self.hostile, "--socket", self.socks[ATTACKED],
+                                           "--attack", "queue_flapping", "--seconds", "0.5"]),
+                       capture_output=True, timeout=60)
         for attempt in range(3):
             self.vm.command("start tx_first")
             time.sleep(3.0)     # Warm-up.
@@ -450,6 +458,8 @@ class Result:
         self.log_lines = []
         self.settle_s = None
         self.reason = None
+        self.rate_failed = False
+        self.first = None   # the first attempt, when this one confirms it
 
     @property
     def clean_rate(self):
@@ -557,6 +567,7 @@ def run_case(bed, case):
         r.problems.append("the neighbours passed no traffic in the clean windows (%s)"
                           % ", ".join(mpps(c) for c in r.clean))
     elif r.ratio < MIN_RATIO:
+        r.rate_failed = True
         r.problems.append(
             "neighbours' rate during the attack %s = %.2fx their clean rate %s (clean "
             "windows %s; required >= %.2fx)" % (
@@ -612,10 +623,6 @@ def attack_squat(bed, case, r):
     try:
         line = squatter.stdout.readline()
         r.attacker = {"squatter": line.strip()}
-        rate = {}
-        meter = threading.Thread(target=lambda: rate.setdefault(
-            "pps", bed.measure(case.seconds())))
-        meter.start()
         t0 = time.monotonic()
         bed.add_port(ATTACKED, 3, timeout=ADD_PORT_TIMEOUT_S)
         add_port_s = time.monotonic() - t0
@@ -624,8 +631,10 @@ def attack_squat(bed, case, r):
         if add_port_s >= MAX_ADD_PORT_S:
             r.problems.append("ovs-vsctl add-port took %.2f s with a squatter on the socket "
                               "path (required < %.1f s)" % (add_port_s, MAX_ADD_PORT_S))
-        meter.join()
-        r.attack_rate = rate.get("pps")
+        # The squatter stays; the window starts once add-port has returned (or given
+        # up), so that it holds the squatter's cost and not the reload of the PMD
+        # thread that any new port makes.
+        r.attack_rate = bed.measure(case.seconds())
         # What the port says while the squatter is there.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -700,6 +709,12 @@ def describe(r):
         lines.append("    " + note)
     for text, n in log_summary(r.log_lines)[:6]:
         lines.append("      %5dx %s" % (n, text[:160]))
+    if r.first:
+        lines.append("    measured twice: the first attempt gave %.2fx (%s of %s), this one "
+                     "%.2fx%s" % (r.first.ratio, mpps(r.first.attack_rate),
+                                  mpps(r.first.clean_rate), r.ratio,
+                                  "" if r.rate_failed else
+                                  ": the first is counted as noise"))
     for p in r.problems:
         lines.append("    FAIL: " + p)
     return "\n".join(lines)
@@ -726,6 +741,12 @@ def run_cases(daemon, hostile, cases, reference=False):
             log("%s: %s: %s" % (bed.label, case.name, case.what))
             try:
                 r = run_case(bed, case)
+                if CONFIRM and r.rate_failed and len(r.problems) == 1:
+                    log(describe(r))
+                    log("%s: %s: the rate alone failed; measuring again to tell harm from "
+                        "noise" % (bed.label, case.name))
+                    first, r = r, run_case(bed, case)
+                    r.first = first
             except (SandboxError, subprocess.SubprocessError, OSError, RuntimeError) as e:
                 r = Result(case, bed.label)
                 r.problems.append("the harness could not finish the case: %s" % e)
@@ -744,13 +765,16 @@ def table(ours, ref):
           "reference appctl max |")
     print("| --- | --- | --- | --- | --- |")
     by_name = {r.case.name: r for r in ref}
+
+    def ratio(r):
+        first = "%.2fx, then " % r.first.ratio if r.first else ""
+        return "%s%.2fx (%s of %s)" % (first, r.ratio, mpps(r.attack_rate),
+                                      mpps(r.clean_rate))
     for r in ours:
         x = by_name.get(r.case.name)
-        print("| %s | %.2fx (%s of %s)%s | %.0f ms | %s | %s |" % (
-            r.case.name, r.ratio, mpps(r.attack_rate), mpps(r.clean_rate),
-            "" if r.ok else " FAIL", r.appctl[0] * 1000,
-            "%.2fx (%s of %s)" % (x.ratio, mpps(x.attack_rate), mpps(x.clean_rate))
-            if x else "-",
+        print("| %s | %s%s | %.0f ms | %s | %s |" % (
+            r.case.name, ratio(r), "" if r.ok else " FAIL", r.appctl[0] * 1000,
+            ratio(x) if x else "-",
             "%.0f ms" % (x.appctl[0] * 1000) if x else "-"))
 
 
