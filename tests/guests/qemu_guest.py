@@ -13,7 +13,13 @@ Each card is either
 
 The guest's serial console is QEMU's stdio, driven through GuestConsole.  The console
 log, QEMU's own messages and its command line go to the work directory the caller
-gives, which the caller keeps when a test fails.
+gives, which the caller keeps when a test fails.  QEMU's QMP monitor listens on
+WORKDIR/NAME.qmp (qmp()).
+
+Live migration (both QEMUs on this machine): migration_target() makes a second guest
+with the same command line plus `-incoming unix:PATH` (its cards may sit on other
+sockets, they keep the source's MACs); start() it, then migrate() the source to it,
+wait_migrated() on the target, and the target's console is the guest's shell.
 
     image = guest_image.ensure_image()
     with QemuGuest(image, [VhostUserNic(sock)], workdir, kernel_args=["vhu.ip=10.0.0.1/24"]) as g:
@@ -22,10 +28,13 @@ gives, which the caller keeps when a test fails.
         g.poweroff()
 """
 
+import copy
 import ctypes
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import zlib
@@ -65,10 +74,14 @@ def _die_with_parent():
 
 class QemuGuest:
     def __init__(self, image, nics, workdir, name="guest", cpus=None, memory_mb=256,
-                 kernel_args=(), qemu="qemu-system-x86_64", quiet_boot=True):
+                 kernel_args=(), qemu="qemu-system-x86_64", quiet_boot=True,
+                 extra_args=(), incoming=None):
         """image: a guest_image.GuestImage.  cpus: vCPUs (default: the largest queue
         count of the cards, as Linux enables one queue pair per vCPU).  kernel_args:
-        extra kernel command line words, e.g. vhu.ip=... (see guest_init.sh)."""
+        extra kernel command line words, e.g. vhu.ip=... (see guest_init.sh).
+        extra_args: further QEMU arguments, e.g. ["-global", "virtio-net-pci.x=y"].
+        incoming: a unix socket path: QEMU waits there for a migration
+        (`-incoming unix:PATH`) instead of booting."""
         self.image = image
         self.nics = list(nics)
         self.workdir = workdir
@@ -78,12 +91,16 @@ class QemuGuest:
         self.kernel_args = list(kernel_args)
         self.qemu = qemu
         self.quiet_boot = quiet_boot
+        self.extra_args = list(extra_args)
+        self.incoming = incoming
         self.process = None
+        self._qmp = None
         self.console = None
         self.boot_seconds = None
         self._started_at = None
         self.console_log = os.path.join(workdir, name + ".console.log")
         self.qemu_log = os.path.join(workdir, name + ".qemu.log")
+        self.qmp_socket = os.path.join(workdir, name + ".qmp")
 
     def command_line(self):
         # no_timer_check: the kernel checks that the IO-APIC timer ticks during early
@@ -100,6 +117,7 @@ class QemuGuest:
             "-kernel", self.image.kernel, "-initrd", self.image.initramfs,
             "-append", " ".join(append + self.kernel_args),
             "-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
+            "-qmp", "unix:%s,server=on,wait=off" % self.qmp_socket,
         ]
         for i, nic in enumerate(self.nics):
             chardev = "socket,id=vhu%d,path=%s" % (i, nic.socket_path)
@@ -107,7 +125,7 @@ class QemuGuest:
                 chardev += ",server=on,wait=off"
             elif nic.reconnect_seconds:
                 chardev += ",reconnect=%d" % nic.reconnect_seconds
-            mac = nic.mac or self._default_mac(i)
+            mac = self.mac(i)
             device = "virtio-net-pci,netdev=net%d,mac=%s,vectors=0" % (i, mac)
             if nic.queues > 1:
                 device += ",mq=on"
@@ -119,7 +137,14 @@ class QemuGuest:
                      "-netdev", "vhost-user,id=net%d,chardev=vhu%d,queues=%d"
                      % (i, i, nic.queues),
                      "-device", device]
+        argv += self.extra_args
+        if self.incoming:
+            argv += ["-incoming", "unix:" + self.incoming]
         return argv
+
+    def mac(self, index):
+        """The MAC of card `index`."""
+        return self.nics[index].mac or self._default_mac(index)
 
     def _default_mac(self, index):
         # Locally administered, and distinct between guests of one test by their names.
@@ -192,6 +217,78 @@ class QemuGuest:
                 stats[name] = int(value)
         return stats
 
+    def qmp(self, command, timeout=30, **arguments):
+        """Runs a QMP command on this QEMU; returns its "return" value.  Raises
+        QmpError on an error reply, ConsoleError if QEMU does not answer."""
+        if self._qmp is None:
+            self._qmp = QmpClient(self.qmp_socket, timeout)
+        return self._qmp.execute(command, arguments, timeout)
+
+    def migration_target(self, nics, name, incoming):
+        """A guest (not started) that can take this one's migration: the same QEMU
+        command line with `-incoming unix:INCOMING`, its cards on the sockets of
+        `nics` (one per card of this guest) with this guest's MACs."""
+        if len(nics) != len(self.nics):
+            raise ValueError("the target needs as many cards as the source")
+        cards = []
+        for i, nic in enumerate(nics):
+            card = copy.copy(nic)
+            card.mac = self.mac(i)
+            cards.append(card)
+        return QemuGuest(self.image, cards, self.workdir, name=name, cpus=self.cpus,
+                         memory_mb=self.memory_mb, kernel_args=self.kernel_args,
+                         qemu=self.qemu, quiet_boot=self.quiet_boot,
+                         extra_args=self.extra_args, incoming=incoming)
+
+    def migrate(self, target, timeout=120, poll=0.1, parameters=None):
+        """Migrates this guest to `target` (started, made by migration_target()):
+        QMP migrate to its -incoming socket (as HMP `migrate -d unix:PATH`), then
+        query-migrate until the migration ends.  Returns query-migrate's last answer
+        (status, total-time, downtime, setup-time, ram ...).  parameters:
+        migrate-set-parameters first, e.g. {"max-bandwidth": 1 << 30}."""
+        if parameters:
+            self.qmp("migrate-set-parameters", **parameters)
+        self.qmp("migrate", uri="unix:" + target.incoming)
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.qmp("query-migrate")
+            if info.get("status") in ("completed", "failed", "cancelled"):
+                return info
+            if time.monotonic() > deadline:
+                return info
+            time.sleep(poll)
+
+    def wait_migrated(self, timeout=60):
+        """On a migration target: waits until the guest runs here and its shell
+        answers on this QEMU's console."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.qmp("query-status")
+            if status.get("status") == "running":
+                break
+            if time.monotonic() > deadline:
+                raise ConsoleError("%s: not running %d s after the migration: %s\n"
+                                   "QEMU said:\n%s" % (self.name, timeout, status,
+                                                        self._qemu_messages()))
+            time.sleep(0.1)
+        self.console.sync(max(deadline - time.monotonic(), 5))
+
+    def quit(self, timeout=POWEROFF_TIMEOUT):
+        """Ends QEMU through QMP quit (e.g. a migration source, which stays paused
+        after the migration); returns its exit status."""
+        if self.is_running():
+            try:
+                self.qmp("quit", timeout=5)
+            except (ConsoleError, QmpError, OSError):
+                pass  # QEMU may close the monitor before it answers.
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise ConsoleError("%s did not quit within %d s" % (self.name, timeout))
+        self.kill()
+        return self.process.returncode
+
     def is_running(self):
         return self.process is not None and self.process.poll() is None
 
@@ -211,6 +308,9 @@ class QemuGuest:
 
     def kill(self):
         """Ends QEMU at once, as a crash of the VM would."""
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
         if self.is_running():
             self.process.kill()
         if self.process:
@@ -231,3 +331,61 @@ class QemuGuest:
     def __exit__(self, *exc):
         self.kill()
         return False
+
+
+class QmpError(AssertionError):
+    pass
+
+
+class QmpClient:
+    """QEMU's QMP monitor on a unix socket: one command at a time; events are
+    skipped."""
+
+    def __init__(self, path, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.sock.connect(path)
+                break
+            except OSError as e:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise ConsoleError("QMP %s: %s" % (path, e)) from None
+                time.sleep(0.1)
+        self.path = path
+        self.buffer = b""
+        self._read(timeout)  # The greeting.
+        self.execute("qmp_capabilities", {}, timeout)
+
+    def _read(self, timeout):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConsoleError("QMP %s: no answer in %d s" % (self.path, timeout))
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise ConsoleError("QMP %s: QEMU closed the monitor" % self.path)
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return json.loads(line)
+
+    def execute(self, command, arguments, timeout):
+        request = {"execute": command}
+        if arguments:
+            request["arguments"] = arguments
+        self.sock.sendall(json.dumps(request).encode() + b"\n")
+        while True:
+            reply = self._read(timeout)
+            if "return" in reply:
+                return reply["return"]
+            if "error" in reply:
+                raise QmpError("QMP %s: %s" % (command, reply["error"]))
+
+    def close(self):
+        self.sock.close()
