@@ -1132,7 +1132,7 @@ class LingerSockets {
 // GET_FEATURES (a protocol error: the switch drops us and closes it) and as a vring's
 // kick fd (kept until the frontend hangs up), connection after connection.  Whoever
 // closes the last reference sleeps up to 5 s in close().
-absl::Status LingerFdsAttack(const AttackOptions& o, AttackReport& r) {
+absl::Status LingerFdsAttack(const AttackOptions& o, AttackReport& r, bool dry) {
   LingerSockets linger;
   RETURN_IF_ERROR(linger.Init());
   const auto deadline = DeadlineAfter(o.seconds);
@@ -1150,6 +1150,13 @@ absl::Status LingerFdsAttack(const AttackOptions& o, AttackReport& r) {
     }
     auto sock = linger.Make();
     if (!sock.ok()) return sock.status();
+    if (dry) {
+      // The control experiment: the same sockets made, the same connections and
+      // messages, but the fd the switch gets is an eventfd, and the lingering socket
+      // is reset at once.  What this costs the neighbours is not the lingering.
+      LingerSockets::Discard(*sock);
+      *sock = UniqueFd(eventfd(0, EFD_CLOEXEC));
+    }
     auto fe = ConnectBefore(o.socket_path, past ? Clock::now() + std::chrono::seconds(2)
                                                 : deadline, r);
     if (!fe.ok()) {
@@ -1648,7 +1655,11 @@ const std::vector<Attack>& Attacks() {
       {"linger_fds",
        "TCP sockets whose close() lingers 5 s as a GET_FEATURES fd and a kick fd, "
        "connection after connection",
-       LingerFdsAttack},
+       [](const AttackOptions& o, AttackReport& r) { return LingerFdsAttack(o, r, false); }},
+      {"linger_fds_dry",
+       "linger_fds's control experiment: the same sockets and connections, but the "
+       "switch gets eventfds",
+       [](const AttackOptions& o, AttackReport& r) { return LingerFdsAttack(o, r, true); }},
       {"zero_length_rx_chain",
        "a split receive ring of zero-length descriptors chained through the ring, every "
        "avail entry that chain, mergeable buffers",

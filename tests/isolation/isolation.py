@@ -118,10 +118,14 @@ CASES = [
     Case("big_memory", "a 64 GiB sparse memfd, a regular file on disk and a pipe as "
          "guest memory, connection after connection", expect_error=""),
 ]
-# Not a class of attack: the same measurement with an attacker that does nothing, to
-# see the harness's own noise (not run unless named).
+# Not classes of attack (run only when named): the same measurement with an attacker
+# that does nothing, to see the harness's own noise, and linger_fds without the
+# lingering, to see what of linger_fds's cost is the lingering.
 IDLE = Case("idle", "no attack: the attacker sleeps; the harness's own noise")
-CASE_NAMES = [c.name for c in CASES] + [IDLE.name]
+LINGER_DRY = Case("linger_fds_dry", "linger_fds's control experiment: the same sockets "
+                  "made and connections, but the switch gets eventfds", expect_error="")
+EXTRA = [IDLE, LINGER_DRY]
+CASE_NAMES = [c.name for c in CASES + EXTRA]
 
 
 def log(*args):
@@ -793,7 +797,7 @@ def main():
         squat(args.squat)
         return 0
     if args.list:
-        for c in CASES + [IDLE]:
+        for c in CASES + EXTRA:
             print("%-28s %s" % (c.name, c.what))
         return 0
     daemon = os.environ.get("OVS_VHOSTUSER_DAEMON",
@@ -809,8 +813,8 @@ def main():
         if hugepages_free() < 512:
             sys.exit("isolation: --reference needs 1024 free hugepages: "
                      "utilities/install-deps.sh --hugepages 1024")
-    cases = [c for c in CASES + [IDLE] if (c.name in args.case if args.case
-                                            else c is not IDLE)] * max(1, args.repeat)
+    cases = [c for c in CASES + EXTRA if (c.name in args.case if args.case
+                                           else c not in EXTRA)] * max(1, args.repeat)
     log("isolation: min ratio %.2f, appctl < %.0f ms, windows %.1f s clean, %.1f s attack, "
         "attacker on CPU %d at nice %d" % (MIN_RATIO, MAX_APPCTL_MS, WINDOW_S, ATTACK_S,
                                            ATTACKER_CPU, ATTACKER_NICE))
