@@ -1,5 +1,7 @@
 #include "call_notifier.h"
 
+#include <pthread.h>
+
 #include <signal.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -53,13 +55,15 @@ class CallWatchdog {
     return *watchdog;
   }
 
+  void Start() {
+    std::lock_guard<std::mutex> lock(mu_);
+    StartLocked();
+  }
+
   void Watch(CallNotifier* notifier) {
     std::lock_guard<std::mutex> lock(mu_);
     watched_.insert(notifier);
-    if (!started_) {
-      started_ = true;
-      std::thread([this] { Run(); }).detach();
-    }
+    StartLocked();
     cv_.notify_one();
   }
 
@@ -72,6 +76,17 @@ class CallWatchdog {
   std::atomic<uint64_t> interrupts{0};
 
  private:
+  void StartLocked() {
+    if (started_) return;
+    started_ = true;
+    std::thread([this] {
+      pthread_setname_np(pthread_self(), "vhu_call_wd");
+      Run();
+    }).detach();
+  }
+
+  // Allocates nothing (the set is changed by the threads that own the notifiers): a
+  // thread's first malloc would reserve an arena of its own for the process's life.
   void Run() {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
@@ -100,6 +115,8 @@ void CallNotifier::Reset(UniqueFd fd) {
   }
   fd_ = std::move(fd);
 }
+
+void CallNotifier::StartWatchdog() { CallWatchdog::Get().Start(); }
 
 uint64_t CallNotifier::InterruptsForTest() {
   return CallWatchdog::Get().interrupts.load(std::memory_order_relaxed);

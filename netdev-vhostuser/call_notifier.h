@@ -49,6 +49,10 @@ class CallNotifier {
   // ---- Data path, with the vring's lock held. ----
   Result Notify();
 
+  // Starts the watchdog thread now rather than with the first call fd, so that the
+  // process's threads are there from the start.
+  static void StartWatchdog();
+
   // Writes broken off by the watchdog since the process started (for tests).
   static uint64_t InterruptsForTest();
 

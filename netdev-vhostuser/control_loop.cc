@@ -1,5 +1,7 @@
 #include "control_loop.h"
 
+#include <pthread.h>
+
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
@@ -7,6 +9,8 @@
 #include <cstring>
 #include <vector>
 
+#include "call_notifier.h"
+#include "fd_closer.h"
 #include "log.h"
 #include "port.h"
 #include "sigbus_guard.h"
@@ -39,8 +43,15 @@ ControlLoop::ControlLoop()
   epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev);
   // A guest access caught by the SIGBUS guard wakes us to disconnect its frontend.
   SigbusGuard::SetWakeFd(wake_fd_.get());
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "vhu_control");
+    Run();
+  });
   thread_.detach();
+  // The library's other threads, from the start too: the fd closers and the call
+  // watchdog.
+  FdCloser::Start();
+  CallNotifier::StartWatchdog();
 }
 
 void ControlLoop::Add(Port* port) {

@@ -1,11 +1,15 @@
 #include "fd_closer.h"
 
+#include <pthread.h>
+
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <condition_variable>
-#include <deque>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "absl/time/clock.h"
 
@@ -22,7 +26,9 @@ class Closers {
 
   void Close(int fd) {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(fd);
+    if (count_ == ring_.size()) Grow();
+    ring_[(head_ + count_) & (ring_.size() - 1)] = fd;
+    ++count_;
     if (idle_ > 0) {
       cv_.notify_one();
     } else {
@@ -30,9 +36,14 @@ class Closers {
     }
   }
 
+  void Start() {
+    std::lock_guard<std::mutex> lock(mu_);
+    MaybeStartCloserLocked();
+  }
+
   size_t Pending() {
     std::lock_guard<std::mutex> lock(mu_);
-    return queue_.size() + closing_;
+    return count_ + closing_;
   }
 
   int Stuck() {
@@ -48,27 +59,45 @@ class Closers {
     bool stuck = false;
   };
 
+  // With mu_ held, on a queueing thread: doubles the ring, keeping the order.
+  void Grow() {
+    std::vector<int> bigger(ring_.empty() ? 256 : 2 * ring_.size());
+    for (size_t i = 0; i < count_; ++i) bigger[i] = ring_[(head_ + i) & (ring_.size() - 1)];
+    ring_.swap(bigger);
+    head_ = 0;
+  }
+
   // With mu_ held: a new closer if every running one is stuck (or none runs yet).
   void MaybeStartCloserLocked() {
     if (running_ - stuck_ > 0 || running_ >= kMaxThreads) return;
     ++running_;
-    std::thread([this] { Run(); }).detach();
+    std::thread([this] {
+      pthread_setname_np(pthread_self(), "vhu_closer");
+      Run();
+    }).detach();
     if (!watcher_started_) {
       watcher_started_ = true;
-      std::thread([this] { Watch(); }).detach();
+      std::thread([this] {
+        pthread_setname_np(pthread_self(), "vhu_closer_wd");
+        Watch();
+      }).detach();
     }
   }
 
+  // The closer and watcher threads neither allocate nor free: a thread's first malloc
+  // or free attaches it to a malloc arena of its own, up to 64 MiB of address space
+  // for the life of the process.  Only the threads that queue fds touch the heap.
   void Run() {
     Closer self;
     std::unique_lock<std::mutex> lock(mu_);
-    closers_.push_back(&self);
+    *std::find(closers_.begin(), closers_.end(), nullptr) = &self;
     for (;;) {
       ++idle_;
-      cv_.wait(lock, [this] { return !queue_.empty(); });
+      cv_.wait(lock, [this] { return count_ > 0; });
       --idle_;
-      const int fd = queue_.front();
-      queue_.pop_front();
+      const int fd = ring_[head_];
+      head_ = (head_ + 1) & (ring_.size() - 1);
+      --count_;
       self.closing = true;
       self.since = absl::Now();
       ++closing_;
@@ -82,7 +111,7 @@ class Closers {
         // Replaced while we were blocked: the others have the queue now.
         --stuck_;
         --running_;
-        std::erase(closers_, &self);
+        *std::find(closers_.begin(), closers_.end(), &self) = nullptr;
         return;
       }
     }
@@ -97,12 +126,13 @@ class Closers {
       cv_watch_.wait_for(lock, std::chrono::milliseconds(100));
       const absl::Time now = absl::Now();
       for (Closer* c : closers_) {
-        if (c->closing && !c->stuck && now - c->since >= FdCloser::kStuckAfter) {
+        if (c != nullptr && c->closing && !c->stuck &&
+            now - c->since >= FdCloser::kStuckAfter) {
           c->stuck = true;
           ++stuck_;
         }
       }
-      if (!queue_.empty() && idle_ == 0) MaybeStartCloserLocked();
+      if (count_ > 0 && idle_ == 0) MaybeStartCloserLocked();
     }
   }
 
@@ -111,8 +141,11 @@ class Closers {
   std::mutex mu_;
   std::condition_variable cv_;
   std::condition_variable cv_watch_;
-  std::deque<int> queue_;
-  std::deque<Closer*> closers_;
+  // The fds to close, a ring of a power-of-two size grown by Close().
+  std::vector<int> ring_;
+  size_t head_ = 0;
+  size_t count_ = 0;
+  std::array<Closer*, kMaxThreads> closers_{};  // Running ones; nullptr: free slot.
   int running_ = 0;
   int idle_ = 0;
   int stuck_ = 0;
@@ -121,6 +154,8 @@ class Closers {
 };
 
 }  // namespace
+
+void FdCloser::Start() { Closers::Get().Start(); }
 
 void FdCloser::Close(int fd) {
   if (fd >= 0) Closers::Get().Close(fd);

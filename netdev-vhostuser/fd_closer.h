@@ -24,6 +24,9 @@ class FdCloser {
 
   // Queues 'fd' for closing.  Any thread, any lock held: never blocks on the fd.
   static void Close(int fd);
+  // Starts the first closer now rather than at the first Close(), so that the
+  // process's threads (and their memory) are there from the start.
+  static void Start();
 
   // Test hooks: fds queued or being closed, closers declared stuck, and a wait until
   // nothing is queued (false on timeout).
