@@ -331,6 +331,7 @@ class Bed:
             try:
                 self.ovs.stop()
                 self.ovs.remove_workdir()
+                shutil.rmtree(self.workdir, ignore_errors=True)
             except (SandboxError, subprocess.SubprocessError, OSError) as e:
                 log("%s: the switch did not stop cleanly: %s" % (self.label, e))
                 self.ovs._fail_cleanup()
