@@ -117,8 +117,9 @@ struct netdev_vhostuser {
     uint32_t enabled_rx_mask OVS_GUARDED;
     uint32_t enabled_tx_mask OVS_GUARDED;
     uint64_t carrier_resets OVS_GUARDED;
-    /* Queue count changes are damped (update_from_backend()): the earliest time the
-     * next may be applied, and whether one waits for it. */
+    /* PMD reloads for a queue count change or for transmit queues coming up are
+     * damped (update_from_backend()): the earliest time the next may be requested,
+     * and whether one waits for it. */
     long long int next_queue_change OVS_GUARDED;
     bool queue_change_pending OVS_GUARDED;
 

@@ -183,6 +183,13 @@ update_from_backend(struct netdev_vhostuser *dev)
         }
     }
 
+    /* A guest whose transmit queues come up (it connected, or it was just migrated
+     * here) must be polled at once: a PMD thread re-reads rxq_enabled() only every
+     * 1024 iterations, which is seconds for a sleeping PMD, so the first frames (a
+     * migrated guest's announcement, SEND_RARP's frame) would wait.  A PMD reload
+     * takes the new state at once. */
+    bool tx_woke = !dev->enabled_tx_mask && status.enabled_tx_mask;
+
     if (status.enabled_rx_mask != dev->enabled_rx_mask
         || status.enabled_tx_mask != dev->enabled_tx_mask) {
         VLOG_INFO_RL(&frontend_rl, "%s: guest queues enabled: receive %#x, transmit %#x",
@@ -194,23 +201,29 @@ update_from_backend(struct netdev_vhostuser *dev)
     }
 
     /* One OVS rx and tx queue per queue pair the guest set up; kept while no guest is
-     * connected, so that a reconnecting guest does not reshuffle the PMDs.  A change
-     * reloads the PMD threads, which every port on them feels, so a frontend gets at
-     * most one per QUEUE_CHANGE_INTERVAL_MS: later changes wait and are taken
-     * together (a frontend flapping its queue count, or a guest bringing its queue
-     * pairs up one by one). */
-    dev->queue_change_pending = false;
+     * connected, so that a reconnecting guest does not reshuffle the PMDs.  A change,
+     * like transmit queues coming up, reloads the PMD threads, which every port on
+     * them feels, so a frontend gets at most one reload per QUEUE_CHANGE_INTERVAL_MS:
+     * later ones wait and are taken together (a frontend flapping its queue count, or
+     * a guest bringing its queue pairs up one by one). */
+    int n_pairs = dev->requested_n_rxq;
+
     if (status.state != VHU_STATE_DISCONNECTED && status.num_vrings) {
-        int n_pairs = MIN((status.num_vrings + 1) / 2, VHU_MAX_QUEUE_PAIRS);
+        n_pairs = MIN((status.num_vrings + 1) / 2, VHU_MAX_QUEUE_PAIRS);
+    }
+    if (n_pairs != dev->requested_n_rxq || tx_woke || dev->queue_change_pending) {
         long long int now = time_msec();
 
-        if (n_pairs != dev->requested_n_rxq && now < dev->next_queue_change) {
+        if (now < dev->next_queue_change) {
             dev->queue_change_pending = true;
             vhostuser_timer_at = MIN(vhostuser_timer_at, dev->next_queue_change);
-        } else if (n_pairs != dev->requested_n_rxq) {
-            VLOG_INFO_RL(&frontend_rl, "%s: guest has %d queue pairs (was %d)", name,
-                         n_pairs, dev->requested_n_rxq);
-            dev->requested_n_rxq = dev->requested_n_txq = n_pairs;
+        } else {
+            if (n_pairs != dev->requested_n_rxq) {
+                VLOG_INFO_RL(&frontend_rl, "%s: guest has %d queue pairs (was %d)",
+                             name, n_pairs, dev->requested_n_rxq);
+                dev->requested_n_rxq = dev->requested_n_txq = n_pairs;
+            }
+            dev->queue_change_pending = false;
             dev->next_queue_change = now + QUEUE_CHANGE_INTERVAL_MS;
             netdev_request_reconfigure(&dev->up);
         }
