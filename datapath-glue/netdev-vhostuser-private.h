@@ -122,6 +122,15 @@ struct netdev_vhostuser {
      * and whether one waits for it. */
     long long int next_queue_change OVS_GUARDED;
     bool queue_change_pending OVS_GUARDED;
+    /* Updates from the backend are damped too (run()): the earliest time for the
+     * next, whether events wait for it, and when the bridge is told of the port's
+     * state once more (0: not). */
+    long long int next_update OVS_GUARDED;
+    bool update_pending OVS_GUARDED;
+    long long int reannounce_at OVS_GUARDED;
+    /* When run() looks at the port again without being woken (0: not planned);
+     * read by backend_notify() on the library's control thread. */
+    atomic_llong recheck_at;
 
     struct vhostuser_policer ingress_policer;  /* ingress_policing_rate/burst */
     struct vhostuser_policer egress_policer;   /* QoS type egress-policer */

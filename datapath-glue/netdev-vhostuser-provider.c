@@ -104,10 +104,19 @@ backend_log(enum vhu_log_level level, const char *message)
     }
 }
 
-/* Called on the library's control thread: only wakes the main thread. */
+/* Called on the library's control thread: wakes the main thread, unless it will look
+ * at this port soon anyway (run() damps a port whose frontend comes and goes: each
+ * wake-up of the main thread costs a pass of its whole loop). */
 static void
-backend_notify(void *aux OVS_UNUSED)
+backend_notify(void *dev_)
 {
+    struct netdev_vhostuser *dev = dev_;
+    long long int recheck;
+
+    atomic_read(&dev->recheck_at, &recheck);
+    if (recheck && time_msec() < recheck) {
+        return;
+    }
     seq_change(vhostuser_seq);
 }
 
@@ -147,6 +156,11 @@ static long long int vhostuser_timer_at = LLONG_MAX;
 
 /* The least time between two queue count changes of one port (PMD reloads). */
 #define QUEUE_CHANGE_INTERVAL_MS 1000
+
+/* The least time between two updates of one port from its backend (and so between
+ * two writes of its status): a port whose guest comes and goes faster is seen at
+ * this pace. */
+#define UPDATE_INTERVAL_MS 100
 
 /* Takes in what the backend says about the guest: carrier, queues, the tx map. */
 static void
@@ -215,8 +229,7 @@ update_from_backend(struct netdev_vhostuser *dev)
         long long int now = time_msec();
 
         if (now < dev->next_queue_change) {
-            dev->queue_change_pending = true;
-            vhostuser_timer_at = MIN(vhostuser_timer_at, dev->next_queue_change);
+            dev->queue_change_pending = true;   /* run() comes back for it. */
         } else {
             if (n_pairs != dev->requested_n_rxq) {
                 VLOG_INFO_RL(&frontend_rl, "%s: guest has %d queue pairs (was %d)",
@@ -245,35 +258,68 @@ netdev_vhostuser_run(const struct netdev_class *class OVS_UNUSED)
         return;   /* No port yet. */
     }
     uint64_t seqno = seq_read(vhostuser_seq);
-    bool timer = time_msec() >= vhostuser_timer_at;
+    long long int now = time_msec();
 
-    if (seqno == vhostuser_last_seqno && !timer) {
+    if (seqno == vhostuser_last_seqno && now < vhostuser_timer_at) {
         return;
     }
     vhostuser_last_seqno = seqno;
-    if (timer) {
-        vhostuser_timer_at = LLONG_MAX;
-    }
+    vhostuser_timer_at = LLONG_MAX;   /* Each port arms it again below. */
 
     ovs_mutex_lock(&vhostuser_ports_mutex);
     LIST_FOR_EACH (dev, list_node, &vhostuser_ports) {
         struct vhu_event event;
         bool changed = false;
+        long long int recheck;
 
         ovs_mutex_lock(&dev->mutex);
+        /* Cleared before the events are drained: an event posted after the drain
+         * then finds it cleared and notifies (backend_notify()). */
+        atomic_read_relaxed(&dev->recheck_at, &recheck);
+        if (recheck && now >= recheck) {
+            atomic_store(&dev->recheck_at, 0);
+        }
         while (dev->port && vhu_port_next_event(dev->port, &event)) {
             changed = true;
         }
-        if (changed || (timer && dev->queue_change_pending)) {
+        dev->update_pending |= changed;
+
+        bool update = dev->update_pending && now >= dev->next_update;
+        if (dev->queue_change_pending && now >= dev->next_queue_change) {
+            update = true;
+        }
+        if (update) {
+            /* A frontend connecting and hanging up in a loop: its port's state is
+             * taken in, and written to the database, at most once per
+             * UPDATE_INTERVAL_MS, with what it is by then. */
+            dev->update_pending = false;
+            dev->next_update = now + UPDATE_INTERVAL_MS;
             update_from_backend(dev);
             /* Tell the bridge once more, a second later.  A guest can be ready
              * within milliseconds of the port's creation (a client port whose QEMU
              * already listens, after a restart of the switch): then the bridge's
              * first status write, still in flight, can land after ours, and OVS's
              * IDL drops our identical rewrite, leaving link_state "down" for good. */
-            vhostuser_timer_at = MIN(vhostuser_timer_at, time_msec() + 1000);
-        } else if (timer) {
+            dev->reannounce_at = now + 1000;
+        } else if (dev->reannounce_at && now >= dev->reannounce_at) {
+            dev->reannounce_at = 0;
             netdev_change_seq_changed(&dev->up);
+        }
+        if (changed || update) {
+            /* Until then, the backend's notifications for this port need not wake
+             * us: we look at it again then anyway. */
+            atomic_store(&dev->recheck_at, dev->next_update);
+        }
+
+        atomic_read_relaxed(&dev->recheck_at, &recheck);
+        if (recheck) {
+            vhostuser_timer_at = MIN(vhostuser_timer_at, recheck);
+        }
+        if (dev->reannounce_at) {
+            vhostuser_timer_at = MIN(vhostuser_timer_at, dev->reannounce_at);
+        }
+        if (dev->queue_change_pending) {
+            vhostuser_timer_at = MIN(vhostuser_timer_at, dev->next_queue_change);
         }
         ovs_mutex_unlock(&dev->mutex);
     }
@@ -328,7 +374,7 @@ ensure_backend_port(struct netdev_vhostuser *dev)
         .socket_path = dev->socket_path,
         .mode = dev->client_mode ? VHU_MODE_CLIENT : VHU_MODE_SERVER,
         .notify = backend_notify,
-        .aux = NULL,
+        .aux = dev,
         .max_guest_memory = vhostuser_max_guest_memory(),
         .socket_mode = vhostuser_sock_mode(),
         .socket_gid = vhostuser_sock_gid(),
@@ -396,6 +442,7 @@ netdev_vhostuser_construct__(struct netdev *netdev, bool client_mode)
     dev->requested_n_rxq = dev->requested_n_txq = 1;
     atomic_init(&dev->admin_up, true);
     atomic_init(&dev->carrier, false);
+    atomic_init(&dev->recheck_at, 0);
     atomic_init(&dev->guest_tx_mask, 0);
     atomic_init(&dev->tx_retries_max, dev->options.tx_retries_max);
     atomic_init(&dev->max_frame, max_frame_for_mtu(dev->mtu));
