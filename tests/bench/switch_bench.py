@@ -5,20 +5,29 @@ The usual OVS-DPDK vhost-user baseline topology: one PMD thread (pmd-cpu-mask=0x
 a netdev bridge with two dpdkvhostuser ports and the flows 1->2 and 2->1; one testpmd
 on CPU 1 with two virtio_user ports (queue_size 1024) in io mode, started with
 tx_first, burst 32, 1024 descriptors: packets circle VM -> switch -> VM.  64-byte
-packets.  Throughput is the sum of both virtio_user ports' receive rates, measured
-over an interval after a warm-up.  The two switches run one after the other, in the
-same run, with the same testpmd command.
+packets.  --in-flight: 512 per port (`start tx_first 16`, the ring kept fed: the
+throughput regime, default) or 32 (one burst: the latency regime).  Throughput is the
+sum of both virtio_user ports' receive rates, measured over an interval after a
+warm-up; beside it, the PMD's processing cycles per packet from
+`dpif-netdev/pmd-stats-show` over the same interval, the figure that does not depend
+on the VM side.  The switches run one after the other, alternating (ours, the baseline
+build if given, OVS-DPDK; ours, ...) over --runs (3), with the same testpmd command;
+each figure is the median, with the spread (min-max).  --baseline DAEMON adds an older
+build of ours to the rotation, for an interleaved A/B of a data-path change.
 
 Also printed: each switch daemon's memory, RSS plus the hugepages it holds.
 
 Not a test: it prints figures and ratios and asserts nothing about speed.
 
-usage: switch_bench.py --daemon build/bin/ovs-vswitchd-vhostuser [--seconds S] [--runs N]
+usage: switch_bench.py --daemon build/bin/ovs-vswitchd-vhostuser [--baseline DAEMON]
+                       [--in-flight 512|32] [--seconds S] [--runs N]
 """
 
 import argparse
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -60,7 +69,14 @@ def daemon_pid(ovs):
         return int(f.read().strip())
 
 
-def run_switch(name, daemon, other_config, seconds, workdir):
+def pmd_cycles_per_packet(ovs):
+    """The PMD's 'avg processing cycles per packet' since the last pmd-stats-clear."""
+    out = ovs.appctl("ovs-vswitchd", "dpif-netdev/pmd-stats-show")
+    m = re.search(r"avg processing cycles per packet:\s*([0-9.]+)", out)
+    return float(m.group(1)) if m else 0.0
+
+
+def run_switch(name, daemon, other_config, seconds, workdir, in_flight):
     config = {"pmd-cpu-mask": "0x1"}
     config.update(other_config)
     with OvsSandbox(daemon, other_config=config, command_timeout=90,
@@ -85,27 +101,31 @@ def run_switch(name, daemon, other_config, seconds, workdir):
             vm.wait_link_up(1)
             ovs.wait_for(lambda: all(ovs.get("Interface", p, "link_state") == "up"
                                      for p in ("vhu1", "vhu2")), "links up", timeout=60)
-            vm.command("start tx_first")
+            vm.command("start tx_first %d" % (in_flight // 32))
             time.sleep(3)   # Warm-up.
+            ovs.appctl("ovs-vswitchd", "dpif-netdev/pmd-stats-clear")
             first = vm.port_stats()
             t0 = time.time()
             time.sleep(seconds)
             last = vm.port_stats()
             elapsed = time.time() - t0
             pps = sum(last[p]["rx"] - first[p]["rx"] for p in (0, 1)) / elapsed
+            cycles = pmd_cycles_per_packet(ovs)
             rss, huge = memory_kb(daemon_pid(ovs), "/dev/hugepages/bench-" + name)
             vm.command("stop")
         finally:
             vm.quit()
             subprocess.run("rm -f /dev/hugepages/bench-%s*" % name, shell=True)
-        return pps, rss, huge
+        return pps, cycles, rss, huge
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--daemon", required=True, help="our ovs-vswitchd-vhostuser")
+    ap.add_argument("--baseline", help="an older build of ours to compare with")
+    ap.add_argument("--in-flight", type=int, choices=(512, 32), default=512)
     ap.add_argument("--seconds", type=float, default=10)
-    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     if not os.path.exists(OVS_DPDK):
         sys.exit("install Debian's openvswitch-switch-dpdk for the baseline")
@@ -120,28 +140,46 @@ def main():
     os.makedirs(os.path.join(workdir, "bin"))
     ovs_dpdk = os.path.join(workdir, "bin", "ovs-vswitchd")
     os.symlink(OVS_DPDK, ovs_dpdk)
-    rows = []
+    dpdk_config = {"dpdk-init": "true", "dpdk-socket-mem": "512", "dpdk-extra": "--no-pci"}
+    contenders = [("ovs-vhostuser", args.daemon, {})]
+    if args.baseline:
+        contenders.append(("baseline", args.baseline, {}))
+    contenders.append(("OVS-DPDK 3.1 (Debian)", ovs_dpdk, dpdk_config))
+    results = {name: [] for name, _, _ in contenders}
     for run in range(args.runs):
-        ours = run_switch("ours-%d" % run, args.daemon, {}, args.seconds, workdir)
-        dpdk = run_switch("ovs-dpdk-%d" % run, ovs_dpdk,
-                          {"dpdk-init": "true", "dpdk-socket-mem": "512",
-                           "dpdk-extra": "--no-pci"},
-                          args.seconds, workdir)
-        rows.append((ours, dpdk))
-        print("run %d: ovs-vhostuser %.2f Mpps, OVS-DPDK %.2f Mpps, ratio %.2f"
-              % (run + 1, ours[0] / 1e6, dpdk[0] / 1e6, ours[0] / dpdk[0]), flush=True)
+        line = []
+        for i, (name, daemon, config) in enumerate(contenders):
+            r = run_switch("c%d-%d" % (i, run), daemon, config, args.seconds, workdir,
+                           args.in_flight)
+            results[name].append(r)
+            line.append("%s %.2f Mpps %.0f cycles/pkt" % (name, r[0] / 1e6, r[1]))
+        print("run %d: %s" % (run + 1, ", ".join(line)), flush=True)
 
-    def mean(i, j):
-        return sum(r[i][j] for r in rows) / len(rows)
+    def med(name, j):
+        return statistics.median(r[j] for r in results[name])
 
-    print("two vhost-user ports, flows 1->2 and 2->1, 1 PMD, testpmd io loop, 64 B:")
-    print("  %-22s %10s %12s %14s" % ("", "Mpps", "RSS MiB", "hugepages MiB"))
-    for i, name in ((0, "ovs-vhostuser"), (1, "OVS-DPDK 3.1 (Debian)")):
-        print("  %-22s %10.2f %12.1f %14.1f" % (name, mean(i, 0) / 1e6,
-                                               mean(i, 1) / 1024, mean(i, 2) / 1024))
-    print("  ratio (ours / OVS-DPDK): throughput %.2f, memory %.3f"
-          % (mean(0, 0) / mean(1, 0),
-             (mean(0, 1) + mean(0, 2)) / (mean(1, 1) + mean(1, 2))))
+    def spread(name, j, scale, digits):
+        v = [r[j] / scale for r in results[name]]
+        return "%.*f-%.*f" % (digits, min(v), digits, max(v))
+
+    print("two vhost-user ports, flows 1->2 and 2->1, 1 PMD, testpmd io loop, 64 B, "
+          "%d in flight per port, median of %d:" % (args.in_flight, args.runs))
+    print("  %-22s %18s %20s %9s %14s" % ("", "Mpps (spread)", "cycles/pkt (spread)",
+                                          "RSS MiB", "hugepages MiB"))
+    for name, _, _ in contenders:
+        print("  %-22s %6.2f (%9s) %8.0f (%9s) %9.1f %14.1f"
+              % (name, med(name, 0) / 1e6, spread(name, 0, 1e6, 2), med(name, 1),
+                 spread(name, 1, 1, 0), med(name, 2) / 1024, med(name, 3) / 1024))
+    ref = contenders[-1][0]
+    ours = "ovs-vhostuser"
+    print("  ratio (ours / OVS-DPDK): throughput %.2f, cycles/pkt %.2f, memory %.3f"
+          % (med(ours, 0) / med(ref, 0),
+             med(ours, 1) / med(ref, 1) if med(ref, 1) else 0,
+             (med(ours, 2) + med(ours, 3)) / (med(ref, 2) + med(ref, 3))))
+    if args.baseline:
+        print("  ratio (ours / baseline): throughput %.2f, cycles/pkt %.2f"
+              % (med(ours, 0) / med("baseline", 0),
+                 med(ours, 1) / med("baseline", 1) if med("baseline", 1) else 0))
     shutil.rmtree(workdir, ignore_errors=True)
 
 
