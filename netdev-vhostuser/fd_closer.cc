@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 namespace vhostuser {
 namespace {
@@ -44,6 +45,12 @@ class Closers {
   size_t Pending() {
     std::lock_guard<std::mutex> lock(mu_);
     return count_ + closing_;
+  }
+
+  bool WaitIdle(absl::Duration timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return idle_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                             [this] { return count_ == 0 && closing_ == 0; });
   }
 
   int Stuck() {
@@ -107,6 +114,7 @@ class Closers {
       lock.lock();
       --closing_;
       self.closing = false;
+      if (count_ == 0 && closing_ == 0) idle_cv_.notify_all();
       if (self.stuck) {
         // Replaced while we were blocked: the others have the queue now.
         --stuck_;
@@ -141,6 +149,7 @@ class Closers {
   std::mutex mu_;
   std::condition_variable cv_;
   std::condition_variable cv_watch_;
+  std::condition_variable idle_cv_;  // Nothing queued or being closed (tests).
   // The fds to close, a ring of a power-of-two size grown by Close().
   std::vector<int> ring_;
   size_t head_ = 0;
@@ -166,12 +175,7 @@ size_t FdCloser::PendingForTest() { return Closers::Get().Pending(); }
 int FdCloser::StuckClosersForTest() { return Closers::Get().Stuck(); }
 
 bool FdCloser::WaitIdleForTest(absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (PendingForTest() > 0) {
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  return true;
+  return Closers::Get().WaitIdle(timeout);
 }
 
 }  // namespace vhostuser

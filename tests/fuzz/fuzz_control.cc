@@ -88,7 +88,7 @@ void* AllocPacket(void*, uint32_t size, uint8_t** data) {
 class Session {
  public:
   Session()
-      : device_([this](vhu_event) { ++events_; }, "fuzz"),
+      : device_([this](vhu_event) { ++events_; }, "fuzz", VHU_DEFAULT_MAX_GUEST_MEMORY),
         message_(std::make_unique<Message>()) {
     Connect();
   }

@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "fd_closer.h"
+
 namespace vhostuser::fuzz {
 
 // Reads little-endian integers and byte runs off the front of the input; past the end
@@ -44,19 +46,22 @@ class Cursor {
   size_t at_ = 0;
 };
 
+// A broken invariant: libFuzzer records the input as a crash.
+[[noreturn]] inline void Violation(const char* what) {
+  fprintf(stderr, "fuzz invariant violated: %s\n", what);
+  abort();
+}
+
+// The process's open fds, once the closer threads (fd_closer.h), which close what the
+// backend took from a frontend, have nothing left to close.
 inline int CountOpenFds() {
+  if (!FdCloser::WaitIdleForTest()) Violation("a frontend's fd was never closed");
   int n = 0;
   DIR* d = opendir("/proc/self/fd");
   if (d == nullptr) abort();
   while (readdir(d) != nullptr) ++n;
   closedir(d);
   return n;
-}
-
-// A broken invariant: libFuzzer records the input as a crash.
-[[noreturn]] inline void Violation(const char* what) {
-  fprintf(stderr, "fuzz invariant violated: %s\n", what);
-  abort();
 }
 
 }  // namespace vhostuser::fuzz
