@@ -72,9 +72,12 @@ IN_FLIGHT_BURSTS = int(env_float("VHU_ISOLATION_BURSTS", 16))  # tx_first N, per
 ATTACK_S = env_float("VHU_ISOLATION_ATTACK_S", 3)       # the measured attack window
 ATTACKER_NICE = int(os.environ.get("VHU_ISOLATION_ATTACKER_NICE", "19"))
 MAX_LOG_LINES = os.environ.get("VHU_ISOLATION_MAX_LOG_LINES")  # unset: report only
-# A case whose only failure is the neighbours' rate is measured a second time, and
-# fails only if the second attack window is short too: one window can be noise.
+# A case whose only failure is the neighbours' rate is measured again, up to
+# MAX_ATTEMPTS times in all, and fails only if every attack window is short: on this
+# two-core machine one window, even two, can be noise (the idle case alone has ranged
+# from 0.92x to 1.5x).
 CONFIRM = os.environ.get("VHU_ISOLATION_CONFIRM", "1") != "0"
+MAX_ATTEMPTS = 3
 ATTACKER_CPU = 1
 LEAD_S = 0.5          # the attack runs this long before its window opens
 SETTLE_S = 20         # how long the daemon may take to get back to its footprint
@@ -752,12 +755,15 @@ def run_cases(daemon, hostile, cases, reference=False):
             log("%s: %s: %s" % (bed.label, case.name, case.what))
             try:
                 r = run_case(bed, case)
-                if CONFIRM and r.rate_failed and len(r.problems) == 1:
+                attempts = 1
+                while (CONFIRM and r.rate_failed and len(r.problems) == 1
+                       and attempts < MAX_ATTEMPTS):
                     log(describe(r))
                     log("%s: %s: the rate alone failed; measuring again to tell harm from "
                         "noise" % (bed.label, case.name))
                     first, r = r, run_case(bed, case)
                     r.first = first
+                    attempts += 1
             except (SandboxError, subprocess.SubprocessError, OSError, RuntimeError) as e:
                 r = Result(case, bed.label)
                 r.problems.append("the harness could not finish the case: %s" % e)
