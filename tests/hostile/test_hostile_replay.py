@@ -42,14 +42,9 @@ GROUPS = {"size": "framing", "request": "framing", "truncated": "framing",
           "chain": "descriptor chains", "avail": "descriptor chains", "racing": "races",
           "fault": "faults under traffic"}
 
-# Cases that fail intermittently against the daemon only (in process they pass), under
-# investigation; VHU_HOSTILE_KNOWN_ISSUES=1 runs them.
-DAEMON_KNOWN_ISSUES = {
-    "fault_mem_table_during_traffic":
-        "intermittent against the daemon (2 of the last 3 runs): a 60-byte frame comes "
-        "back with other bytes, during the SET_MEM_TABLE storm or to the next "
-        "frontend; passes in process (hostile.library)",
-}
+# Cases that fail intermittently against the daemon only, under investigation;
+# VHU_HOSTILE_KNOWN_ISSUES=1 runs them.
+DAEMON_KNOWN_ISSUES = {}
 
 # VmSize may move with the allocator's arenas; guest memory shows in the memfd count.
 VMSIZE_SLACK_KB = 32 * 1024
