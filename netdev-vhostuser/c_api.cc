@@ -48,13 +48,15 @@ bool vhu_vring_get_status(vhu_port* port, unsigned vring, vhu_vring_status* stat
 uint32_t vhu_dequeue_burst(vhu_port* port, uint16_t qp, vhu_alloc_fn* alloc, void* aux,
                            void** pkts, uint32_t max) {
   if (qp >= VHU_MAX_QUEUE_PAIRS) return 0;
-  Virtqueue& vq = port->impl->device().vring(2 * qp + 1);
+  vhostuser::Device& device = port->impl->device();
+  Virtqueue& vq = device.vring(2 * qp + 1);
   std::lock_guard<Spinlock> lock(vq.lock());
   uint32_t injected = 0;
   uint8_t mac[6];
   // After a live migration QEMU may ask us to announce the guest (SEND_RARP): its RARP
   // comes first out of queue pair 0, once that ring moves packets.
-  if (qp == 0 && max > 0 && vq.usable() && port->impl->device().TakeRarp(mac)) {
+  if (__builtin_expect(qp == 0 && device.rarp_pending(), 0) && max > 0 && vq.usable() &&
+      device.TakeRarp(mac)) {
     uint8_t* data;
     if (void* pkt = alloc(aux, vhostuser::kRarpFrameSize, &data)) {
       vhostuser::BuildRarpFrame(mac, data);

@@ -56,9 +56,10 @@ class Device {
   // The memory region whose mapping lost its backing (sigbus_guard.h), or -1.
   int lost_memory_region() const { return memory_ ? memory_->LostRegion() : -1; }
 
-  // Data path, any thread: takes the MAC of a SEND_RARP not yet announced.
+  // Data path, any thread: whether a SEND_RARP waits (one relaxed load), and taking
+  // the MAC of one not yet announced.
+  bool rarp_pending() const { return rarp_.load(std::memory_order_relaxed) != 0; }
   bool TakeRarp(uint8_t mac[6]) {
-    if (rarp_.load(std::memory_order_relaxed) == 0) return false;
     const uint64_t v = rarp_.exchange(0, std::memory_order_acquire);
     if (v == 0) return false;
     for (int i = 0; i < 6; ++i) mac[i] = static_cast<uint8_t>(v >> (8 * i));

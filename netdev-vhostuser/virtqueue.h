@@ -22,6 +22,7 @@
 #include "dirty_log.h"
 #include "guest_memory.h"
 #include "protocol.h"
+#include "ring_access.h"
 #include "spinlock.h"
 #include "unique_fd.h"
 #include "vhostuser/vhostuser.h"
@@ -121,7 +122,29 @@ class Virtqueue {
   // Collects the buffers of the chain starting at 'head' into segments_.  'writable'
   // says which kind every descriptor must be.  Returns false, after Fail(), for a chain
   // that breaks the rules, and without it when the call's walk budget is spent.
-  bool WalkChain(uint16_t head, bool writable, uint32_t* n_segments, uint64_t* total);
+  //
+  // The usual chain, one direct descriptor, is taken here without a call; any other
+  // (and anything doubtful) gets the full walk, which reads and checks it all afresh.
+  bool WalkChain(uint16_t head, bool writable, uint32_t* n_segments, uint64_t* total) {
+    if (__builtin_expect(head < size_ && walk_budget_ != 0, 1)) {
+      const VringDesc* slot = &desc_[head];
+      const uint64_t addr = ReadOnce(&slot->addr);
+      const uint32_t len = ReadOnce(&slot->len);
+      const uint16_t flags = ReadOnce(&slot->flags);
+      constexpr uint16_t kShape = kDescFlagNext | kDescFlagIndirect | kDescFlagWrite;
+      if ((flags & kShape) == (writable ? kDescFlagWrite : 0) && len != 0) {
+        if (uint8_t* data = memory_->TranslateGuest(addr, len)) {
+          --walk_budget_;
+          segments_[0] = Segment{data, len};
+          *n_segments = 1;
+          *total = len;
+          return true;
+        }
+      }
+    }
+    return WalkChainFull(head, writable, n_segments, total);
+  }
+  bool WalkChainFull(uint16_t head, bool writable, uint32_t* n_segments, uint64_t* total);
   // Turns the transmit chain in segments_ (of 'total' bytes) into a packet from
   // 'alloc' appended to pkts[*received], or counts it dropped (empty or oversized
   // frame).  Returns false to end the burst: no packet to be had, or a chain shorter
@@ -155,7 +178,9 @@ class Virtqueue {
   }
   // Interrupts the guest if it asked to be, for used entries [old_used, used_idx_).
   void MaybeInterrupt(uint16_t old_used);
+  // Publishes used->idx (after marking the burst's used entries in the dirty log).
   void PublishUsed(uint16_t old_used);
+  void LogUsedEntries(uint16_t old_used) const;
   uint16_t ReadAvailIdx() const;
   bool AvailableEntries(uint16_t* count);
   uint32_t EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, bool* fits);
