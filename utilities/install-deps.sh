@@ -13,6 +13,7 @@ packages=(
   build-essential g++ cmake pkg-config ninja-build
   libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
   openvswitch-source openvswitch-common openvswitch-switch
+  ovn-central ovn-host
   libssl-dev libcap-ng-dev libunbound-dev libnuma-dev libxdp-dev libbpf-dev
   autoconf automake libtool python3
   dpdk dpdk-dev libdpdk-dev
@@ -41,6 +42,25 @@ fi
 # package install started them so they do not compete for the two cores.
 if command -v ovs-ctl >/dev/null 2>&1 || [[ -x /usr/share/openvswitch/scripts/ovs-ctl ]]; then
   /usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1 || true
+fi
+
+# OVN (tests/ovn/) likewise: the tests run their own OVN central and ovn-controllers
+# in private directories.  On a systemd machine the packages start ovn-central (the
+# NB/SB databases and ovn-northd) and ovn-host (ovn-controller, which would take the
+# system's OVS as a chassis); stop them, and keep them from starting at boot when this
+# script installed them.
+if [[ -d /run/systemd/system ]]; then
+  for unit in ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb \
+              ovn-ovsdb-server-sb; do
+    systemctl stop "$unit" >/dev/null 2>&1 || true
+  done
+  if [[ " ${missing[*]:-} " == *" ovn-"* ]]; then
+    systemctl disable ovn-central ovn-host >/dev/null 2>&1 || true
+  fi
+fi
+if [[ -x /usr/share/ovn/scripts/ovn-ctl ]]; then
+  /usr/share/ovn/scripts/ovn-ctl stop_controller >/dev/null 2>&1 || true
+  /usr/share/ovn/scripts/ovn-ctl stop_northd >/dev/null 2>&1 || true
 fi
 
 hugepages=0

@@ -67,18 +67,21 @@ class OvsSandbox:
     """One ovsdb-server and one ovs-vswitchd sharing a private directory."""
 
     def __init__(self, daemon, workdir=None, other_config=None,
-                 private_netns=True, keep=False, command_timeout=30):
+                 private_netns=True, keep=False, command_timeout=30, netns=None):
         """'daemon': path of the ovs-vswitchd to run (ours).
         'workdir': directory to use (created); default a fresh one under /tmp.
         'other_config': Open_vSwitch other_config to set before the switch starts,
             e.g. {"pmd-cpu-mask": "0x1"}.
         'keep': leave the directory behind even after a clean run.
-        'command_timeout': seconds any single tool or wait may take."""
+        'command_timeout': seconds any single tool or wait may take.
+        'netns': the name of an existing network namespace (ip netns) to run
+            ovs-vswitchd in, instead of a private unnamed one; the caller owns it."""
         self.daemon = os.path.abspath(daemon)
         if not os.access(self.daemon, os.X_OK):
             raise SandboxError(f"{self.daemon} is not an executable")
         self.other_config = dict(other_config or {})
         self.private_netns = private_netns and os.geteuid() == 0
+        self.netns = netns
         self.keep = keep
         self.command_timeout = command_timeout
 
@@ -150,7 +153,9 @@ class OvsSandbox:
         # prints (sanitizers, abort messages).
         command = [self.daemon, f"unix:{self.db_socket}", "--pidfile",
                    f"--log-file={self.vswitchd_log}", "--no-chdir", "-vconsole:err"]
-        if self.private_netns:
+        if self.netns:
+            command = ["ip", "netns", "exec", self.netns] + command
+        elif self.private_netns:
             command = ["unshare", "--net", "--"] + command
         self.vswitchd = self._spawn(command, "ovs-vswitchd")
         # Up once it has answered on its control socket and applied the database's
