@@ -42,6 +42,9 @@ BUSYBOX = "/bin/busybox"
 # ones before it.
 MODULES = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
            "virtio_pci", "failover", "net_failover", "virtio_net"]
+# Modules shipped in /lib/modules but not loaded at boot: a test insmods them.
+# pktgen: the kernel's packet generator, a fixed-count flood from the guest.
+EXTRA_MODULES = ["pktgen"]
 DEFAULT_CACHE = "/var/cache/ovs-vhostuser"
 # Images kept besides the one in use; older ones are removed.
 KEEP_OLD_IMAGES = 2
@@ -143,6 +146,7 @@ def _inputs(kernel_name, kernel_version):
         "init": _file_digest(INIT_SCRIPT),
         "scenarios": {os.path.basename(p): _file_digest(p) for p in scenarios},
         "modules": MODULES,
+        "extra_modules": EXTRA_MODULES,
         "builder": _file_digest(os.path.abspath(__file__)),
     }
 
@@ -201,7 +205,7 @@ def _initramfs(module_dir):
     cpio.symlink("bin/sh", "busybox")
     cpio.file("init", _read(INIT_SCRIPT), 0o755)
     cpio.file("etc/guest-modules", ("\n".join(MODULES) + "\n").encode())
-    for module in MODULES:
+    for module in MODULES + EXTRA_MODULES:
         cpio.file("lib/modules/%s.ko" % module,
                   _read(os.path.join(module_dir, module + ".ko")))
     for script in sorted(glob.glob(os.path.join(SCENARIO_DIR, "*.sh"))):
@@ -216,9 +220,9 @@ def _find_modules(tree, release):
     for path in glob.glob(os.path.join(tree, "lib/modules", release, "kernel/**/*.ko"),
                           recursive=True):
         name = os.path.basename(path)[:-3]
-        if name in MODULES:
+        if name in MODULES + EXTRA_MODULES:
             found[name] = path
-    missing = [m for m in MODULES if m not in found]
+    missing = [m for m in MODULES + EXTRA_MODULES if m not in found]
     if missing:
         raise RuntimeError("kernel package lacks modules: " + ", ".join(missing))
     return found
