@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Benchmark: instructions per packet of the backend, for an A/B of a data-path change.
+
+Wall-clock figures on a small shared machine move by a factor of two from run to run
+(loopback_bench.py prints the spread), which hides any change worth less than that.
+The instructions the backend executes per packet do not move: this runs
+vhostuser-loopback --mac-swap under valgrind's callgrind, with DPDK testpmd's
+virtio_user port (64 B, queue 1024, the ring kept full) as the guest, and divides the
+instructions counted by the packets the backend forwarded.  Under callgrind the backend
+is the slow side, so the ring stays full and few polls come back empty.
+
+An instruction count is not a time: it misses cache misses, which dominate when frames
+cross cores.  Keep a change when this and an interleaved loopback_bench.py agree, or
+this improves and the wall-clock A/B is within its noise.
+
+usage: instructions_bench.py --loopback BIN [--baseline BIN] [--seconds S] [--runs N]
+                             [--top N]
+  --top N: also print the N functions whose instructions per packet differ most
+           between the two binaries.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers"))
+from testpmd import TestPmd  # noqa: E402
+
+QUEUE_SIZE = 1024
+
+
+def run_once(loopback, workdir, tag, seconds):
+    """(instructions, packets, callgrind output file) of one run of 'loopback'."""
+    sock = os.path.join(workdir, tag + ".sock")
+    out = os.path.join(workdir, tag + ".callgrind")
+    backend = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, loopback,
+         "--socket", sock, "--queues", "1", "--cpu", "0", "--mac-swap"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(600):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        guest = TestPmd([sock], queue_size=QUEUE_SIZE, mrg_rxbuf=0, in_order=0,
+                        forward_mode="mac", cpu=1, hugepages=True, descs=QUEUE_SIZE,
+                        file_prefix="ipp-" + tag,
+                        log_path=os.path.join(workdir, tag + "-guest.log"))
+        try:
+            guest.wait_ready()
+            guest.wait_link_up()
+            guest.command("start tx_first 32")
+            time.sleep(seconds)
+            guest.command("stop")
+        finally:
+            guest.quit()
+    finally:
+        backend.send_signal(signal.SIGINT)
+        text = backend.communicate(timeout=120)[0]
+    m = re.search(r"^rx_packets=(\d+) tx_packets=(\d+)", text, re.M)
+    if not m or int(m.group(2)) == 0:
+        sys.exit("%s: no packets forwarded:\n%s" % (loopback, text[-2000:]))
+    instructions = None
+    with open(out) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                instructions = int(line.split()[1])
+    return instructions, int(m.group(2)), out
+
+
+def per_function(callgrind_out, packets):
+    """{file:function: instructions per packet}, inlined code under its own file."""
+    text = subprocess.run(["callgrind_annotate", "--threshold=100", callgrind_out],
+                          capture_output=True, text=True, check=True).stdout
+    result = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d,]+)\s+\([^)]*\)\s+(\S+?):(.*?)(\s\[.*)?$", line)
+        if m:
+            name = m.group(2).split("/")[-1] + ":" + m.group(3)[:80]
+            result[name] = result.get(name, 0) + int(m.group(1).replace(",", "")) / packets
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--loopback", required=True)
+    ap.add_argument("--baseline", help="an older vhostuser-loopback to compare with")
+    ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--top", type=int, default=0)
+    args = ap.parse_args()
+    if not shutil.which("valgrind"):
+        sys.exit("needs valgrind (apt-get install valgrind)")
+    if int(open("/proc/sys/vm/nr_hugepages").read()) < 512:
+        sys.exit("reserve hugepages first: utilities/install-deps.sh --hugepages 1024")
+    workdir = tempfile.mkdtemp(prefix="vhu-ipp-")
+    contenders = [("ours", args.loopback)]
+    if args.baseline:
+        contenders.append(("baseline", args.baseline))
+    results = {name: [] for name, _ in contenders}
+    last = {}
+    for run in range(args.runs):
+        line = []
+        for name, binary in contenders:
+            instructions, packets, out = run_once(binary, workdir, "%s-%d" % (name, run),
+                                                  args.seconds)
+            results[name].append(instructions / packets)
+            last[name] = (out, packets)
+            line.append("%s %.1f (%d packets)" % (name, instructions / packets, packets))
+        print("run %d (instructions/packet): %s" % (run + 1, ", ".join(line)), flush=True)
+    print("backend instructions per packet (64 B, ring full, callgrind, median of %d):"
+          % args.runs)
+    for name, _ in contenders:
+        v = results[name]
+        print("  %-9s: %7.1f (%.1f-%.1f)" % (name, statistics.median(v), min(v), max(v)))
+    if args.baseline:
+        ratio = statistics.median(results["ours"]) / statistics.median(results["baseline"])
+        print("  ratio (ours / baseline): %.3f" % ratio)
+        if args.top:
+            ours = per_function(*last["ours"])
+            base = per_function(*last["baseline"])
+            names = sorted(set(ours) | set(base),
+                           key=lambda k: -abs(ours.get(k, 0) - base.get(k, 0)))
+            print("  largest differences (baseline, ours, ours - baseline):")
+            for k in names[:args.top]:
+                print("    %7.1f %7.1f %+7.1f  %s" % (base.get(k, 0), ours.get(k, 0),
+                                                      ours.get(k, 0) - base.get(k, 0), k))
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
