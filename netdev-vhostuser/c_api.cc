@@ -2,8 +2,8 @@
 #include <cstring>
 #include <mutex>
 
-#include "port.h"
-#include "rarp.h"
+#include "control/port.h"
+#include "net/rarp.h"
 #include "vhostuser/vhostuser.h"
 
 using vhostuser::Port;

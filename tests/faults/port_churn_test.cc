@@ -22,9 +22,9 @@
 #include <thread>
 #include <vector>
 
-#include "fd_closer.h"
 #include "gtest/gtest.h"
-#include "protocol.h"
+#include "protocol/protocol.h"
+#include "runtime/fd_closer.h"
 #include "test_frontend.h"
 #include "vhostuser/vhostuser.h"
 

@@ -32,11 +32,11 @@
 #include <memory>
 #include <vector>
 
-#include "device.h"
+#include "control/device.h"
+#include "control/message_reader.h"
 #include "fuzz_util.h"
-#include "message_reader.h"
-#include "protocol.h"
-#include "unique_fd.h"
+#include "protocol/protocol.h"
+#include "runtime/unique_fd.h"
 #include "vhostuser/vhostuser.h"
 
 namespace vhostuser::fuzz {

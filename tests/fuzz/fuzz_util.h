@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "fd_closer.h"
+#include "runtime/fd_closer.h"
 
 namespace vhostuser::fuzz {
 

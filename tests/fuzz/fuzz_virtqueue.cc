@@ -25,10 +25,10 @@
 #include <vector>
 
 #include "fuzz_util.h"
-#include "guest_memory.h"
-#include "protocol.h"
-#include "unique_fd.h"
-#include "virtqueue.h"
+#include "memory/guest_memory.h"
+#include "protocol/protocol.h"
+#include "rings/virtqueue.h"
+#include "runtime/unique_fd.h"
 
 namespace vhostuser::fuzz {
 namespace {

@@ -21,9 +21,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "protocol.h"
+#include "protocol/protocol.h"
+#include "runtime/unique_fd.h"
 #include "test_frontend.h"
-#include "unique_fd.h"
 #include "vhostuser/vhostuser.h"
 
 namespace vhostuser::hostile {
@@ -174,9 +174,17 @@ struct Guest {
         if (rx.PopUsed(&e)) {
           ++rx_popped;
           // The probes sent before may only have been late (the switch starts
-          // polling a fresh guest's transmit queue at its next PMD reload): they can
-          // still come back, ahead of a case's own frames.
+          // polling a fresh guest's transmit queue at its next PMD reload).  Once the
+          // switch has taken them all from the transmit ring, their echoes find no
+          // receive buffer and are dropped; until then they could come back ahead of
+          // a case's own frames, into its buffers.  Should one still come, it is
+          // recognised (TakeLateProbe).
           late_probes = attempt;
+          const auto settle = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+          while (tx.used_idx() != tx.avail_idx() &&
+                 std::chrono::steady_clock::now() < settle) {
+            env.pump();
+          }
           return absl::OkStatus();
         }
         env.pump();
@@ -871,10 +879,10 @@ class GuestTraffic {
     tx_slots_ = g.ram.Alloc(256 * 256);
     rx_slots_ = g.ram.Alloc(256 * 2048);
     // Take over the rings where the probes left them.
-    tx_posted_ = tx_done_ = g.tx.avail_idx();
-    VringUsedElem e;
-    while (g.tx.PopUsed(&e)) {
-    }
+    // Probes sent before the first came back may still be in flight: they are posted
+    // and not done, and their used entries count when they come.
+    tx_posted_ = g.tx.avail_idx();
+    tx_done_ = g.tx.popped();
     rx_posted_ = g.rx.avail_idx();
     rx_done_ = static_cast<uint16_t>(g.rx_popped);
   }

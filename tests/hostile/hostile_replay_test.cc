@@ -18,10 +18,10 @@
 #include <thread>
 #include <vector>
 
-#include "fd_closer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hostile_cases.h"
+#include "runtime/fd_closer.h"
 #include "vhostuser/vhostuser.h"
 
 namespace vhostuser::hostile {

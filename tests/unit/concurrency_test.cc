@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "protocol.h"
+#include "protocol/protocol.h"
 #include "test_frontend.h"
 #include "vhostuser/vhostuser.h"
 

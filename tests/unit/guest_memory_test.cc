@@ -1,11 +1,11 @@
-#include "guest_memory.h"
+#include "memory/guest_memory.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "gtest/gtest.h"
-#include "unique_fd.h"
+#include "runtime/unique_fd.h"
 
 namespace vhostuser {
 namespace {

@@ -24,8 +24,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "protocol.h"
 #include "port_fixture.h"
+#include "protocol/protocol.h"
 #include "test_frontend.h"
 #include "vhostuser/vhostuser.h"
 

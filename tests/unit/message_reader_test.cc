@@ -1,5 +1,5 @@
-#include "fd_closer.h"
-#include "message_reader.h"
+#include "control/message_reader.h"
+#include "runtime/fd_closer.h"
 
 #include <fcntl.h>
 #include <sys/socket.h>

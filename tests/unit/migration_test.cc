@@ -10,8 +10,8 @@
 #include <set>
 #include <vector>
 
+#include "net/rarp.h"
 #include "port_fixture.h"
-#include "rarp.h"
 
 namespace vhostuser::testing {
 namespace {

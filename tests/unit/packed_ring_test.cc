@@ -12,7 +12,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "protocol.h"
+#include "protocol/protocol.h"
 #include "test_frontend.h"
 #include "vhostuser/vhostuser.h"
 

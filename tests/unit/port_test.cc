@@ -15,10 +15,10 @@
 #include <string>
 #include <thread>
 
-#include "fd_closer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "protocol.h"
+#include "protocol/protocol.h"
+#include "runtime/fd_closer.h"
 #include "test_frontend.h"
 #include "vhostuser/vhostuser.h"
 

@@ -1,6 +1,6 @@
 // The SIGBUS guard: a fault in a guest mapping whose file shrank is absorbed and
 // reported; any other SIGBUS still ends the process.
-#include "sigbus_guard.h"
+#include "memory/sigbus_guard.h"
 
 #include <signal.h>
 #include <sys/mman.h>
@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include "gtest/gtest.h"
-#include "guest_memory.h"
-#include "unique_fd.h"
+#include "memory/guest_memory.h"
+#include "runtime/unique_fd.h"
 
 namespace vhostuser {
 namespace {

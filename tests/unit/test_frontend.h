@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "protocol.h"
-#include "unique_fd.h"
+#include "protocol/protocol.h"
+#include "runtime/unique_fd.h"
 
 namespace vhostuser::testing {
 
@@ -66,6 +66,8 @@ class DriverRing {
   void Publish(uint16_t head);
   // Pops the next used element, if the device wrote one.
   bool PopUsed(VringUsedElem* elem);
+  // How many used entries PopUsed() has taken in all (free-running, like the indices).
+  uint16_t popped() const { return last_used_; }
   uint16_t avail_idx() const;
   uint16_t used_idx() const;
   uint16_t used_flags() const;

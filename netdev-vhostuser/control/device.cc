@@ -1,0 +1,471 @@
+#include "control/device.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "control/fd_kind.h"
+#include "runtime/log.h"
+
+namespace vhostuser {
+namespace {
+
+absl::Status BadPayload(const Message& m) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      RequestName(m.header.request), " has a ", m.header.size, "-byte payload"));
+}
+
+absl::Status ExpectFds(const Message& m, size_t n) {
+  if (m.fds.size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat(RequestName(m.header.request),
+                                                   " carries ", m.fds.size(),
+                                                   " fds, expected ", n));
+  }
+  return absl::OkStatus();
+}
+
+// The call fd is written from the data path, so a write to it must never block: a
+// frontend could saturate a blocking eventfd's counter and stop the switch's polling
+// thread for good.  It is made non-blocking (the flag is on the file description the
+// frontend shares; virtio frontends create their call eventfds non-blocking anyway), and
+// every write is watched besides (call_notifier.h).
+absl::Status MakeNonBlocking(int fd, absl::string_view what) {
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " cannot be made non-blocking: ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+// Holds every vring's lock: while it lives no burst runs on this device.
+class AllVringsLocked {
+ public:
+  explicit AllVringsLocked(std::array<Virtqueue, VHU_MAX_VRINGS>& vrings)
+      : vrings_(vrings) {
+    for (Virtqueue& vq : vrings_) vq.lock().lock();
+  }
+  ~AllVringsLocked() {
+    for (Virtqueue& vq : vrings_) vq.lock().unlock();
+  }
+
+ private:
+  std::array<Virtqueue, VHU_MAX_VRINGS>& vrings_;
+};
+
+}  // namespace
+
+Device::Device(std::function<void(vhu_event)> post, std::string log_prefix,
+               uint64_t max_memory)
+    : post_(std::move(post)), log_prefix_(std::move(log_prefix)),
+      max_memory_(max_memory) {}
+
+void Device::Reset() {
+  {
+    AllVringsLocked locked(vrings_);
+    for (Virtqueue& vq : vrings_) vq.Reset();
+  }
+  memory_.reset();
+  log_.reset();  // The vrings stopped pointing at it in their Reset().
+  backend_req_fd_.reset();
+  rarp_.store(0, std::memory_order_relaxed);
+  features_ = protocol_features_ = 0;
+  features_set_ = false;
+  mtu_ = 0;
+  device_status_ = 0;
+  num_vrings_ = 0;
+  rx_mask_ = tx_mask_ = 0;
+}
+
+absl::StatusOr<Virtqueue*> Device::VringFor(uint32_t index) {
+  if (index >= VHU_MAX_VRINGS) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vring index ", index, " out of range (", VHU_MAX_VRINGS,
+                     " vrings)"));
+  }
+  if (index + 1 > num_vrings_) num_vrings_ = index + 1;
+  return &vrings_[index];
+}
+
+absl::Status Device::Reply(int fd, const Message& request, const void* payload,
+                           uint32_t size) {
+  MessageHeader header{request.header.request, kVersion | kFlagReply, size};
+  return SendMessage(fd, header, payload);
+}
+
+absl::Status Device::Handle(int fd, Message& message) {
+  bool replied = false;
+  absl::Status status = Dispatch(fd, message, &replied);
+  // REPLY_ACK: the frontend asked to hear how a request without a reply of its own went.
+  if ((message.header.flags & kFlagNeedReply) && !replied &&
+      (protocol_features_ & Bit(protocol_feature::kReplyAck))) {
+    absl::Status ack = ReplyU64(fd, message, status.ok() ? 0 : 1);
+    if (status.ok()) status = ack;
+  }
+  return status;
+}
+
+absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
+  const auto request = static_cast<Request>(m.header.request);
+  switch (request) {
+    case Request::kGetFeatures:
+      if (m.header.size != 0 && m.header.size != 8) return BadPayload(m);
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      *replied = true;
+      return ReplyU64(fd, m, kSupportedFeatures);
+
+    case Request::kSetFeatures: {
+      uint64_t features;
+      if (!m.PayloadAs(&features)) return BadPayload(m);
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      if (features & ~kSupportedFeatures) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "SET_FEATURES %#x asks for features we do not offer (%#x)", features,
+            features & ~kSupportedFeatures));
+      }
+      const bool was_logging = logging();
+      features_ = features;
+      features_set_ = true;
+      if (!protocol_features_enabled()) protocol_features_ = 0;
+      // QEMU turns VHOST_F_LOG_ALL on and off while the rings run (migration).
+      if (logging() != was_logging) ApplyLogging();
+      return absl::OkStatus();
+    }
+
+    case Request::kGetProtocolFeatures:
+      if (m.header.size != 0 && m.header.size != 8) return BadPayload(m);
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      *replied = true;
+      return ReplyU64(fd, m, kSupportedProtocolFeatures);
+
+    case Request::kSetProtocolFeatures: {
+      uint64_t features;
+      if (!m.PayloadAs(&features)) return BadPayload(m);
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      if (features & ~kSupportedProtocolFeatures) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "SET_PROTOCOL_FEATURES %#x asks for features we do not offer", features));
+      }
+      protocol_features_ = features;
+      return absl::OkStatus();
+    }
+
+    case Request::kSetOwner:
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      return absl::OkStatus();
+
+    case Request::kResetOwner:
+    case Request::kResetDevice: {
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      const uint64_t protocol_features = protocol_features_;
+      Reset();
+      // RESET_DEVICE keeps the negotiated protocol features (spec: "Ring states").
+      if (request == Request::kResetDevice) protocol_features_ = protocol_features;
+      RefreshVringState();
+      return absl::OkStatus();
+    }
+
+    case Request::kSetMemTable:
+      return SetMemTable(m);
+
+    case Request::kGetQueueNum:
+      if (m.header.size != 0 && m.header.size != 8) return BadPayload(m);
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      *replied = true;
+      return ReplyU64(fd, m, VHU_MAX_QUEUE_PAIRS);
+
+    case Request::kSetVringNum:
+    case Request::kSetVringBase:
+    case Request::kSetVringEnable:
+    case Request::kGetVringBase: {
+      VringState state;
+      if (!m.PayloadAs(&state)) return BadPayload(m);
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      auto vq = VringFor(state.index);
+      if (!vq.ok()) return vq.status();
+      absl::Status result;
+      uint32_t base = 0;
+      {
+        std::lock_guard<Spinlock> lock((*vq)->lock());
+        switch (request) {
+          case Request::kSetVringNum:
+            result = (*vq)->SetSize(state.num, features_ & Bit(feature::kRingPacked));
+            break;
+          case Request::kSetVringBase:
+            result = (*vq)->SetBase(state.num, features_ & Bit(feature::kRingPacked));
+            break;
+          case Request::kSetVringEnable:
+            if (state.num > 1) {
+              result = absl::InvalidArgumentError("SET_VRING_ENABLE takes 0 or 1");
+            } else {
+              (*vq)->SetEnabled(state.num == 1);
+            }
+            break;
+          default:  // kGetVringBase
+            base = (*vq)->Stop();
+            break;
+        }
+      }
+      if (!result.ok()) return result;
+      if (request == Request::kSetVringEnable || request == Request::kGetVringBase) {
+        RefreshVringState();
+      }
+      if (request == Request::kGetVringBase) {
+        VringState reply{state.index, base};
+        *replied = true;
+        return Reply(fd, m, &reply, sizeof reply);
+      }
+      return absl::OkStatus();
+    }
+
+    case Request::kSetVringAddr: {
+      VringAddress address;
+      if (!m.PayloadAs(&address)) return BadPayload(m);
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      auto vq = VringFor(address.index);
+      if (!vq.ok()) return vq.status();
+      std::lock_guard<Spinlock> lock((*vq)->lock());
+      return (*vq)->SetAddresses(address);
+    }
+
+    case Request::kSetVringKick:
+    case Request::kSetVringCall:
+    case Request::kSetVringErr:
+      return SetVringFd(m, request);
+
+    case Request::kSetLogBase:
+      return SetLogBase(fd, m, replied);
+
+    case Request::kSetLogFd:
+      // QEMU hands an eventfd to be told of log changes; we write the log in place
+      // and have nothing to tell.  Checked, then closed with the message.
+      if (m.header.size != 0 && m.header.size != 8) return BadPayload(m);
+      if (auto s = ExpectFds(m, 1); !s.ok()) return s;
+      return CheckEventFd(m.fds[0].get(), "SET_LOG_FD fd");
+
+    case Request::kSendRarp: {
+      uint64_t mac;
+      if (!m.PayloadAs(&mac)) return BadPayload(m);
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      // Sent to the destination of a live migration whose guest does not announce
+      // itself: the next dequeue from queue pair 0 hands the switch a RARP from the
+      // guest's MAC (rarp.h), even if the rings start only later.
+      rarp_.store((mac & 0xffffffffffffull) | (1ull << 63), std::memory_order_release);
+      return absl::OkStatus();
+    }
+
+    case Request::kNetSetMtu: {
+      uint64_t mtu;
+      if (!m.PayloadAs(&mtu)) return BadPayload(m);
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      if (mtu < 68 || mtu > 65535) {
+        return absl::InvalidArgumentError(absl::StrCat("NET_SET_MTU ", mtu, " out of range"));
+      }
+      mtu_ = static_cast<uint16_t>(mtu);
+      return absl::OkStatus();
+    }
+
+    case Request::kSetBackendReqFd:
+      if (m.header.size != 0 && m.header.size != 8) return BadPayload(m);
+      if (auto s = ExpectFds(m, 1); !s.ok()) return s;
+      if (auto s = CheckUnixSocket(m.fds[0].get(), "SET_BACKEND_REQ_FD fd"); !s.ok()) {
+        return s;
+      }
+      // We send no backend requests, but holding the channel is what the frontend
+      // expects of a backend that offered it.
+      backend_req_fd_ = std::move(m.fds[0]);
+      return absl::OkStatus();
+
+    case Request::kSetStatus: {
+      uint64_t status;
+      if (!m.PayloadAs(&status)) return BadPayload(m);
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      if (status > 0xff) return absl::InvalidArgumentError("SET_STATUS above 0xff");
+      device_status_ = static_cast<uint8_t>(status);
+      return absl::OkStatus();
+    }
+
+    case Request::kGetStatus:
+      if (m.header.size != 0 && m.header.size != 8) return BadPayload(m);
+      if (auto s = ExpectFds(m, 0); !s.ok()) return s;
+      *replied = true;
+      return ReplyU64(fd, m, device_status_);
+
+    default:
+      // Requests for features we never offered (logging, inflight tracking, config
+      // space, postcopy...).  A conforming frontend does not send them; refusing them
+      // (with a failed ack when one is asked for) keeps a probing one harmless.  Their
+      // fds are closed with the message.
+      Log(VHU_LOG_WARN, log_prefix_, ": ignoring unsupported request ",
+          RequestName(m.header.request), " (", m.header.request, ")");
+      if ((m.header.flags & kFlagNeedReply) &&
+          (protocol_features_ & Bit(protocol_feature::kReplyAck))) {
+        *replied = true;
+        return ReplyU64(fd, m, 1);  // Not done: the frontend must not think it was.
+      }
+      return absl::OkStatus();
+  }
+}
+
+absl::Status Device::SetMemTable(Message& m) {
+  MemoryTableHeader table;
+  if (m.header.size < sizeof table) return BadPayload(m);
+  __builtin_memcpy(&table, m.payload, sizeof table);
+  if (table.nregions == 0 || table.nregions > kMaxMemoryRegions) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SET_MEM_TABLE with ", table.nregions, " regions (1 to ", kMaxMemoryRegions,
+        " allowed)"));
+  }
+  if (m.header.size != sizeof table + table.nregions * sizeof(MemoryRegionDesc)) {
+    return BadPayload(m);
+  }
+  if (auto s = ExpectFds(m, table.nregions); !s.ok()) return s;
+  std::vector<MemoryRegionDesc> regions(table.nregions);
+  __builtin_memcpy(regions.data(), m.payload + sizeof table,
+                   table.nregions * sizeof(MemoryRegionDesc));
+  std::vector<int> fds;
+  uint64_t total = 0;
+  for (size_t i = 0; i < m.fds.size(); ++i) {
+    const std::string what = absl::StrCat("SET_MEM_TABLE region ", i, " fd");
+    if (auto s = CheckMemoryFd(m.fds[i].get(), what, peer_pid_); !s.ok()) return s;
+    fds.push_back(m.fds[i].get());
+    total += regions[i].memory_size;  // Each below 2^64 - address: Map() checks.
+    if (regions[i].memory_size > max_memory_ || total > max_memory_) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "SET_MEM_TABLE maps more than the port's guest memory limit of %d MiB "
+          "(options:vhost-max-guest-memory)",
+          max_memory_ >> 20));
+    }
+  }
+  auto memory = GuestMemory::Map(regions, fds);
+  if (!memory.ok()) return memory.status();
+  // The mappings hold the memory; the fds are closed with the message.
+
+  std::unique_ptr<GuestMemory> old;
+  {
+    // Quiesce the data path: running rings move to the new mappings before any burst
+    // can see them, and the old ones are unmapped only after.
+    AllVringsLocked locked(vrings_);
+    for (Virtqueue& vq : vrings_) {
+      if (!vq.started()) continue;
+      if (absl::Status s = vq.Remap(memory->get()); !s.ok()) {
+        // No ring may keep pointing into a table we are about to unmap.
+        for (Virtqueue& other : vrings_) other.Stop();
+        return s;
+      }
+    }
+    old = std::exchange(memory_, *std::move(memory));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Device::SetLogBase(int fd, Message& m, bool* replied) {
+  LogBase base;
+  if (!m.PayloadAs(&base)) return BadPayload(m);
+  if (auto s = ExpectFds(m, 1); !s.ok()) return s;
+  if (!(protocol_features_ & Bit(protocol_feature::kLogShmfd))) {
+    return absl::InvalidArgumentError(
+        "SET_LOG_BASE without VHOST_USER_PROTOCOL_F_LOG_SHMFD negotiated");
+  }
+  if (auto s = CheckMemoryFd(m.fds[0].get(), "SET_LOG_BASE fd", peer_pid_); !s.ok()) {
+    return s;
+  }
+  auto log = DirtyLog::Map(m.fds[0].get(), base.mmap_size, base.mmap_offset);
+  if (!log.ok()) return log.status();
+  std::unique_ptr<DirtyLog> old;
+  {
+    AllVringsLocked locked(vrings_);  // No burst may be marking the old log.
+    old = std::exchange(log_, *std::move(log));
+    for (Virtqueue& vq : vrings_) vq.SetLog(logging() ? log_.get() : nullptr);
+  }
+  // With LOG_SHMFD the frontend waits for a reply (an empty u64) before it goes on.
+  *replied = true;
+  return ReplyU64(fd, m, 0);
+}
+
+void Device::ApplyLogging() {
+  AllVringsLocked locked(vrings_);
+  for (Virtqueue& vq : vrings_) vq.SetLog(logging() ? log_.get() : nullptr);
+}
+
+absl::Status Device::SetVringFd(Message& m, Request request) {
+  uint64_t payload;
+  if (!m.PayloadAs(&payload)) return BadPayload(m);
+  if (payload & ~(kVringIndexMask | kVringNoFdFlag)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s payload %#x has unknown bits", RequestName(m.header.request),
+                        payload));
+  }
+  const bool no_fd = payload & kVringNoFdFlag;
+  if (auto s = ExpectFds(m, no_fd ? 0 : 1); !s.ok()) return s;
+  auto vq = VringFor(static_cast<uint32_t>(payload & kVringIndexMask));
+  if (!vq.ok()) return vq.status();
+  UniqueFd fd = no_fd ? UniqueFd() : std::move(m.fds[0]);
+  if (fd.valid()) {
+    const std::string what = absl::StrCat(RequestName(m.header.request), " fd");
+    if (absl::Status s = CheckEventFd(fd.get(), what); !s.ok()) return s;
+    if (request == Request::kSetVringCall) {
+      if (absl::Status s = MakeNonBlocking(fd.get(), what); !s.ok()) return s;
+    }
+  }
+  {
+    std::lock_guard<Spinlock> lock((*vq)->lock());
+    switch (request) {
+      case Request::kSetVringKick:
+        (*vq)->SetKickFd(std::move(fd), no_fd);
+        if (absl::Status s = MaybeStart(**vq); !s.ok()) return s;
+        break;
+      case Request::kSetVringCall:
+        (*vq)->SetCallFd(std::move(fd));
+        break;
+      default:
+        (*vq)->SetErrFd(std::move(fd));
+        break;
+    }
+  }
+  if (request == Request::kSetVringKick) RefreshVringState();
+  return absl::OkStatus();
+}
+
+// Called with vq's lock held, after SET_VRING_KICK: the spec's signal that the ring is
+// set up and may start.
+absl::Status Device::MaybeStart(Virtqueue& vq) {
+  if (vq.started()) return absl::OkStatus();
+  vq.SetLog(logging() ? log_.get() : nullptr);
+  if (absl::Status s = vq.Start(memory_.get(), RingFeaturesFrom(features_)); !s.ok()) {
+    return s;
+  }
+  // Without protocol features a ring is enabled as soon as it starts; with them it
+  // waits for SET_VRING_ENABLE.
+  if (!protocol_features_enabled()) vq.SetEnabled(true);
+  return absl::OkStatus();
+}
+
+void Device::RefreshVringState() {
+  uint32_t rx = 0, tx = 0;
+  for (unsigned i = 0; i < VHU_MAX_VRINGS; ++i) {
+    std::lock_guard<Spinlock> lock(vrings_[i].lock());
+    if (vrings_[i].usable()) (i % 2 == 0 ? rx : tx) |= 1u << (i / 2);
+  }
+  const bool was_ready = ready();
+  const uint32_t changed = (rx ^ rx_mask_) | (tx ^ tx_mask_);
+  const uint32_t changed_rx = rx ^ rx_mask_;
+  rx_mask_ = rx;
+  tx_mask_ = tx;
+  for (unsigned q = 0; q < VHU_MAX_QUEUE_PAIRS; ++q) {
+    if (!(changed & (1u << q))) continue;
+    int vring = (changed_rx & (1u << q)) ? 2 * q : 2 * q + 1;
+    post_(vhu_event{VHU_EVENT_VRING_CHANGED, vring});
+  }
+  if (!was_ready && ready()) post_(vhu_event{VHU_EVENT_READY, -1});
+}
+
+}  // namespace vhostuser

@@ -1,0 +1,118 @@
+// The virtio-net device one frontend drives over one connection: negotiated features,
+// guest memory and vrings, changed by the vhost-user requests the frontend sends.
+//
+// Handle() runs on the control thread.  Any request that breaks the protocol returns an
+// error; the owner then drops the connection and calls Reset(), which stops every
+// vring, closes every fd and unmaps the guest's memory.
+#ifndef NETDEV_VHOSTUSER_CONTROL_DEVICE_H
+#define NETDEV_VHOSTUSER_CONTROL_DEVICE_H
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "control/message_reader.h"
+#include "memory/dirty_log.h"
+#include "memory/guest_memory.h"
+#include "rings/virtqueue.h"
+#include "runtime/unique_fd.h"
+#include "vhostuser/vhostuser.h"
+
+namespace vhostuser {
+
+class Device {
+ public:
+  // 'post' queues an event for the port's user; 'log_prefix' names the port in logs;
+  // 'max_memory' bounds the guest memory a frontend may have us map, in bytes.
+  Device(std::function<void(vhu_event)> post, std::string log_prefix,
+         uint64_t max_memory);
+  ~Device() { Reset(); }
+
+  // Handles one request, writing its reply (if any) to 'fd'.
+  absl::Status Handle(int fd, Message& message);
+
+  // Back to the state of a new connection: vrings stopped and forgotten, fds closed,
+  // memory unmapped.  Counters survive.
+  void Reset();
+
+  Virtqueue& vring(unsigned index) { return vrings_[index]; }
+  const Virtqueue& vring(unsigned index) const { return vrings_[index]; }
+
+  uint64_t features() const { return features_; }
+  uint64_t protocol_features() const { return protocol_features_; }
+  uint16_t mtu() const { return mtu_; }
+  uint8_t device_status() const { return device_status_; }
+  uint32_t num_vrings() const { return num_vrings_; }
+  // Bit q set when queue pair q's guest-RX (rx_mask) or guest-TX (tx_mask) vring is
+  // usable, as of the last request handled.
+  uint32_t rx_mask() const { return rx_mask_; }
+  uint32_t tx_mask() const { return tx_mask_; }
+  bool ready() const { return (rx_mask_ & 1) && (tx_mask_ & 1); }
+  uint64_t mapped_bytes() const { return memory_ ? memory_->mapped_bytes() : 0; }
+  // The memory region whose mapping lost its backing (sigbus_guard.h), or -1.
+  int lost_memory_region() const { return memory_ ? memory_->LostRegion() : -1; }
+
+  // Data path, any thread: whether a SEND_RARP waits (one relaxed load), and taking
+  // the MAC of one not yet announced.
+  bool rarp_pending() const { return rarp_.load(std::memory_order_relaxed) != 0; }
+  bool TakeRarp(uint8_t mac[6]) {
+    const uint64_t v = rarp_.exchange(0, std::memory_order_acquire);
+    if (v == 0) return false;
+    for (int i = 0; i < 6; ++i) mac[i] = static_cast<uint8_t>(v >> (8 * i));
+    return true;
+  }
+  bool logging() const { return (features_ & Bit(feature::kLogAll)) && log_ != nullptr; }
+
+  // The frontend's process (SO_PEERCRED), to look its memory files' mounts up in.
+  void set_peer_pid(int pid) { peer_pid_ = pid; }
+
+  // Re-reads which vrings are usable (after a data-path failure, say) and posts events
+  // for what changed.
+  void RefreshVringState();
+
+ private:
+  absl::Status Dispatch(int fd, Message& message, bool* replied);
+  absl::Status Reply(int fd, const Message& request, const void* payload, uint32_t size);
+  absl::Status ReplyU64(int fd, const Message& request, uint64_t value) {
+    return Reply(fd, request, &value, sizeof value);
+  }
+
+  absl::Status SetMemTable(Message& message);
+  absl::Status SetLogBase(int fd, Message& message, bool* replied);
+  // Points every vring at the dirty log, or at none, as features_ and log_ say.
+  void ApplyLogging();
+  absl::Status SetVringFd(Message& message, Request request);
+  absl::StatusOr<Virtqueue*> VringFor(uint32_t index);
+  absl::Status MaybeStart(Virtqueue& vq);
+  bool protocol_features_enabled() const {
+    return features_ & Bit(feature::kProtocolFeatures);
+  }
+
+  std::function<void(vhu_event)> post_;
+  std::string log_prefix_;
+  const uint64_t max_memory_;
+  int peer_pid_ = 0;
+
+  uint64_t features_ = 0;
+  uint64_t protocol_features_ = 0;
+  bool features_set_ = false;
+  uint16_t mtu_ = 0;
+  uint8_t device_status_ = 0;
+  uint32_t num_vrings_ = 0;
+  uint32_t rx_mask_ = 0;
+  uint32_t tx_mask_ = 0;
+  std::unique_ptr<GuestMemory> memory_;
+  std::unique_ptr<DirtyLog> log_;
+  UniqueFd backend_req_fd_;
+  // A SEND_RARP's MAC (bytes 0-5) with bit 63 set while it waits for the data path.
+  std::atomic<uint64_t> rarp_{0};
+  std::array<Virtqueue, VHU_MAX_VRINGS> vrings_;
+};
+
+}  // namespace vhostuser
+
+#endif  // NETDEV_VHOSTUSER_CONTROL_DEVICE_H

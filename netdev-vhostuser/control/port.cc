@@ -1,0 +1,356 @@
+#include "control/port.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "control/control_loop.h"
+#include "runtime/log.h"
+
+namespace vhostuser {
+namespace {
+
+// Requests handled per wake-up of one connection, so one chatty frontend cannot starve
+// the other ports; epoll is level-triggered and brings us back for the rest.
+constexpr int kMaxMessagesPerWakeup = 256;
+// Events kept for a user that does not drain them; past this, new events are dropped
+// (the notification still goes out, and the user re-reads the state anyway), so a
+// frontend connecting and hanging up in a loop cannot grow the queue without bound.
+constexpr size_t kMaxQueuedEvents = 256;
+constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
+constexpr absl::Duration kMaxBackoff = absl::Seconds(1);
+
+absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "socket path '", path, "' is empty or longer than ", sizeof addr.sun_path - 1,
+        " bytes"));
+  }
+  memcpy(addr.sun_path, path.data(), path.size());
+  return addr;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Port>> Port::Create(const vhu_port_options& options) {
+  if (options.socket_path == nullptr) {
+    return absl::InvalidArgumentError("no socket path");
+  }
+  if (auto addr = UnixAddress(options.socket_path); !addr.ok()) return addr.status();
+  std::unique_ptr<Port> port(new Port(options));
+  if (port->mode_ == VHU_MODE_SERVER) {
+    if (absl::Status s = port->Listen(); !s.ok()) return s;
+  }
+  ControlLoop::Get().Add(port.get());
+  return port;
+}
+
+Port::Port(const vhu_port_options& options)
+    : path_(options.socket_path),
+      mode_(options.mode),
+      socket_mode_(options.socket_mode ? options.socket_mode : VHU_DEFAULT_SOCKET_MODE),
+      socket_gid_(options.socket_gid),
+      notify_(options.notify),
+      aux_(options.aux),
+      backoff_(kFirstBackoff),
+      device_([this](vhu_event e) { Post(e); }, absl::StrCat("vhost-user ", path_),
+              options.max_guest_memory ? options.max_guest_memory
+                                       : VHU_DEFAULT_MAX_GUEST_MEMORY) {}
+
+Port::~Port() {
+  ControlLoop::Get().Remove(this);
+  if (conn_fd_.valid()) {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    device_.Reset();
+  }
+  if (listen_fd_.valid()) {
+    // Remove the socket file only if it is still ours, not one a successor bound.
+    struct stat st;
+    if (lstat(path_.c_str(), &st) == 0 && st.st_ino == listen_inode_) {
+      unlink(path_.c_str());
+    }
+  }
+}
+
+absl::Status Port::Listen() {
+  auto addr = UnixAddress(path_);
+  struct stat st;
+  if (lstat(path_.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(path_, " exists and is not a socket"));
+    }
+    // A socket file nobody listens on is left over from a process that died: remove
+    // it.  One with a listener belongs to someone else: leave it alone.  The probe
+    // does not block: a listener that never accepts, its backlog full, answers EAGAIN
+    // at once, and is just as much someone else's.
+    UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!probe.valid()) {
+      return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
+    }
+    if (connect(probe.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) ==
+            0 ||
+        errno == EAGAIN || errno == EINPROGRESS) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          path_, " is in use by another process (a socket with a listener)"));
+    }
+    if (errno != ECONNREFUSED) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot tell whether ", path_, " is in use: ", strerror(errno)));
+    }
+    unlink(path_.c_str());
+  }
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) {
+    return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
+  }
+  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot bind ", path_, ": ", strerror(errno)));
+  }
+  // Mode and group before listen(): until then a connect is refused, whatever the
+  // umask gave the file.
+  if (absl::Status s = SetSocketPermissions(); !s.ok()) {
+    unlink(path_.c_str());
+    return s;
+  }
+  if (listen(fd.get(), 1) != 0 || lstat(path_.c_str(), &st) != 0) {
+    unlink(path_.c_str());
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", path_, ": ", strerror(errno)));
+  }
+  listen_inode_ = st.st_ino;
+  listen_fd_ = std::move(fd);
+  return absl::OkStatus();
+}
+
+absl::Status Port::SetSocketPermissions() {
+  gid_t gid = static_cast<gid_t>(socket_gid_);
+  if (socket_gid_ < 0) {
+    const size_t slash = path_.rfind('/');
+    const std::string dir = slash == std::string::npos ? "."
+                            : slash == 0               ? "/"
+                                                       : path_.substr(0, slash);
+    struct stat st;
+    if (stat(dir.c_str(), &st) != 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot stat ", dir, ": ", strerror(errno)));
+    }
+    gid = st.st_gid;
+  }
+  if (lchown(path_.c_str(), static_cast<uid_t>(-1), gid) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot give ", path_, " group ", gid,
+                                               ": ", strerror(errno)));
+  }
+  // Not chmod(): the path could be a symbolic link by now.
+  if (fchmodat(AT_FDCWD, path_.c_str(), socket_mode_ & 07777, AT_SYMLINK_NOFOLLOW) != 0) {
+    return absl::UnavailableError(absl::StrFormat("cannot set %s to mode %04o: %s", path_,
+                                                  socket_mode_, strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+void Port::OnAdded() {
+  if (listen_fd_.valid()) {
+    ControlLoop::Get().Watch(this, listen_fd_.get(), ControlLoop::FdKind::kListener);
+  }
+}
+
+void Port::OnReadable(bool listener) {
+  if (listener) {
+    Accept();
+  } else if (conn_fd_.valid()) {
+    ReadMessages();
+  }
+}
+
+void Port::Accept() {
+  UniqueFd fd(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  if (!fd.valid()) return;
+  if (conn_fd_.valid()) {
+    Log(VHU_LOG_WARN, path_, ": refusing a second frontend while one is connected");
+    return;  // Closing it tells the newcomer.
+  }
+  Connected(std::move(fd));
+}
+
+void Port::TryConnect(absl::Time now) {
+  auto addr = UnixAddress(path_);
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.valid() &&
+      connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) == 0) {
+    backoff_ = kFirstBackoff;
+    logged_connect_failure_ = false;
+    Connected(std::move(fd));
+    return;
+  }
+  if (!logged_connect_failure_) {
+    Log(VHU_LOG_INFO, path_, ": cannot connect (", strerror(errno),
+        "); retrying until the frontend listens");
+    logged_connect_failure_ = true;
+  }
+  next_connect_ = now + backoff_;
+  backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+}
+
+void Port::Connected(UniqueFd fd) {
+  conn_fd_ = std::move(fd);
+  ucred peer{};
+  socklen_t peer_len = sizeof peer;
+  if (getsockopt(conn_fd_.get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0) {
+    peer.pid = 0;
+  }
+  ControlLoop::Get().Watch(this, conn_fd_.get(), ControlLoop::FdKind::kConnection);
+  {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    device_.set_peer_pid(peer.pid);
+    connected_ = true;
+    ++connects_;
+  }
+  Log(VHU_LOG_INFO, path_, ": frontend connected");
+  Post(vhu_event{VHU_EVENT_CONNECTED, -1});
+}
+
+void Port::ReadMessages() {
+  for (int i = 0; i < kMaxMessagesPerWakeup && conn_fd_.valid(); ++i) {
+    absl::StatusOr<bool> got = reader_.Read(conn_fd_.get(), message_.get());
+    if (!got.ok()) {
+      Disconnect(got.status());
+      return;
+    }
+    if (!*got) return;
+    absl::Status handled;
+    {
+      std::lock_guard<std::mutex> lock(status_mu_);
+      handled = device_.Handle(conn_fd_.get(), *message_);
+    }
+    message_->fds.clear();  // Closes whatever the request did not keep.
+    if (!handled.ok()) {
+      Disconnect(handled);
+      return;
+    }
+  }
+}
+
+void Port::Disconnect(const absl::Status& why) {
+  // A frontend closing its socket is the normal way to go; anything else is an error
+  // worth showing in the port's status.
+  const bool error = !absl::IsUnavailable(why);
+  ControlLoop::Get().Unwatch(conn_fd_.get());
+  conn_fd_.reset();
+  reader_.Reset();
+  {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    device_.Reset();
+    connected_ = false;
+    ++disconnects_;
+    last_error_ = error ? std::string(why.message()) : "";
+  }
+  ring_failure_.store(false, std::memory_order_relaxed);
+  Log(error ? VHU_LOG_WARN : VHU_LOG_INFO, path_, ": frontend disconnected: ",
+      why.message());
+  if (mode_ == VHU_MODE_CLIENT) {
+    next_connect_ = absl::Now() + kFirstBackoff;
+    backoff_ = kFirstBackoff;
+  }
+  Post(vhu_event{VHU_EVENT_DISCONNECTED, -1});
+}
+
+absl::Time Port::OnTick(absl::Time now) {
+  // First, as it explains the ring failures that follow it: the data path read zeros
+  // where guest memory had lost its backing (sigbus_guard.h), and the frontend loses its
+  // port.
+  if (conn_fd_.valid()) {
+    if (const int region = device_.lost_memory_region(); region >= 0) {
+      Disconnect(absl::InvalidArgumentError(absl::StrCat(
+          "guest memory region ", region,
+          " lost its backing under the switch (SIGBUS: its file was truncated after "
+          "SET_MEM_TABLE, or its huge pages ran out)")));
+    }
+  }
+  if (ring_failure_.exchange(false, std::memory_order_acq_rel) && conn_fd_.valid()) {
+    std::string reason;
+    {
+      std::lock_guard<std::mutex> lock(status_mu_);
+      for (unsigned i = 0; i < VHU_MAX_VRINGS && reason.empty(); ++i) {
+        if (const char* why = device_.vring(i).failure()) {
+          reason = absl::StrCat("vring ", i, ": ", why);
+        }
+      }
+    }
+    if (!reason.empty()) Disconnect(absl::InvalidArgumentError(reason));
+  }
+  if (mode_ == VHU_MODE_CLIENT && !conn_fd_.valid()) {
+    if (now >= next_connect_) TryConnect(now);
+    if (!conn_fd_.valid()) return next_connect_;
+  }
+  return absl::InfiniteFuture();
+}
+
+void Port::Post(vhu_event event) {
+  std::lock_guard<std::mutex> lock(events_mu_);
+  if (events_.size() < kMaxQueuedEvents) events_.push_back(event);
+  notify_pending_ = true;
+}
+
+void Port::FlushNotify() {
+  {
+    std::lock_guard<std::mutex> lock(events_mu_);
+    if (!notify_pending_) return;
+    notify_pending_ = false;
+  }
+  if (notify_ != nullptr) notify_(aux_);
+}
+
+bool Port::NextEvent(vhu_event* event) {
+  std::lock_guard<std::mutex> lock(events_mu_);
+  if (events_.empty()) return false;
+  *event = events_.front();
+  events_.pop_front();
+  return true;
+}
+
+void Port::ReportRingFailure() {
+  if (!ring_failure_.exchange(true, std::memory_order_acq_rel)) ControlLoop::Get().Wake();
+}
+
+void Port::GetStatus(vhu_port_status* status) {
+  std::lock_guard<std::mutex> lock(status_mu_);
+  *status = {};
+  status->state = !connected_  ? VHU_STATE_DISCONNECTED
+                  : device_.ready() ? VHU_STATE_READY
+                                    : VHU_STATE_CONNECTED;
+  status->features = device_.features();
+  status->protocol_features = device_.protocol_features();
+  status->mtu = device_.mtu();
+  status->device_status = device_.device_status();
+  status->num_vrings = device_.num_vrings();
+  status->enabled_rx_mask = device_.rx_mask();
+  status->enabled_tx_mask = device_.tx_mask();
+  status->connects = connects_;
+  status->disconnects = disconnects_;
+  size_t n = std::min(last_error_.size(), sizeof status->last_error - 1);
+  last_error_.copy(status->last_error, n);
+  status->last_error[n] = '\0';
+}
+
+bool Port::GetVringStatus(unsigned vring, vhu_vring_status* status) {
+  if (vring >= VHU_MAX_VRINGS) return false;
+  std::lock_guard<std::mutex> lock(status_mu_);
+  Virtqueue& vq = device_.vring(vring);
+  std::lock_guard<Spinlock> vq_lock(vq.lock());
+  vq.FillStatus(status);
+  return true;
+}
+
+}  // namespace vhostuser

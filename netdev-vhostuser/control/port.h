@@ -1,0 +1,96 @@
+// One vhost-user socket and the frontend connected to it: listening or connecting
+// (with reconnects), reading requests into the Device, and telling the port's user what
+// changed through an event queue.  Everything but the status and event accessors runs
+// on the control thread.
+#ifndef NETDEV_VHOSTUSER_CONTROL_PORT_H
+#define NETDEV_VHOSTUSER_CONTROL_PORT_H
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include <mutex>
+#include "absl/time/time.h"
+#include "control/device.h"
+#include "control/message_reader.h"
+#include "runtime/unique_fd.h"
+#include "vhostuser/vhostuser.h"
+
+namespace vhostuser {
+
+class Port {
+ public:
+  static absl::StatusOr<std::unique_ptr<Port>> Create(const vhu_port_options& options);
+  ~Port();
+
+  // ---- Any thread. ----
+  bool NextEvent(vhu_event* event);
+  void GetStatus(vhu_port_status* status);
+  bool GetVringStatus(unsigned vring, vhu_vring_status* status);
+  Device& device() { return device_; }
+  // A data-path thread found a vring broken: have the control thread act on it.
+  void ReportRingFailure();
+
+  // ---- Control thread (ControlLoop callbacks, loop mutex held). ----
+  uint64_t id() const { return id_; }
+  void set_id(uint64_t id) { id_ = id; }
+  // Now known to the loop: starts watching the listening socket.
+  void OnAdded();
+  void OnReadable(bool listener);
+  // Runs timers and failure checks; returns when it next wants to run.
+  absl::Time OnTick(absl::Time now);
+  // Calls the user's notify hook if events were queued since the last call.
+  void FlushNotify();
+
+ private:
+  explicit Port(const vhu_port_options& options);
+  absl::Status Listen();
+  absl::Status SetSocketPermissions();
+  void Accept();
+  void TryConnect(absl::Time now);
+  void ReadMessages();
+  void Connected(UniqueFd fd);
+  void Disconnect(const absl::Status& why);
+  void Post(vhu_event event);
+
+  const std::string path_;
+  const vhu_mode mode_;
+  const unsigned socket_mode_;
+  const int socket_gid_;
+  void (*const notify_)(void*);
+  void* const aux_;
+  uint64_t id_ = 0;
+
+  UniqueFd listen_fd_;
+  ino_t listen_inode_ = 0;
+  UniqueFd conn_fd_;
+  MessageReader reader_;
+  std::unique_ptr<Message> message_ = std::make_unique<Message>();
+  absl::Time next_connect_ = absl::InfinitePast();
+  absl::Duration backoff_;
+  bool logged_connect_failure_ = false;
+  std::atomic<bool> ring_failure_{false};
+
+  // Status and Device state read by other threads.
+  // Guards connected_, the counters, last_error_ and the Device's non-vring state.
+  std::mutex status_mu_;
+  // The vrings have locks of their own; the rest of the device is read under status_mu_.
+  Device device_;
+  bool connected_ = false;
+  uint64_t connects_ = 0;
+  uint64_t disconnects_ = 0;
+  std::string last_error_;
+
+  std::mutex events_mu_;  // Guards events_ and notify_pending_.
+  std::deque<vhu_event> events_;
+  bool notify_pending_ = false;
+};
+
+}  // namespace vhostuser
+
+#endif  // NETDEV_VHOSTUSER_CONTROL_PORT_H

@@ -1,0 +1,50 @@
+// The dirty page log of a live migration: one bit per 4 KiB page of guest-physical
+// memory, in a shared memory area the frontend (QEMU) gives with SET_LOG_BASE and reads
+// while it copies the guest.  Every byte the switch writes into guest memory while
+// logging is on (VHOST_F_LOG_ALL) marks its page, after the write, so that QEMU copies
+// the page again.
+//
+// The log is hostile input like the rest: its fd must be a shared-memory file of the
+// size announced, and a page beyond the log's end is never marked (the frontend then
+// sent a log too small for its guest, which costs only its own migration).
+#ifndef NETDEV_VHOSTUSER_MEMORY_DIRTY_LOG_H
+#define NETDEV_VHOSTUSER_MEMORY_DIRTY_LOG_H
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "memory/guest_memory.h"
+
+namespace vhostuser {
+
+class DirtyLog {
+ public:
+  static constexpr uint64_t kPageSize = 4096;
+
+  // Maps 'size' bytes at 'offset' of 'fd' (the caller keeps the fd).
+  static absl::StatusOr<std::unique_ptr<DirtyLog>> Map(int fd, uint64_t size,
+                                                       uint64_t offset);
+  ~DirtyLog();
+  DirtyLog(const DirtyLog&) = delete;
+  DirtyLog& operator=(const DirtyLog&) = delete;
+
+  // Marks the pages of guest-physical [gpa, gpa + len).  Any thread.
+  void MarkGuest(uint64_t gpa, uint64_t len) const;
+  // Marks the pages of [host, host + len), a range of our mapping of 'memory' (one
+  // region: everything the data path writes was translated as one range).
+  void MarkHost(const GuestMemory& memory, const void* host, uint64_t len) const;
+
+  uint64_t size() const { return size_; }
+
+ private:
+  DirtyLog() = default;
+  void* mapping_ = nullptr;
+  size_t mapping_size_ = 0;
+  uint8_t* bitmap_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+}  // namespace vhostuser
+
+#endif  // NETDEV_VHOSTUSER_MEMORY_DIRTY_LOG_H

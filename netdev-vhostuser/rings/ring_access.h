@@ -1,0 +1,35 @@
+// How the virtqueue code touches guest memory and its own counters.
+#ifndef NETDEV_VHOSTUSER_RINGS_RING_ACCESS_H
+#define NETDEV_VHOSTUSER_RINGS_RING_ACCESS_H
+
+#include <atomic>
+#include <cstdint>
+
+namespace vhostuser {
+
+// The guest writes the rings while we read them: every guest-written field is loaded
+// exactly once into a local, which is then checked and used, so the guest cannot change
+// a value between our check and our use of it.
+template <typename T>
+T ReadOnce(const T* p) {
+  return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+template <typename T>
+void WriteOnce(T* p, T v) {
+  __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+// Frames larger than this are not Ethernet frames any datapath handles (no GSO is
+// negotiated); a guest sending one has them dropped and counted.
+inline constexpr uint64_t kMaxFrameSize = 65535;
+
+// One writer per counter (the vring lock holder): a plain read-modify-write avoids the
+// locked instruction of fetch_add while readers still see whole values.
+inline void Add(std::atomic<uint64_t>& counter, uint64_t n) {
+  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+}  // namespace vhostuser
+
+#endif  // NETDEV_VHOSTUSER_RINGS_RING_ACCESS_H

@@ -1,0 +1,257 @@
+// One virtqueue seen from the device side: split (virtio 1.x section 2.7, in
+// virtqueue.cc) or packed (section 2.8, in virtqueue_packed.cc), as negotiated.
+//
+// The control thread configures it from the vhost-user messages (size, addresses, base,
+// kick/call fds, enable) and starts and stops it; data-path threads move packets through
+// it in bursts.  Both hold lock() while they touch it, which is the only lock on the
+// data path.  The guest writes the rings concurrently and may be hostile: every index
+// and descriptor is read once, bounds-checked, and translated as a whole range; a ring
+// that breaks the rules is marked failed and stops moving packets, and the owner
+// disconnects the frontend.
+#ifndef NETDEV_VHOSTUSER_RINGS_VIRTQUEUE_H
+#define NETDEV_VHOSTUSER_RINGS_VIRTQUEUE_H
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "memory/dirty_log.h"
+#include "memory/guest_memory.h"
+#include "protocol/protocol.h"
+#include "rings/call_notifier.h"
+#include "rings/ring_access.h"
+#include "runtime/spinlock.h"
+#include "runtime/unique_fd.h"
+#include "vhostuser/vhostuser.h"
+
+namespace vhostuser {
+
+// What the negotiated features mean for a ring.
+struct RingFeatures {
+  uint32_t net_header_size = kLegacyNetHeaderSize;
+  bool mergeable_rx = false;
+  bool event_idx = false;
+  bool indirect = false;
+  bool packed = false;
+};
+
+RingFeatures RingFeaturesFrom(uint64_t features);
+
+class Virtqueue {
+ public:
+  // Segments one descriptor chain may have; a longer chain is refused.  Linux guests use
+  // at most MAX_SKB_FRAGS + 2 (19).
+  static constexpr uint32_t kMaxChainSegments = 1024;
+  // Descriptors one Dequeue or Enqueue call may read: two rings' worth, enough for the
+  // longest chain there can be (every descriptor, then an indirect table as long as
+  // the ring), plus kWalkBudgetPerPacket per packet asked for.  Whatever a guest writes
+  // in its rings (chains of empty descriptors shared by every avail entry, buffers too
+  // small to hold anything), one call costs O(ring size + burst); when the budget runs
+  // out the burst ends early, and the next call starts where it stopped.
+  static constexpr uint32_t kWalkBudgetPerPacket = 32;
+
+  struct Counters {
+    std::atomic<uint64_t> packets{0};
+    std::atomic<uint64_t> bytes{0};
+    std::atomic<uint64_t> drops{0};
+    std::atomic<uint64_t> errors{0};
+    std::atomic<uint64_t> calls{0};
+  };
+
+  Virtqueue() = default;
+  Virtqueue(const Virtqueue&) = delete;
+  Virtqueue& operator=(const Virtqueue&) = delete;
+
+  Spinlock& lock() { return lock_; }
+
+  // ---- Control path: the caller holds lock(). ----
+  // 'packed': VIRTIO_F_RING_PACKED was negotiated (sizes need not be powers of two,
+  // bases carry the wrap counter in bit 15).
+  absl::Status SetSize(uint32_t size, bool packed);
+  absl::Status SetAddresses(const VringAddress& address);
+  absl::Status SetBase(uint32_t base, bool packed);
+  void SetKickFd(UniqueFd fd, bool polling);
+  void SetCallFd(UniqueFd fd) { call_.Reset(std::move(fd)); }
+  void SetErrFd(UniqueFd fd) { err_fd_ = std::move(fd); }
+  void SetEnabled(bool enabled) { enabled_ = enabled; }
+  // Live migration: every write into guest memory marks 'log' (nullptr: logging off).
+  void SetLog(const DirtyLog* log) { log_ = log; }
+
+  // Whether SET_VRING_KICK arrived since the ring was last stopped: the spec's cue that
+  // the frontend finished setting the ring up.
+  bool kick_received() const { return kick_received_; }
+
+  // Translates the ring addresses through 'memory' and starts moving packets (if also
+  // enabled).  'memory' must outlive the start, or be replaced by Remap().
+  absl::Status Start(const GuestMemory* memory, const RingFeatures& features);
+  // Points a started ring at a new memory table (SET_MEM_TABLE while running).
+  absl::Status Remap(const GuestMemory* memory);
+  // GET_VRING_BASE: stops the ring and returns the index of the next avail entry
+  // (packed: with the avail wrap counter in bit 15).
+  uint32_t Stop();
+  // Forgets everything but the counters and closes the fds (disconnect, RESET_OWNER).
+  void Reset();
+
+  bool started() const { return started_; }
+  bool enabled() const { return enabled_; }
+  bool usable() const { return started_ && enabled_ && failure_ == nullptr; }
+  // Why the guest broke the ring, or nullptr.
+  const char* failure() const { return failure_; }
+  uint32_t size() const { return size_; }
+
+  // ---- Data path: the caller holds lock(). ----
+
+  // Guest TX: copies up to 'max' packets into buffers from 'alloc'.
+  uint32_t Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max);
+  // Guest RX: copies packets into the guest's buffers; see vhu_enqueue_burst().
+  uint32_t Enqueue(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_dropped);
+
+  // ---- Either, without the lock. ----
+  const Counters& counters() const { return counters_; }
+  void FillStatus(vhu_vring_status* status) const;
+
+ private:
+  struct Segment {
+    uint8_t* data;
+    uint32_t len;
+  };
+
+  // Collects the buffers of the chain starting at 'head' into segments_.  'writable'
+  // says which kind every descriptor must be.  Returns false, after Fail(), for a chain
+  // that breaks the rules, and without it when the call's walk budget is spent.
+  //
+  // The usual chain, one direct descriptor, is taken here without a call; any other
+  // (and anything doubtful) gets the full walk, which reads and checks it all afresh.
+  bool WalkChain(uint16_t head, bool writable, uint32_t* n_segments, uint64_t* total) {
+    if (__builtin_expect(head < size_ && walk_budget_ != 0, 1)) {
+      const VringDesc* slot = &desc_[head];
+      const uint64_t addr = ReadOnce(&slot->addr);
+      const uint32_t len = ReadOnce(&slot->len);
+      const uint16_t flags = ReadOnce(&slot->flags);
+      constexpr uint16_t kShape = kDescFlagNext | kDescFlagIndirect | kDescFlagWrite;
+      if ((flags & kShape) == (writable ? kDescFlagWrite : 0) && len != 0) {
+        if (uint8_t* data = memory_->TranslateGuest(addr, len)) {
+          --walk_budget_;
+          segments_[0] = Segment{data, len};
+          *n_segments = 1;
+          *total = len;
+          return true;
+        }
+      }
+    }
+    return WalkChainFull(head, writable, n_segments, total);
+  }
+  bool WalkChainFull(uint16_t head, bool writable, uint32_t* n_segments, uint64_t* total);
+  // Turns the transmit chain in segments_ (of 'total' bytes) into a packet from
+  // 'alloc' appended to pkts[*received], or counts it dropped (empty or oversized
+  // frame).  Returns false to end the burst: no packet to be had, or a chain shorter
+  // than the header (the ring is failed).
+  bool TakeFrame(uint32_t n_segments, uint64_t total, vhu_alloc_fn* alloc, void* aux,
+                 void** pkts, uint32_t* received, uint64_t* bytes, uint32_t* dropped);
+  void CountBurst(uint32_t packets, uint64_t bytes, uint32_t dropped);
+  // Copies the chain in segments_, less its first 'skip' bytes, to 'out'.
+  void CopyFromSegments(uint32_t n_segments, uint32_t skip, uint8_t* out) const;
+  // Writes what fits of bytes [*written, need) of the stream "header then frame" into
+  // the buffer in segments_, advancing *written; notes where num_buffers lands.
+  // Returns the bytes written to this buffer.
+  uint32_t FillBuffer(uint32_t n_segments, const uint8_t* header, const uint8_t* frame,
+                      uint64_t need, uint64_t* written, uint8_t** num_buffers_bytes);
+  // Marks the ring failed; the data path stops using it.
+  void Fail(const char* why);
+  // Marks the pages of [p, p + len), just written, in the dirty log if logging is on:
+  // one predictable branch when it is off.
+  void LogWrite(const void* p, uint64_t len) const {
+    if (__builtin_expect(log_ != nullptr, 0)) log_->MarkHost(*memory_, p, len);
+  }
+  // Starts a call's descriptor budget (kWalkBudgetPerPacket) for 'packets' packets.
+  void StartWalkBudget(uint32_t packets) {
+    walk_budget_ = 2 * size_ + kWalkBudgetPerPacket * packets;
+  }
+  // Takes one descriptor read from the budget; false once it is spent.
+  bool SpendWalkBudget() {
+    if (walk_budget_ == 0) return false;
+    --walk_budget_;
+    return true;
+  }
+  // Interrupts the guest if it asked to be, for used entries [old_used, used_idx_).
+  void MaybeInterrupt(uint16_t old_used);
+  // Publishes used->idx (after marking the burst's used entries in the dirty log).
+  void PublishUsed(uint16_t old_used);
+  void LogUsedEntries(uint16_t old_used) const;
+  uint16_t ReadAvailIdx() const;
+  bool AvailableEntries(uint16_t* count);
+  uint32_t EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, bool* fits);
+
+  // Packed ring (virtqueue_packed.cc).
+  struct PackedDesc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t id;
+    uint16_t flags;
+  };
+  struct PendingUsed {  // A used element not yet written: packed used entries go
+    uint16_t id;        // live the moment their flags are stored.
+    uint16_t n_descs;
+    uint32_t len;
+  };
+  absl::Status RemapPacked(const GuestMemory* memory);
+  bool PackedDescAvailable(uint16_t position, bool wrap) const;
+  bool WalkPackedChain(uint16_t position, bool writable, uint16_t* n_descs,
+                       uint32_t* n_segments, uint64_t* total, uint16_t* id);
+  void WritePackedUsed(const PendingUsed& used);
+  void MaybeInterruptPacked(uint16_t old_used, bool old_wrap);
+  // Writes the call eventfd (both ring layouts, once they decided an interrupt is due).
+  void Interrupt();
+  uint32_t DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max);
+  uint32_t EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_dropped);
+  bool EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits);
+
+  Spinlock lock_;
+
+  // Configuration.
+  uint32_t size_ = 0;
+  uint32_t mask_ = 0;
+  VringAddress address_{};
+  bool address_set_ = false;
+  bool kick_received_ = false;
+  bool started_ = false;
+  bool enabled_ = false;
+  UniqueFd kick_fd_;
+  CallNotifier call_;
+  UniqueFd err_fd_;
+  RingFeatures features_;
+  const GuestMemory* memory_ = nullptr;
+  const DirtyLog* log_ = nullptr;
+
+  // The rings, in our address space (valid while started_).  Packed: desc_ is the
+  // descriptor ring (PackedDesc), avail_ the driver's event suppression area
+  // (off_wrap, flags) and used_ ours.
+  VringDesc* desc_ = nullptr;
+  uint16_t* avail_ = nullptr;  // flags, idx, ring[size], used_event
+  uint8_t* used_ = nullptr;    // flags, idx, ring[size] of VringUsedElem, avail_event
+  PackedDesc* packed_desc_ = nullptr;
+
+  // Our side of the indices.
+  uint16_t last_avail_idx_ = 0;
+  uint16_t used_idx_ = 0;
+  uint16_t last_seen_avail_idx_ = 0;  // For status only.
+  // Packed: positions in the descriptor ring rather than free-running indices, and
+  // the wrap counters that go with them.
+  bool packed_ = false;
+  bool avail_wrap_ = true;
+  bool used_wrap_ = true;
+  std::vector<PendingUsed> pending_;  // Sized at start: no allocation on the data path.
+
+  uint32_t walk_budget_ = 0;  // Descriptor reads left in this call.
+
+  const char* failure_ = nullptr;
+  Counters counters_;
+  std::array<Segment, kMaxChainSegments> segments_;
+};
+
+}  // namespace vhostuser
+
+#endif  // NETDEV_VHOSTUSER_RINGS_VIRTQUEUE_H

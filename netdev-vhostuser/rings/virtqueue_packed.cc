@@ -1,0 +1,325 @@
+// The packed virtqueue (virtio 1.x section 2.8), device side.
+//
+// One ring of descriptors that the driver makes available and the device marks used
+// in place: a descriptor is available when its AVAIL flag equals the driver's wrap
+// counter and its USED flag does not; the device writes a used descriptor (buffer id,
+// length) over the first descriptor of each buffer, its flags last.  Our positions
+// (last_avail_idx_, used_idx_) wrap at the ring size and flip the wrap counters.
+//
+// The same rules as the split ring apply to what the guest writes: each field is read
+// once, every buffer is translated whole, chains are bounded by the ring size and
+// indirect tables by their length, and a ring that breaks the rules fails.
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include <unistd.h>
+
+#include "absl/strings/str_format.h"
+#include "rings/ring_access.h"
+#include "rings/virtqueue.h"
+
+namespace vhostuser {
+namespace {
+
+constexpr uint16_t kPackedFlagAvail = 1u << 7;
+constexpr uint16_t kPackedFlagUsed = 1u << 15;
+
+// Event suppression (virtio 1.x 2.8.10): {off_wrap, flags}.
+constexpr uint16_t kEventFlagsEnable = 0;
+constexpr uint16_t kEventFlagsDisable = 1;
+constexpr uint16_t kEventFlagsDesc = 2;
+
+}  // namespace
+
+absl::Status Virtqueue::RemapPacked(const GuestMemory* memory) {
+  const uint64_t ring_bytes = uint64_t{sizeof(PackedDesc)} * size_;
+  auto* ring = memory->TranslateUser(address_.desc_user_addr, ring_bytes);
+  auto* driver_event = memory->TranslateUser(address_.avail_user_addr, 4);
+  auto* device_event = memory->TranslateUser(address_.used_user_addr, 4);
+  if (ring == nullptr || driver_event == nullptr || device_event == nullptr) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "packed ring (desc %#x driver %#x device %#x, size %d) is not inside guest memory",
+        address_.desc_user_addr, address_.avail_user_addr, address_.used_user_addr,
+        size_));
+  }
+  if (reinterpret_cast<uintptr_t>(ring) % 16 ||
+      reinterpret_cast<uintptr_t>(driver_event) % 4 ||
+      reinterpret_cast<uintptr_t>(device_event) % 4) {
+    return absl::InvalidArgumentError("packed ring addresses are misaligned");
+  }
+  auto overlap = [](const uint8_t* a, uint64_t a_len, const uint8_t* b, uint64_t b_len) {
+    return a < b + b_len && b < a + a_len;
+  };
+  if (overlap(ring, ring_bytes, driver_event, 4) ||
+      overlap(ring, ring_bytes, device_event, 4) ||
+      overlap(driver_event, 4, device_event, 4)) {
+    return absl::InvalidArgumentError("ring areas overlap each other");
+  }
+  packed_desc_ = reinterpret_cast<PackedDesc*>(ring);
+  avail_ = reinterpret_cast<uint16_t*>(driver_event);
+  used_ = device_event;
+  memory_ = memory;
+  return absl::OkStatus();
+}
+
+bool Virtqueue::PackedDescAvailable(uint16_t position, bool wrap) const {
+  // Acquire: the rest of the buffer's descriptors were written before these flags.
+  const uint16_t flags = __atomic_load_n(&packed_desc_[position].flags, __ATOMIC_ACQUIRE);
+  const bool avail = flags & kPackedFlagAvail;
+  const bool used = flags & kPackedFlagUsed;
+  return avail == wrap && used != wrap;
+}
+
+bool Virtqueue::WalkPackedChain(uint16_t position, bool writable, uint16_t* n_descs,
+                                uint32_t* n_segments, uint64_t* total, uint16_t* id) {
+  uint32_t descs = 0;
+  uint32_t n = 0;
+  uint64_t bytes = 0;
+  auto add_buffer = [&](uint64_t addr, uint32_t len, uint16_t flags) {
+    if (static_cast<bool>(flags & kDescFlagWrite) != writable) {
+      Fail(writable ? "read-only descriptor in a receive chain"
+                    : "device-writable descriptor in a transmit chain");
+      return false;
+    }
+    if (len == 0) return true;
+    uint8_t* data = memory_->TranslateGuest(addr, len);
+    if (data == nullptr) {
+      Fail("descriptor buffer is not inside guest memory");
+      return false;
+    }
+    if (n == kMaxChainSegments) {
+      Fail("descriptor chain has too many segments");
+      return false;
+    }
+    segments_[n++] = Segment{data, len};
+    bytes += len;
+    return true;
+  };
+
+  for (;;) {
+    if (descs == size_) {
+      Fail("descriptor chain longer than the ring");
+      return false;
+    }
+    if (!SpendWalkBudget()) return false;
+    const PackedDesc* slot = &packed_desc_[position];
+    const uint64_t addr = ReadOnce(&slot->addr);
+    const uint32_t len = ReadOnce(&slot->len);
+    const uint16_t buffer_id = ReadOnce(&slot->id);
+    const uint16_t flags = ReadOnce(&slot->flags);
+    ++descs;
+    if (++position == size_) position = 0;
+
+    if (flags & kDescFlagIndirect) {
+      if (!features_.indirect || (flags & kDescFlagNext) || n != 0) {
+        Fail("indirect descriptor not allowed here");
+        return false;
+      }
+      if (len == 0 || len % sizeof(PackedDesc) != 0 || len / sizeof(PackedDesc) > size_) {
+        Fail("indirect table length is not a whole number of descriptors");
+        return false;
+      }
+      const auto* table =
+          reinterpret_cast<const PackedDesc*>(memory_->TranslateGuest(addr, len));
+      if (table == nullptr || reinterpret_cast<uintptr_t>(table) % 16) {
+        Fail("indirect table is not inside guest memory");
+        return false;
+      }
+      // The table's entries are consecutive; their NEXT flags mean nothing.
+      for (uint32_t i = 0; i < len / sizeof(PackedDesc); ++i) {
+        if (!SpendWalkBudget()) return false;
+        const uint16_t entry_flags = ReadOnce(&table[i].flags);
+        if (entry_flags & kDescFlagIndirect) {
+          Fail("indirect descriptor inside an indirect table");
+          return false;
+        }
+        if (!add_buffer(ReadOnce(&table[i].addr), ReadOnce(&table[i].len), entry_flags)) {
+          return false;
+        }
+      }
+      *id = buffer_id;
+      break;
+    }
+    if (!add_buffer(addr, len, flags)) return false;
+    if (!(flags & kDescFlagNext)) {
+      *id = buffer_id;  // The buffer id is the chain's last descriptor's.
+      break;
+    }
+  }
+  if (*id >= size_) {
+    Fail("buffer id out of range");
+    return false;
+  }
+  *n_descs = static_cast<uint16_t>(descs);
+  *n_segments = n;
+  *total = bytes;
+  return true;
+}
+
+void Virtqueue::WritePackedUsed(const PendingUsed& used) {
+  PackedDesc* slot = &packed_desc_[used_idx_];
+  WriteOnce(&slot->id, used.id);
+  WriteOnce(&slot->len, used.len);
+  const uint16_t flags = used_wrap_ ? (kPackedFlagAvail | kPackedFlagUsed) : 0;
+  __atomic_store_n(&slot->flags, flags, __ATOMIC_RELEASE);  // Publishes the element.
+  LogWrite(slot, sizeof *slot);
+  used_idx_ = static_cast<uint16_t>(used_idx_ + used.n_descs);
+  if (used_idx_ >= size_) {
+    used_idx_ = static_cast<uint16_t>(used_idx_ - size_);
+    used_wrap_ = !used_wrap_;
+  }
+}
+
+void Virtqueue::MaybeInterruptPacked(uint16_t old_used, bool old_wrap) {
+  if (!call_.valid()) return;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const uint16_t flags = ReadOnce(&avail_[1]);
+  bool needed;
+  if (flags == kEventFlagsDesc && features_.event_idx) {
+    // Interrupt if the position the driver named (with its wrap counter) lies in
+    // [old_used, used_idx_), all counted in one 16-bit space.
+    const uint16_t off_wrap = ReadOnce(&avail_[0]);
+    const uint16_t new_used = used_idx_;
+    const bool wrapped = used_wrap_ != old_wrap;
+    if (wrapped && new_used >= old_used) {
+      needed = true;  // More than a whole ring since the last interrupt.
+    } else {
+      const uint16_t old = wrapped ? static_cast<uint16_t>(old_used - size_) : old_used;
+      uint16_t event = off_wrap & 0x7fff;
+      if (used_wrap_ != static_cast<bool>(off_wrap >> 15)) {
+        event = static_cast<uint16_t>(event - size_);
+      }
+      needed = static_cast<uint16_t>(new_used - event - 1) <
+               static_cast<uint16_t>(new_used - old);
+    }
+  } else {
+    needed = flags != kEventFlagsDisable;  // Enable, or Desc without EVENT_IDX.
+  }
+  if (needed) Interrupt();
+}
+
+uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
+                                  uint32_t max) {
+  if (!usable()) return 0;
+  const uint16_t old_used = used_idx_;
+  const bool old_wrap = used_wrap_;
+  uint32_t received = 0, dropped = 0;
+  uint64_t bytes = 0;
+  StartWalkBudget(max);
+  for (uint32_t i = 0; i < max; ++i) {
+    if (!PackedDescAvailable(last_avail_idx_, avail_wrap_)) break;
+    uint16_t n_descs, id;
+    uint32_t n_segments;
+    uint64_t total;
+    if (!WalkPackedChain(last_avail_idx_, /*writable=*/false, &n_descs, &n_segments,
+                         &total, &id)) {
+      break;
+    }
+    if (!TakeFrame(n_segments, total, alloc, aux, pkts, &received, &bytes, &dropped)) {
+      break;
+    }
+    WritePackedUsed(PendingUsed{id, n_descs, 0});
+    last_avail_idx_ = static_cast<uint16_t>(last_avail_idx_ + n_descs);
+    if (last_avail_idx_ >= size_) {
+      last_avail_idx_ = static_cast<uint16_t>(last_avail_idx_ - size_);
+      avail_wrap_ = !avail_wrap_;
+    }
+  }
+  if (used_idx_ != old_used || used_wrap_ != old_wrap) {
+    MaybeInterruptPacked(old_used, old_wrap);
+  }
+  CountBurst(received, bytes, dropped);
+  return received;
+}
+
+bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
+  const uint32_t header_size = features_.net_header_size;
+  const uint64_t need = uint64_t{header_size} + pkt.size;
+  uint8_t header[sizeof(VirtioNetHeader)] = {};
+  uint8_t* num_buffers_bytes[2] = {nullptr, nullptr};
+  const auto* frame = static_cast<const uint8_t*>(pkt.data);
+
+  uint16_t position = last_avail_idx_;
+  bool wrap = avail_wrap_;
+  uint32_t n_buffers = 0;
+  uint32_t descs = 0;
+  uint64_t written = 0;
+  while (written < need) {
+    if (!PackedDescAvailable(position, wrap)) {
+      *fits = false;  // The guest has not posted enough buffers yet.
+      return false;
+    }
+    if (descs >= size_ || (n_buffers == 1 && !features_.mergeable_rx)) {
+      *fits = true;  // Larger than this guest's buffers will ever hold: drop it.
+      return false;
+    }
+    uint16_t n_descs, id;
+    uint32_t n_segments;
+    uint64_t capacity;
+    if (!WalkPackedChain(position, /*writable=*/true, &n_descs, &n_segments, &capacity,
+                         &id)) {
+      *fits = false;
+      return false;
+    }
+    if (capacity < header_size) {
+      Fail("receive buffer smaller than the virtio-net header");
+      *fits = false;
+      return false;
+    }
+    if ((!features_.mergeable_rx && capacity < need) || descs + n_descs > size_) {
+      *fits = true;
+      return false;
+    }
+    const uint32_t in_buffer =
+        FillBuffer(n_segments, header, frame, need, &written, num_buffers_bytes);
+    pending_[n_buffers++] = PendingUsed{id, n_descs, in_buffer};
+    descs += n_descs;
+    position = static_cast<uint16_t>(position + n_descs);
+    if (position >= size_) {
+      position = static_cast<uint16_t>(position - size_);
+      wrap = !wrap;
+    }
+  }
+  if (num_buffers_bytes[0] != nullptr) {
+    *num_buffers_bytes[0] = static_cast<uint8_t>(n_buffers);
+    *num_buffers_bytes[1] = static_cast<uint8_t>(n_buffers >> 8);
+    LogWrite(num_buffers_bytes[0], 1);
+    LogWrite(num_buffers_bytes[1], 1);
+  }
+  // Only now that the whole packet is written do its buffers go back to the guest.
+  for (uint32_t i = 0; i < n_buffers; ++i) WritePackedUsed(pending_[i]);
+  last_avail_idx_ = position;
+  avail_wrap_ = wrap;
+  *fits = true;
+  return true;
+}
+
+uint32_t Virtqueue::EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n,
+                                  uint32_t* n_dropped) {
+  uint32_t dropped = 0, consumed = 0;
+  if (usable()) {
+    const uint16_t old_used = used_idx_;
+    const bool old_wrap = used_wrap_;
+    uint64_t bytes = 0;
+    StartWalkBudget(n);
+    for (; consumed < n; ++consumed) {
+      bool fits;
+      if (!EnqueueOnePacked(pkts[consumed], &fits)) {
+        if (!fits) break;
+        ++dropped;
+      } else {
+        bytes += pkts[consumed].size;
+      }
+    }
+    if (used_idx_ != old_used || used_wrap_ != old_wrap) {
+      MaybeInterruptPacked(old_used, old_wrap);
+    }
+    CountBurst(consumed - dropped, bytes, dropped);
+  }
+  if (n_dropped != nullptr) *n_dropped = dropped;
+  return consumed;
+}
+
+}  // namespace vhostuser

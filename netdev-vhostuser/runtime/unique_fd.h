@@ -1,0 +1,60 @@
+// An owned file descriptor: closed when the owner goes away, so that no error path of
+// the control code can leak one a frontend sent us.  One that came from a frontend
+// (FromFrontend) is closed through FdCloser, since its close() may block.
+#ifndef NETDEV_VHOSTUSER_RUNTIME_UNIQUE_FD_H
+#define NETDEV_VHOSTUSER_RUNTIME_UNIQUE_FD_H
+
+#include <unistd.h>
+
+#include <utility>
+
+#include "runtime/fd_closer.h"
+
+namespace vhostuser {
+
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  static UniqueFd FromFrontend(int fd) {
+    UniqueFd owned(fd);
+    owned.from_frontend_ = true;
+    return owned;
+  }
+  UniqueFd(UniqueFd&& other) noexcept
+      : fd_(std::exchange(other.fd_, -1)), from_frontend_(other.from_frontend_) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fd_ = std::exchange(other.fd_, -1);
+      from_frontend_ = other.from_frontend_;
+    }
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() { reset(); }
+
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) {
+    if (fd_ >= 0) {
+      if (from_frontend_) {
+        FdCloser::Close(fd_);
+      } else {
+        ::close(fd_);
+      }
+    }
+    fd_ = fd;
+    from_frontend_ = false;
+  }
+
+ private:
+  int fd_ = -1;
+  bool from_frontend_ = false;
+};
+
+}  // namespace vhostuser
+
+#endif  // NETDEV_VHOSTUSER_RUNTIME_UNIQUE_FD_H
