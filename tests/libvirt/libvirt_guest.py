@@ -42,6 +42,21 @@ BOOT_TIMEOUT = 120
 # destroyed and undefined before a new one starts.
 DOMAIN_PREFIX = "vhu-libvirt-"
 HUGEPAGE_KB = 2048
+# <memoryBacking> contents.  hugepages: Nova's, for a flavor with hw:mem_page_size
+# (with memAccess="shared" on the NUMA cell, which the domain XML always has).
+# file: Nova's with [libvirt]file_backed_memory (files in qemu.conf's
+# memory_backing_dir).  memfd: plain libvirt's shared memory without huge pages.
+MEMORY_BACKING = {
+    "hugepages": ('    <hugepages>\n'
+                  '      <page size="%d" unit="KiB" nodeset="0"/>\n'
+                  '    </hugepages>\n' % HUGEPAGE_KB),
+    "file": ('    <source type="file"/>\n'
+             '    <access mode="shared"/>\n'
+             '    <allocation mode="immediate"/>\n'
+             '    <discard/>\n'),
+    "memfd": ('    <source type="memfd"/>\n'
+              '    <access mode="shared"/>\n'),
+}
 
 
 class LibvirtError(AssertionError):
@@ -235,7 +250,9 @@ class LibvirtGuest:
     domain XML) go in `workdir`/NAME, as Nova keeps an instance's in its directory."""
 
     def __init__(self, image, interfaces, workdir, name, kernel_args=(),
-                 memory_mb=256):
+                 memory_mb=256, memory_backing="hugepages"):
+        """memory_backing: a key of MEMORY_BACKING."""
+        self.memory_backing = memory_backing
         self.name = name
         self.domain = DOMAIN_PREFIX + name
         self.interfaces = list(interfaces)
@@ -260,15 +277,13 @@ class LibvirtGuest:
         cmdline = " ".join(["console=ttyS0", "panic=-1", "no_timer_check", "quiet"]
                            + self.kernel_args)
         mem = self.memory_kb
+        backing = MEMORY_BACKING[self.memory_backing]
         return """<domain type="qemu" xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0">
   <uuid>{uuid}</uuid>
   <name>{name}</name>
   <memory>{mem}</memory>
   <memoryBacking>
-    <hugepages>
-      <page size="{hp}" unit="KiB" nodeset="0"/>
-    </hugepages>
-  </memoryBacking>
+{backing}  </memoryBacking>
   <numatune>
     <memory mode="strict" nodeset="0"/>
     <memnode cellid="0" mode="strict" nodeset="0"/>
@@ -302,7 +317,7 @@ class LibvirtGuest:
   <qemu:override>
 {overrides}  </qemu:override>
 </domain>
-""".format(uuid=self.uuid, name=escape(self.domain), mem=mem, hp=HUGEPAGE_KB,
+""".format(uuid=self.uuid, name=escape(self.domain), mem=mem, backing=backing,
            kernel=escape(self.kernel), initrd=escape(self.initrd),
            cmdline=escape(cmdline),
            interfaces="".join(i.xml() for i in self.interfaces),
