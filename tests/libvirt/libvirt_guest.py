@@ -23,6 +23,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -91,6 +92,19 @@ def _pid_of(name):
     return None
 
 
+def _answers(path):
+    """Whether a unix socket at `path` accepts connections."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(5)
+        sock.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
 def _environ(pid):
     try:
         with open("/proc/%d/environ" % pid, "rb") as f:
@@ -113,14 +127,16 @@ class LibvirtDaemon:
         if not shutil.which("libvirtd"):
             raise LibvirtError("libvirtd is not installed (utilities/install-deps.sh "
                                "installs libvirt-daemon-system)")
-        if _pid_of("virtlogd") is None:
+        if not _answers(VIRTLOGD_SOCKET):
             self._spawn("virtlogd", ["virtlogd"], {}, VIRTLOGD_SOCKET)
-        pid = _pid_of("libvirtd")
-        if pid is not None:
-            rundir = _environ(pid).get("OVS_RUNDIR")
+        # A socket that answers is a running libvirtd, or systemd's socket for one.
+        if _answers(LIBVIRT_SOCKET):
+            virsh("version")
+            pid = _pid_of("libvirtd")
+            rundir = _environ(pid).get("OVS_RUNDIR") if pid else None
             if rundir != self.ovs_rundir:
                 raise LibvirtError(
-                    "libvirtd (pid %d) runs already, with OVS_RUNDIR=%s: its ovs-vsctl "
+                    "libvirtd (pid %s) runs already, with OVS_RUNDIR=%s: its ovs-vsctl "
                     "would not see this test's OVS (%s).  Stop it for the test "
                     "(systemctl stop libvirtd.service libvirtd.socket "
                     "libvirtd-ro.socket libvirtd-admin.socket)"
@@ -131,7 +147,8 @@ class LibvirtDaemon:
 
     def _spawn(self, name, argv, env, socket_path, ready=None, timeout=30):
         log = open(os.path.join(self.logdir, name + ".log"), "w")
-        # A stale socket of an earlier run would look like a ready daemon.
+        # Nobody answers on it (see start()): a stale socket of a daemon that was
+        # killed, which would look like a ready daemon.
         if os.path.exists(socket_path):
             os.unlink(socket_path)
         process = subprocess.Popen(argv, env=dict(os.environ, **env),
