@@ -15,7 +15,6 @@ property vectors=0 (`<qemu:override>`), which QEMU 7.2 needs for a vhost-user
 virtio-net device under TCG.
 """
 
-import ctypes
 import grp
 import io
 import os
@@ -73,11 +72,6 @@ def virsh(*args, check=True, timeout=60):
     return result.stdout
 
 
-def _die_with_parent():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
 def _pid_of(name):
     """The pid of a running process whose command is `name`, or None."""
     for entry in os.listdir("/proc"):
@@ -122,6 +116,7 @@ class LibvirtDaemon:
         self.ovs_rundir = ovs_rundir
         self.logdir = logdir
         self.started = []  # (name, Popen)
+        self.reaper = None
 
     def start(self):
         if not shutil.which("libvirtd"):
@@ -151,9 +146,11 @@ class LibvirtDaemon:
         # killed, which would look like a ready daemon.
         if os.path.exists(socket_path):
             os.unlink(socket_path)
+        # Not killed with the test: if the test dies, the reaper (below) first has
+        # libvirtd destroy the domains, then ends the daemons.
         process = subprocess.Popen(argv, env=dict(os.environ, **env),
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                   preexec_fn=_die_with_parent)
+                                   start_new_session=True)
         log.close()
         self.started.append((name, process))
         deadline = time.monotonic() + timeout
@@ -165,8 +162,24 @@ class LibvirtDaemon:
                 raise LibvirtError("%s not ready within %d s" % (name, timeout))
             time.sleep(0.1)
 
+    def start_reaper(self, hugepages=None):
+        """Starts a process that, should this one die before stop() (killed by a
+        timeout), destroys and undefines the test's domains, ends the daemons started
+        here and gives back the huge pages reserved (a HugePages)."""
+        argv = [sys.executable, "-B", os.path.abspath(__file__), "--reap",
+                str(os.getpid())]
+        argv += ["--pid=%d" % p.pid for _, p in reversed(self.started)]
+        if hugepages is not None and hugepages.old_nr is not None:
+            argv.append("--nr-hugepages=%d" % hugepages.old_nr)
+        self.reaper = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+
     def stop(self):
         """Ends the daemons started here (libvirtd first); returns their names."""
+        if self.reaper is not None:
+            self.reaper.kill()
+            self.reaper.wait()
+            self.reaper = None
         stopped = []
         for name, process in reversed(self.started):
             if process.poll() is None:
@@ -461,3 +474,35 @@ def remove_leftover_domains():
         if name.startswith(DOMAIN_PREFIX):
             virsh("destroy", name, check=False)
             virsh("undefine", name, check=False)
+
+
+def _start_time(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _reap(argv):
+    """--reap PID [--pid=DAEMON]... [--nr-hugepages=N]: waits for PID to end, then
+    cleans up after it (LibvirtDaemon.start_reaper)."""
+    parent = int(argv[0])
+    daemons = [int(a.split("=", 1)[1]) for a in argv[1:] if a.startswith("--pid=")]
+    pages = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--nr-hugepages=")]
+    started = _start_time(parent)
+    while started is not None and _start_time(parent) == started:
+        time.sleep(1)
+    remove_leftover_domains()
+    for pid in daemons:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    if pages:
+        with open(HugePages.NR, "w") as f:
+            f.write(pages[0])
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--reap"]:
+    _reap(sys.argv[2:])

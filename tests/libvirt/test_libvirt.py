@@ -104,6 +104,7 @@ class LibvirtTest(harness.OvsGuestTest):
                                "--dir", SOCKDIR_NAME])
                 self.log("ovs-vhostuser-setup-sockdir: " + out.strip().replace("\n", "; "))
                 daemon.start()
+                daemon.start_reaper(hugepages)
                 self.log("libvirtd ready (started here: %s)"
                          % ([n for n, _ in daemon.started] or "none"))
                 remove_leftover_domains()
