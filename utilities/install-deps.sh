@@ -18,6 +18,7 @@ packages=(
   autoconf automake libtool python3
   dpdk dpdk-dev libdpdk-dev
   qemu-system-x86 busybox-static cpio
+  libvirt-daemon-system libvirt-clients
   procps iproute2 psmisc
   clang clang-14 libclang-rt-14-dev
   ccache
