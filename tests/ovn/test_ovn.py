@@ -474,17 +474,71 @@ class OvnTest(test_ovs_guests.OvsGuestTest):
                 self.fail("gave up waiting for " + what)
             time.sleep(0.2)
 
+    # ---- Shared by the tests (test_ovn_migration.py's too) ----
+
+    def start_chassis(self, central, a, b):
+        """The underlay and ovn-controller on both chassis; returns the Chassis
+        records once both are in the Southbound database with their iface-types."""
+        for ch in (a, b):
+            ch.setup_underlay()
+            ch.start_controller()
+        return self.wait(
+            lambda: (lambda r: r if {a.system_id, b.system_id} <= set(r)
+                     and all("iface-types" in r[n]["other_config"] for n in r)
+                     else None)(central.chassis()),
+            "both Chassis records in the Southbound database")
+
+    def add_logical_switch(self, central, chassis, options=None):
+        """Logical switch ls0 with one port per chassis (its guest's), addresses and
+        port security as Neutron sets them.  options: {lsp: {key: value}}, the
+        ports' options (e.g. requested-chassis)."""
+        ls = ["ls-add", "ls0"]
+        for ch in chassis:
+            address = "%s 10.0.0.%d" % (ch.guest_mac, ch.guest_ip)
+            ls += ["--", "lsp-add", "ls0", ch.lsp,
+                   "--", "lsp-set-addresses", ch.lsp, address,
+                   "--", "lsp-set-port-security", ch.lsp, address]
+            for key, value in (options or {}).get(ch.lsp, {}).items():
+                ls += ["--", "set", "Logical_Switch_Port", ch.lsp,
+                       "options:%s=%s" % (key, value)]
+        central.nbctl(*ls)
+
+    def binding_chassis(self, central, lsp, column="chassis"):
+        """The names of the chassis in the SB Port_Binding's `column` (chassis,
+        additional_chassis), sorted."""
+        uuids = central.sbctl("--bare", "--columns=" + column, "find", "Port_Binding",
+                              "logical_port=" + lsp).split()
+        return sorted(central.sbctl("--bare", "--columns=name", "list", "Chassis", u)
+                      for u in uuids)
+
+    def wait_bound(self, central, ch, lsp, port):
+        """The logical port is up (ovn-controller on `ch` claimed it through `port`
+        and installed its flows) and bound to `ch` in the Southbound database."""
+        self.wait(lambda: central.nbctl("get", "Logical_Switch_Port", lsp,
+                                        "up") == "true",
+                  "%s up in the Northbound database" % lsp)
+        self.wait(lambda: ch.ovs.get("Interface", port,
+                                     "external_ids:ovn-installed") == '"true"',
+                  "ovn-installed on " + port)
+        self.assertEqual(self.binding_chassis(central, lsp), [ch.system_id])
+
+    def find_tunnels(self, a, b):
+        """Each chassis' one Geneve port (ch.tunnel), towards the other."""
+        for ch, other in ((a, b), (b, a)):
+            geneve = ch.ovs.vsctl("--bare", "--columns=name", "find", "Interface",
+                                  "type=geneve").split()
+            self.assertEqual(len(geneve), 1, "%s's tunnel ports" % ch.name)
+            ch.tunnel = geneve[0]
+            self.assertEqual(ch.ovs.get("Interface", geneve[0], "options:remote_ip"),
+                             '"%s"' % other.encap_ip)
+        self.log("tunnel ports %s, %s" % (a.tunnel, b.tunnel))
+
+    # ---- Tests ----
+
     def test_two_chassis_geneve(self):
         with self.topology() as (central, a, b):
-            for ch in (a, b):
-                ch.setup_underlay()
-                ch.start_controller()
+            records = self.start_chassis(central, a, b)
             # Chassis records, as Neutron's OVN driver reads them.
-            records = self.wait(
-                lambda: (lambda r: r if {a.system_id, b.system_id} <= set(r)
-                         and all("iface-types" in r[n]["other_config"] for n in r)
-                         else None)(central.chassis()),
-                "both Chassis records in the Southbound database")
             for ch in (a, b):
                 record = records[ch.system_id]
                 other = record["other_config"]
@@ -501,15 +555,7 @@ class OvnTest(test_ovs_guests.OvsGuestTest):
                 self.assertEqual(ch.ovs.get("Bridge", "br-int", "datapath_type"),
                                  "netdev")
 
-            # The logical switch and its ports, addresses and port security as
-            # Neutron sets them.
-            ls = ["ls-add", "ls0"]
-            for ch in (a, b):
-                address = "%s 10.0.0.%d" % (ch.guest_mac, ch.guest_ip)
-                ls += ["--", "lsp-add", "ls0", ch.lsp,
-                       "--", "lsp-set-addresses", ch.lsp, address,
-                       "--", "lsp-set-port-security", ch.lsp, address]
-            central.nbctl(*ls)
+            self.add_logical_switch(central, (a, b))
 
             b_socket = os.path.join(b.root, "vm-b.sock")
             nics = {"a": VhostUserNic(os.path.join(a.ovs.rundir, a.port),
@@ -528,25 +574,9 @@ class OvnTest(test_ovs_guests.OvsGuestTest):
             # Bound: the logical ports are up (ovn-controller claimed them and
             # installed their flows) and every chassis has caught up.
             for ch in (a, b):
-                self.wait(lambda: central.nbctl("get", "Logical_Switch_Port", ch.lsp,
-                                                "up") == "true",
-                          "%s up in the Northbound database" % ch.lsp)
-                self.wait(lambda: ch.ovs.get("Interface", ch.port,
-                                             "external_ids:ovn-installed") == '"true"',
-                          "ovn-installed on " + ch.port)
-                chassis_of = central.sbctl("--bare", "--columns=chassis", "find",
-                                           "Port_Binding", "logical_port=" + ch.lsp)
-                self.assertEqual(central.sbctl("--bare", "--columns=name", "list",
-                                               "Chassis", chassis_of), ch.system_id)
+                self.wait_bound(central, ch, ch.lsp, ch.port)
             central.nbctl("--wait=hv", "sync")
-            for ch, other in ((a, b), (b, a)):
-                geneve = ch.ovs.vsctl("--bare", "--columns=name", "find", "Interface",
-                                      "type=geneve").split()
-                self.assertEqual(len(geneve), 1, "%s's tunnel ports" % ch.name)
-                ch.tunnel = geneve[0]
-                self.assertEqual(ch.ovs.get("Interface", geneve[0], "options:remote_ip"),
-                                 '"%s"' % other.encap_ip)
-            self.log("bound; tunnel ports %s, %s" % (a.tunnel, b.tunnel))
+            self.find_tunnels(a, b)
 
             # The first frames resolve the tunnel endpoint's MAC on the underlay (OVS
             # drops the frame that made it send the ARP request).
