@@ -54,15 +54,15 @@ VringAddress DriverRing::Address(uint32_t index) const {
                       ram_.user_addr(avail_gpa_), 0};
 }
 
-uint16_t DriverRing::AddChain(const std::vector<Buffer>& buffers, bool writable) {
+uint16_t DriverRing::AddChain(const Buffer* buffers, size_t n, bool writable) {
   const uint16_t head = next_desc_;
-  for (size_t i = 0; i < buffers.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     uint16_t idx = next_desc_;
     next_desc_ = static_cast<uint16_t>((next_desc_ + 1) % size_);
     desc_[idx].addr = buffers[i].gpa;
     desc_[idx].len = buffers[i].len;
     desc_[idx].flags = (writable ? kDescFlagWrite : 0) |
-                       (i + 1 < buffers.size() ? kDescFlagNext : 0);
+                       (i + 1 < n ? kDescFlagNext : 0);
     desc_[idx].next = next_desc_;
   }
   return head;
@@ -125,7 +125,7 @@ VringAddress PackedDriverRing::Address(uint32_t index) const {
                       ram_.user_addr(driver_gpa_), 0};
 }
 
-uint16_t PackedDriverRing::Post(const std::vector<DriverRing::Buffer>& buffers,
+uint16_t PackedDriverRing::Post(const DriverRing::Buffer* buffers, size_t n,
                                 bool writable, uint16_t id, bool indirect) {
   const uint16_t first = next_;
   const bool first_wrap = wrap_;
@@ -151,16 +151,16 @@ uint16_t PackedDriverRing::Post(const std::vector<DriverRing::Buffer>& buffers,
   };
   const uint16_t w = writable ? kDescFlagWrite : 0;
   if (indirect) {
-    uint64_t table_gpa = ram_.Alloc(16 * buffers.size(), 16);
+    uint64_t table_gpa = ram_.Alloc(16 * n, 16);
     auto* table = reinterpret_cast<Desc*>(ram_.host(table_gpa));
-    for (size_t i = 0; i < buffers.size(); ++i) {
+    for (size_t i = 0; i < n; ++i) {
       table[i] = Desc{buffers[i].gpa, buffers[i].len, 0, w};
     }
-    place(table_gpa, static_cast<uint32_t>(16 * buffers.size()), kDescFlagIndirect);
+    place(table_gpa, static_cast<uint32_t>(16 * n), kDescFlagIndirect);
   } else {
-    for (size_t i = 0; i < buffers.size(); ++i) {
+    for (size_t i = 0; i < n; ++i) {
       place(buffers[i].gpa, buffers[i].len,
-            static_cast<uint16_t>(w | (i + 1 < buffers.size() ? kDescFlagNext : 0)));
+            static_cast<uint16_t>(w | (i + 1 < n ? kDescFlagNext : 0)));
     }
   }
   __atomic_store_n(&desc_[first].flags, first_flags, __ATOMIC_RELEASE);

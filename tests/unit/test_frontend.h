@@ -59,7 +59,11 @@ class DriverRing {
   };
   // Writes a chain over the next free descriptors and returns its head (not yet made
   // available).
-  uint16_t AddChain(const std::vector<Buffer>& buffers, bool writable);
+  uint16_t AddChain(const std::vector<Buffer>& buffers, bool writable) {
+    return AddChain(buffers.data(), buffers.size(), writable);
+  }
+  // The same without a vector: what a benchmark's driver posts in its timed loop.
+  uint16_t AddChain(const Buffer* buffers, size_t n, bool writable);
   // Writes an indirect table holding 'buffers' and a descriptor pointing at it.
   uint16_t AddIndirect(const std::vector<Buffer>& buffers, bool writable);
   // Makes 'head' available and bumps avail->idx.
@@ -102,6 +106,11 @@ class PackedDriverRing {
   // Makes a buffer of 'buffers' (consecutive descriptors, or one indirect descriptor)
   // available with buffer id 'id'; returns the position of its first descriptor.
   uint16_t Post(const std::vector<DriverRing::Buffer>& buffers, bool writable, uint16_t id,
+                bool indirect = false) {
+    return Post(buffers.data(), buffers.size(), writable, id, indirect);
+  }
+  // The same without a vector (a benchmark's timed loop).
+  uint16_t Post(const DriverRing::Buffer* buffers, size_t n, bool writable, uint16_t id,
                 bool indirect = false);
   // Pops the next used element (buffer id, length), if the device wrote one.  'n_descs'
   // is how many descriptors that buffer took when posted.
