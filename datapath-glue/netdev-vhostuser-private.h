@@ -107,15 +107,16 @@ struct netdev_vhostuser {
     /* Read by the data path without the mutex. */
     atomic_bool admin_up;
     atomic_bool carrier;
-    atomic_uint32_t guest_tx_mask;  /* enabled_tx_mask, for rxq_enabled(). */
+    /* enabled_tx_queues, for rxq_enabled(). */
+    atomic_uint64_t guest_tx_queues[VHU_QUEUE_SET_WORDS];
     atomic_int tx_retries_max;
     atomic_uint32_t max_frame;  /* Longest frame send() passes to the guest. */
     /* OVS tx queue -> queue pair whose guest RX vring gets its packets; -1: none. */
     atomic_int tx_map[VHU_MAX_QUEUE_PAIRS];
 
     /* Guest-state bookkeeping, updated from backend events in the main thread. */
-    uint32_t enabled_rx_mask OVS_GUARDED;
-    uint32_t enabled_tx_mask OVS_GUARDED;
+    uint64_t enabled_rx_queues[VHU_QUEUE_SET_WORDS] OVS_GUARDED;
+    uint64_t enabled_tx_queues[VHU_QUEUE_SET_WORDS] OVS_GUARDED;
     uint64_t carrier_resets OVS_GUARDED;
     /* PMD reloads for a queue count change or for transmit queues coming up are
      * damped (update_from_backend()): the earliest time the next may be requested,

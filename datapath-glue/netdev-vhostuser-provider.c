@@ -120,6 +120,40 @@ backend_notify(void *dev_)
     seq_change(vhostuser_seq);
 }
 
+/* Appends the queue pairs in 'set' to 's' as "0,1,5". */
+static void
+format_queue_set(struct ds *s, const uint64_t set[VHU_QUEUE_SET_WORDS])
+{
+    size_t start = s->length;
+
+    for (int q = 0; q < VHU_MAX_QUEUE_PAIRS; q++) {
+        if (vhu_queue_set_has(set, q)) {
+            ds_put_format(s, "%s%d", s->length > start ? "," : "", q);
+        }
+    }
+}
+
+static bool
+queue_set_is_empty(const uint64_t set[VHU_QUEUE_SET_WORDS])
+{
+    for (int w = 0; w < VHU_QUEUE_SET_WORDS; w++) {
+        if (set[w]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Publishes the guest's transmit queues to the PMD threads (rxq_enabled()). */
+static void
+set_guest_tx_queues(struct netdev_vhostuser *dev,
+                    const uint64_t set[VHU_QUEUE_SET_WORDS])
+{
+    for (int w = 0; w < VHU_QUEUE_SET_WORDS; w++) {
+        atomic_store_relaxed(&dev->guest_tx_queues[w], set[w]);
+    }
+}
+
 /* Which guest RX vring (queue pair) each OVS tx queue sends to: its own if the guest
  * enabled it, else the enabled ones in turn, else none (packets are dropped). */
 static void
@@ -130,7 +164,7 @@ update_tx_map(struct netdev_vhostuser *dev, int n_txq)
     int n_enabled = 0;
 
     for (int q = 0; q < VHU_MAX_QUEUE_PAIRS; q++) {
-        if (dev->enabled_rx_mask & (1u << q)) {
+        if (vhu_queue_set_has(dev->enabled_rx_queues, q)) {
             enabled[n_enabled++] = q;
         }
     }
@@ -138,7 +172,8 @@ update_tx_map(struct netdev_vhostuser *dev, int n_txq)
         int map = -1;
 
         if (q < n_txq && n_enabled) {
-            map = (dev->enabled_rx_mask & (1u << q)) ? q : enabled[q % n_enabled];
+            map = vhu_queue_set_has(dev->enabled_rx_queues, q) ? q
+                                                               : enabled[q % n_enabled];
         }
         atomic_store_relaxed(&dev->tx_map[q], map);
     }
@@ -202,15 +237,27 @@ update_from_backend(struct netdev_vhostuser *dev)
      * 1024 iterations, which is seconds for a sleeping PMD, so the first frames (a
      * migrated guest's announcement, SEND_RARP's frame) would wait.  A PMD reload
      * takes the new state at once. */
-    bool tx_woke = !dev->enabled_tx_mask && status.enabled_tx_mask;
+    bool tx_woke = queue_set_is_empty(dev->enabled_tx_queues)
+                   && !queue_set_is_empty(status.enabled_tx_queues);
 
-    if (status.enabled_rx_mask != dev->enabled_rx_mask
-        || status.enabled_tx_mask != dev->enabled_tx_mask) {
-        VLOG_INFO_RL(&frontend_rl, "%s: guest queues enabled: receive %#x, transmit %#x",
-                     name, status.enabled_rx_mask, status.enabled_tx_mask);
-        dev->enabled_rx_mask = status.enabled_rx_mask;
-        dev->enabled_tx_mask = status.enabled_tx_mask;
-        atomic_store_relaxed(&dev->guest_tx_mask, status.enabled_tx_mask);
+    if (memcmp(status.enabled_rx_queues, dev->enabled_rx_queues,
+               sizeof dev->enabled_rx_queues)
+        || memcmp(status.enabled_tx_queues, dev->enabled_tx_queues,
+                  sizeof dev->enabled_tx_queues)) {
+        struct ds rx = DS_EMPTY_INITIALIZER, tx = DS_EMPTY_INITIALIZER;
+
+        format_queue_set(&rx, status.enabled_rx_queues);
+        format_queue_set(&tx, status.enabled_tx_queues);
+        VLOG_INFO_RL(&frontend_rl, "%s: guest queues enabled: receive %s, transmit %s",
+                     name, rx.length ? ds_cstr(&rx) : "none",
+                     tx.length ? ds_cstr(&tx) : "none");
+        ds_destroy(&rx);
+        ds_destroy(&tx);
+        memcpy(dev->enabled_rx_queues, status.enabled_rx_queues,
+               sizeof dev->enabled_rx_queues);
+        memcpy(dev->enabled_tx_queues, status.enabled_tx_queues,
+               sizeof dev->enabled_tx_queues);
+        set_guest_tx_queues(dev, status.enabled_tx_queues);
         update_tx_map(dev, netdev_n_txq(&dev->up));
     }
 
@@ -358,8 +405,9 @@ ensure_backend_port(struct netdev_vhostuser *dev)
         vhu_port_destroy(dev->port);
         dev->port = NULL;
         atomic_store_relaxed(&dev->carrier, false);
-        dev->enabled_rx_mask = dev->enabled_tx_mask = 0;
-        atomic_store_relaxed(&dev->guest_tx_mask, 0);
+        memset(dev->enabled_rx_queues, 0, sizeof dev->enabled_rx_queues);
+        memset(dev->enabled_tx_queues, 0, sizeof dev->enabled_tx_queues);
+        set_guest_tx_queues(dev, dev->enabled_tx_queues);
         update_tx_map(dev, netdev_n_txq(&dev->up));
     }
     free(dev->port_path);
@@ -443,7 +491,9 @@ netdev_vhostuser_construct__(struct netdev *netdev, bool client_mode)
     atomic_init(&dev->admin_up, true);
     atomic_init(&dev->carrier, false);
     atomic_init(&dev->recheck_at, 0);
-    atomic_init(&dev->guest_tx_mask, 0);
+    for (int w = 0; w < VHU_QUEUE_SET_WORDS; w++) {
+        atomic_init(&dev->guest_tx_queues[w], 0);
+    }
     atomic_init(&dev->tx_retries_max, dev->options.tx_retries_max);
     atomic_init(&dev->max_frame, max_frame_for_mtu(dev->mtu));
     for (int q = 0; q < VHU_MAX_QUEUE_PAIRS; q++) {
@@ -810,16 +860,6 @@ netdev_vhostuser_get_carrier_resets(const struct netdev *netdev)
     return resets;
 }
 
-static void
-format_mask(struct ds *s, uint32_t mask)
-{
-    for (int q = 0; q < VHU_MAX_QUEUE_PAIRS; q++) {
-        if (mask & (1u << q)) {
-            ds_put_format(s, "%s%d", s->length ? "," : "", q);
-        }
-    }
-}
-
 static int
 netdev_vhostuser_get_status(const struct netdev *netdev, struct smap *args)
 {
@@ -872,10 +912,10 @@ netdev_vhostuser_get_status(const struct netdev *netdev, struct smap *args)
         }
     }
     struct ds s = DS_EMPTY_INITIALIZER;
-    format_mask(&s, status.enabled_rx_mask);
+    format_queue_set(&s, status.enabled_rx_queues);
     smap_add(args, "rx_queues_enabled_in_guest", ds_cstr(&s));
     ds_clear(&s);
-    format_mask(&s, status.enabled_tx_mask);
+    format_queue_set(&s, status.enabled_tx_queues);
     smap_add(args, "tx_queues_enabled_in_guest", ds_cstr(&s));
     ds_destroy(&s);
     if (status.mtu) {
@@ -916,11 +956,15 @@ static bool
 netdev_vhostuser_rxq_enabled(struct netdev_rxq *rxq)
 {
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(rxq->netdev);
-    uint32_t mask;
+    unsigned q = rxq->queue_id;
+    uint64_t word;
 
+    if (q >= VHU_MAX_QUEUE_PAIRS) {
+        return false;
+    }
     /* PMD threads ask whenever the port's change_seq moves: no mutex here. */
-    atomic_read_relaxed(&dev->guest_tx_mask, &mask);
-    return mask & (1u << rxq->queue_id);
+    atomic_read_relaxed(&dev->guest_tx_queues[q / 64], &word);
+    return (word >> (q % 64)) & 1;
 }
 
 /* vhu_alloc_fn: packets the backend copies guest frames into are OVS's own, with the

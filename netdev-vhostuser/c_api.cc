@@ -47,9 +47,10 @@ bool vhu_vring_get_status(vhu_port* port, unsigned vring, vhu_vring_status* stat
 
 uint32_t vhu_dequeue_burst(vhu_port* port, uint16_t qp, vhu_alloc_fn* alloc, void* aux,
                            void** pkts, uint32_t max) {
-  if (qp >= VHU_MAX_QUEUE_PAIRS) return 0;
   vhostuser::Device& device = port->impl->device();
-  Virtqueue& vq = device.vring(2 * qp + 1);
+  Virtqueue* vqp = device.FindVring(2u * qp + 1);
+  if (vqp == nullptr) return 0;  // Out of range, or never configured.
+  Virtqueue& vq = *vqp;
   std::lock_guard<Spinlock> lock(vq.lock());
   uint32_t injected = 0;
   uint8_t mac[6];
@@ -70,11 +71,12 @@ uint32_t vhu_dequeue_burst(vhu_port* port, uint16_t qp, vhu_alloc_fn* alloc, voi
 
 uint32_t vhu_enqueue_burst(vhu_port* port, uint16_t qp, const vhu_tx_packet* pkts,
                            uint32_t n, uint32_t* n_dropped) {
-  if (qp >= VHU_MAX_QUEUE_PAIRS) {
+  Virtqueue* vqp = port->impl->device().FindVring(2u * qp);
+  if (vqp == nullptr) {  // Out of range, or never configured.
     if (n_dropped) *n_dropped = 0;
     return 0;
   }
-  Virtqueue& vq = port->impl->device().vring(2 * qp);
+  Virtqueue& vq = *vqp;
   std::lock_guard<Spinlock> lock(vq.lock());
   uint32_t sent = vq.Enqueue(pkts, n, n_dropped);
   if (vq.failure() != nullptr) port->impl->ReportRingFailure();

@@ -31,6 +31,12 @@ std::atomic<bool> stop_requested{false};
 std::atomic<bool> sink_mode{false};
 
 void OnStop(int) { stop_requested = true; }
+
+// A queue set as one hexadecimal number, bit q for queue pair q.
+void PrintQueueSet(const char* label, const uint64_t set[VHU_QUEUE_SET_WORDS]) {
+  printf("%s", label);
+  for (int w = VHU_QUEUE_SET_WORDS - 1; w >= 0; --w) printf("%016" PRIx64, set[w]);
+}
 void OnSink(int) { sink_mode = true; }
 
 // A fixed pool of packet buffers: the loop allocates nothing while it runs.
@@ -208,9 +214,10 @@ int main(int argc, char** argv) {
          rx, tx, dropped, errors, status.connects);
   // Which queue pairs the frontend turned on: a guest test tells "multiqueue negotiated
   // but idle" from "never enabled" with it.
-  printf("num_vrings=%" PRIu32 " enabled_rx_mask=0x%" PRIx32 " enabled_tx_mask=0x%" PRIx32
-         "\n",
-         status.num_vrings, status.enabled_rx_mask, status.enabled_tx_mask);
+  printf("num_vrings=%" PRIu32, status.num_vrings);
+  PrintQueueSet(" enabled_rx_mask=0x", status.enabled_rx_queues);
+  PrintQueueSet(" enabled_tx_mask=0x", status.enabled_tx_queues);
+  printf("\n");
   fflush(stdout);
   vhu_port_destroy(port);
   return 0;

@@ -46,19 +46,20 @@ absl::Status MakeNonBlocking(int fd, absl::string_view what) {
   return absl::OkStatus();
 }
 
-// Holds every vring's lock: while it lives no burst runs on this device.
+// Holds every vring's lock: while it lives no burst runs on this device.  Vrings are
+// created on the control thread only, the one that holds this, so none can appear
+// unlocked meanwhile.
 class AllVringsLocked {
  public:
-  explicit AllVringsLocked(std::array<Virtqueue, VHU_MAX_VRINGS>& vrings)
-      : vrings_(vrings) {
-    for (Virtqueue& vq : vrings_) vq.lock().lock();
+  explicit AllVringsLocked(const VringTable& vrings) : vrings_(vrings) {
+    vrings_.ForEach([](unsigned, Virtqueue& vq) { vq.lock().lock(); });
   }
   ~AllVringsLocked() {
-    for (Virtqueue& vq : vrings_) vq.lock().unlock();
+    vrings_.ForEach([](unsigned, Virtqueue& vq) { vq.lock().unlock(); });
   }
 
  private:
-  std::array<Virtqueue, VHU_MAX_VRINGS>& vrings_;
+  const VringTable& vrings_;
 };
 
 }  // namespace
@@ -71,7 +72,7 @@ Device::Device(std::function<void(vhu_event)> post, std::string log_prefix,
 void Device::Reset() {
   {
     AllVringsLocked locked(vrings_);
-    for (Virtqueue& vq : vrings_) vq.Reset();
+    vrings_.ForEach([](unsigned, Virtqueue& vq) { vq.Reset(); });
   }
   memory_.reset();
   log_.reset();  // The vrings stopped pointing at it in their Reset().
@@ -82,7 +83,7 @@ void Device::Reset() {
   mtu_ = 0;
   device_status_ = 0;
   num_vrings_ = 0;
-  rx_mask_ = tx_mask_ = 0;
+  rx_queues_ = tx_queues_ = {};
 }
 
 absl::StatusOr<Virtqueue*> Device::VringFor(uint32_t index) {
@@ -92,7 +93,7 @@ absl::StatusOr<Virtqueue*> Device::VringFor(uint32_t index) {
                      " vrings)"));
   }
   if (index + 1 > num_vrings_) num_vrings_ = index + 1;
-  return &vrings_[index];
+  return &vrings_.GetOrCreate(index);
 }
 
 absl::Status Device::Reply(int fd, const Message& request, const void* payload,
@@ -354,13 +355,14 @@ absl::Status Device::SetMemTable(Message& m) {
     // Quiesce the data path: running rings move to the new mappings before any burst
     // can see them, and the old ones are unmapped only after.
     AllVringsLocked locked(vrings_);
-    for (Virtqueue& vq : vrings_) {
-      if (!vq.started()) continue;
-      if (absl::Status s = vq.Remap(memory->get()); !s.ok()) {
-        // No ring may keep pointing into a table we are about to unmap.
-        for (Virtqueue& other : vrings_) other.Stop();
-        return s;
-      }
+    absl::Status remapped = absl::OkStatus();
+    vrings_.ForEach([&](unsigned, Virtqueue& vq) {
+      if (remapped.ok() && vq.started()) remapped = vq.Remap(memory->get());
+    });
+    if (!remapped.ok()) {
+      // No ring may keep pointing into a table we are about to unmap.
+      vrings_.ForEach([](unsigned, Virtqueue& vq) { vq.Stop(); });
+      return remapped;
     }
     old = std::exchange(memory_, *std::move(memory));
   }
@@ -384,7 +386,8 @@ absl::Status Device::SetLogBase(int fd, Message& m, bool* replied) {
   {
     AllVringsLocked locked(vrings_);  // No burst may be marking the old log.
     old = std::exchange(log_, *std::move(log));
-    for (Virtqueue& vq : vrings_) vq.SetLog(logging() ? log_.get() : nullptr);
+    vrings_.ForEach(
+        [&](unsigned, Virtqueue& vq) { vq.SetLog(logging() ? log_.get() : nullptr); });
   }
   // With LOG_SHMFD the frontend waits for a reply (an empty u64) before it goes on.
   *replied = true;
@@ -393,7 +396,8 @@ absl::Status Device::SetLogBase(int fd, Message& m, bool* replied) {
 
 void Device::ApplyLogging() {
   AllVringsLocked locked(vrings_);
-  for (Virtqueue& vq : vrings_) vq.SetLog(logging() ? log_.get() : nullptr);
+  vrings_.ForEach(
+      [&](unsigned, Virtqueue& vq) { vq.SetLog(logging() ? log_.get() : nullptr); });
 }
 
 absl::Status Device::SetVringFd(Message& m, Request request) {
@@ -450,21 +454,23 @@ absl::Status Device::MaybeStart(Virtqueue& vq) {
 }
 
 void Device::RefreshVringState() {
-  uint32_t rx = 0, tx = 0;
-  for (unsigned i = 0; i < VHU_MAX_VRINGS; ++i) {
-    std::lock_guard<Spinlock> lock(vrings_[i].lock());
-    if (vrings_[i].usable()) (i % 2 == 0 ? rx : tx) |= 1u << (i / 2);
-  }
+  QueueSet rx{}, tx{};
+  vrings_.ForEach([&](unsigned i, Virtqueue& vq) {
+    std::lock_guard<Spinlock> lock(vq.lock());
+    if (vq.usable()) (i % 2 == 0 ? rx : tx)[i / 128] |= uint64_t{1} << (i / 2 % 64);
+  });
   const bool was_ready = ready();
-  const uint32_t changed = (rx ^ rx_mask_) | (tx ^ tx_mask_);
-  const uint32_t changed_rx = rx ^ rx_mask_;
-  rx_mask_ = rx;
-  tx_mask_ = tx;
   for (unsigned q = 0; q < VHU_MAX_QUEUE_PAIRS; ++q) {
-    if (!(changed & (1u << q))) continue;
-    int vring = (changed_rx & (1u << q)) ? 2 * q : 2 * q + 1;
-    post_(vhu_event{VHU_EVENT_VRING_CHANGED, vring});
+    const uint64_t bit = uint64_t{1} << (q % 64);
+    if ((rx[q / 64] ^ rx_queues_[q / 64]) & bit) {
+      post_(vhu_event{VHU_EVENT_VRING_CHANGED, static_cast<int>(2 * q)});
+    }
+    if ((tx[q / 64] ^ tx_queues_[q / 64]) & bit) {
+      post_(vhu_event{VHU_EVENT_VRING_CHANGED, static_cast<int>(2 * q + 1)});
+    }
   }
+  rx_queues_ = rx;
+  tx_queues_ = tx;
   if (!was_ready && ready()) post_(vhu_event{VHU_EVENT_READY, -1});
 }
 

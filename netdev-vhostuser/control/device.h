@@ -18,6 +18,7 @@
 #include "control/message_reader.h"
 #include "memory/dirty_log.h"
 #include "memory/guest_memory.h"
+#include "control/vring_table.h"
 #include "rings/virtqueue.h"
 #include "runtime/unique_fd.h"
 #include "vhostuser/vhostuser.h"
@@ -39,19 +40,23 @@ class Device {
   // memory unmapped.  Counters survive.
   void Reset();
 
-  Virtqueue& vring(unsigned index) { return vrings_[index]; }
-  const Virtqueue& vring(unsigned index) const { return vrings_[index]; }
+  // Any thread: vring 'index', or nullptr while no request has named it.
+  Virtqueue* FindVring(unsigned index) const { return vrings_.Find(index); }
+  // Control thread: calls f(index, vring) for every vring a frontend has named.
+  template <typename F>
+  void ForEachVring(F&& f) const { vrings_.ForEach(f); }
 
   uint64_t features() const { return features_; }
   uint64_t protocol_features() const { return protocol_features_; }
   uint16_t mtu() const { return mtu_; }
   uint8_t device_status() const { return device_status_; }
   uint32_t num_vrings() const { return num_vrings_; }
-  // Bit q set when queue pair q's guest-RX (rx_mask) or guest-TX (tx_mask) vring is
-  // usable, as of the last request handled.
-  uint32_t rx_mask() const { return rx_mask_; }
-  uint32_t tx_mask() const { return tx_mask_; }
-  bool ready() const { return (rx_mask_ & 1) && (tx_mask_ & 1); }
+  // The queue pairs whose guest-RX (rx_queues) or guest-TX (tx_queues) vring is
+  // usable, as of the last request handled (vhu_queue_set_has() reads them).
+  using QueueSet = std::array<uint64_t, VHU_QUEUE_SET_WORDS>;
+  const QueueSet& rx_queues() const { return rx_queues_; }
+  const QueueSet& tx_queues() const { return tx_queues_; }
+  bool ready() const { return (rx_queues_[0] & 1) && (tx_queues_[0] & 1); }
   uint64_t mapped_bytes() const { return memory_ ? memory_->mapped_bytes() : 0; }
   // The memory region whose mapping lost its backing (sigbus_guard.h), or -1.
   int lost_memory_region() const { return memory_ ? memory_->LostRegion() : -1; }
@@ -103,14 +108,14 @@ class Device {
   uint16_t mtu_ = 0;
   uint8_t device_status_ = 0;
   uint32_t num_vrings_ = 0;
-  uint32_t rx_mask_ = 0;
-  uint32_t tx_mask_ = 0;
+  QueueSet rx_queues_{};
+  QueueSet tx_queues_{};
   std::unique_ptr<GuestMemory> memory_;
   std::unique_ptr<DirtyLog> log_;
   UniqueFd backend_req_fd_;
   // A SEND_RARP's MAC (bytes 0-5) with bit 63 set while it waits for the data path.
   std::atomic<uint64_t> rarp_{0};
-  std::array<Virtqueue, VHU_MAX_VRINGS> vrings_;
+  VringTable vrings_;
 };
 
 }  // namespace vhostuser

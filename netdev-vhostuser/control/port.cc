@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -282,11 +283,11 @@ absl::Time Port::OnTick(absl::Time now) {
     std::string reason;
     {
       std::lock_guard<std::mutex> lock(status_mu_);
-      for (unsigned i = 0; i < VHU_MAX_VRINGS && reason.empty(); ++i) {
-        if (const char* why = device_.vring(i).failure()) {
+      device_.ForEachVring([&](unsigned i, const Virtqueue& vq) {
+        if (const char* why = vq.failure(); why != nullptr && reason.empty()) {
           reason = absl::StrCat("vring ", i, ": ", why);
         }
-      }
+      });
     }
     if (!reason.empty()) Disconnect(absl::InvalidArgumentError(reason));
   }
@@ -335,8 +336,10 @@ void Port::GetStatus(vhu_port_status* status) {
   status->mtu = device_.mtu();
   status->device_status = device_.device_status();
   status->num_vrings = device_.num_vrings();
-  status->enabled_rx_mask = device_.rx_mask();
-  status->enabled_tx_mask = device_.tx_mask();
+  std::copy(device_.rx_queues().begin(), device_.rx_queues().end(),
+            status->enabled_rx_queues);
+  std::copy(device_.tx_queues().begin(), device_.tx_queues().end(),
+            status->enabled_tx_queues);
   status->connects = connects_;
   status->disconnects = disconnects_;
   size_t n = std::min(last_error_.size(), sizeof status->last_error - 1);
@@ -347,9 +350,13 @@ void Port::GetStatus(vhu_port_status* status) {
 bool Port::GetVringStatus(unsigned vring, vhu_vring_status* status) {
   if (vring >= VHU_MAX_VRINGS) return false;
   std::lock_guard<std::mutex> lock(status_mu_);
-  Virtqueue& vq = device_.vring(vring);
-  std::lock_guard<Spinlock> vq_lock(vq.lock());
-  vq.FillStatus(status);
+  Virtqueue* vq = device_.FindVring(vring);
+  if (vq == nullptr) {  // Never configured: as a new vring would say.
+    *status = {};
+    return true;
+  }
+  std::lock_guard<Spinlock> vq_lock(vq->lock());
+  vq->FillStatus(status);
   return true;
 }
 

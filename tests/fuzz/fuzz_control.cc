@@ -151,7 +151,9 @@ class Session {
 
   void Burst(unsigned vring, unsigned count, uint32_t size) {
     if (!ours_.valid()) return;
-    Virtqueue& vq = device_.vring(vring % VHU_MAX_VRINGS);
+    Virtqueue* vqp = device_.FindVring(vring % VHU_MAX_VRINGS);
+    if (vqp == nullptr) return;  // No request named it: the data path does nothing.
+    Virtqueue& vq = *vqp;
     bool failed;
     {
       std::lock_guard<Spinlock> lock(vq.lock());
@@ -223,9 +225,9 @@ class Session {
     }
   }
   void CheckReleased() {
-    for (unsigned i = 0; i < VHU_MAX_VRINGS; ++i) {
-      if (device_.vring(i).started()) Violation("vring still started after Reset");
-    }
+    device_.ForEachVring([this](unsigned, const Virtqueue& vq) {
+      if (vq.started()) Violation("vring still started after Reset");
+    });
   }
 
   Fds fds_;

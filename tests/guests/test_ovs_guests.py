@@ -511,19 +511,23 @@ class OvsGuestTest(unittest.TestCase):
         if stale:
             self.fail(stale)
 
-    def test_multiqueue_guest_uses_both_queue_pairs(self):
-        """A two-vCPU guest with two queue pairs enables both.  Pings from each vCPU
-        leave on that vCPU's queue; frames for the guest leave OVS on the queue of the
-        thread that forwards them: the PMD thread's for frames from another guest,
-        the main thread's for frames from br0.  Our per-queue counters move on both
-        pairs in both directions and add up to the totals."""
+    def test_multiqueue_guest_uses_every_queue_pair(self):
+        """A guest with more queue pairs than the eight earlier versions offered, one
+        vCPU each, enables them all.  Pings from each vCPU leave on that vCPU's queue,
+        and each reaches OVS on its own rx queue.  Frames for the guest leave OVS on the
+        queue of the thread that forwards them: the PMD thread's for frames from
+        another guest, the main thread's for frames from br0, so two of the guest's
+        receive queues carry them.  Our per-queue counters move where they should and
+        add up to the totals."""
+        queues = 10
+        pings = 3
         with self.sandbox() as ovs:
             self.add_port(ovs, "vhu0")
             self.add_port(ovs, "vhu1")
             self.host_setup(ovs)
             mq, peer = self.boot(ovs, [
-                {"name": "mq", "ip": 1, "cpus": 2,
-                 "nics": [VhostUserNic(os.path.join(ovs.rundir, "vhu0"), queues=2)]},
+                {"name": "mq", "ip": 1, "cpus": queues,
+                 "nics": [VhostUserNic(os.path.join(ovs.rundir, "vhu0"), queues=queues)]},
                 {"name": "peer", "ip": 2,
                  "nics": [VhostUserNic(os.path.join(ovs.rundir, "vhu1"))]}])
             for guest in (mq, peer):
@@ -531,39 +535,45 @@ class OvsGuestTest(unittest.TestCase):
             self.wait_link(ovs, "vhu0")
             self.wait_link(ovs, "vhu1")
             self.assertEqual(mq.run("ls -d /sys/class/net/eth0/queues/tx-* | wc -l")
-                             .strip(), "2")
+                             .strip(), str(queues))
+            every = ",".join(str(q) for q in range(queues))
             ovs.wait_for(lambda: ovs.get_map("Interface", "vhu0", "status")
-                         .get("tx_queues_enabled_in_guest") == "0,1",
-                         "both queue pairs enabled")
+                         .get("tx_queues_enabled_in_guest") == every,
+                         "every queue pair enabled")
             status = ovs.get_map("Interface", "vhu0", "status")
-            self.assertEqual(status["num_of_vrings"], "4")
-            self.assertEqual(status["rx_queues_enabled_in_guest"], "0,1")
-            ovs.wait_for(lambda: "rx_q1_good_packets" in port_stats(ovs, "vhu0"),
-                         "an OVS rx queue per queue pair")
+            self.assertEqual(status["num_of_vrings"], str(2 * queues))
+            self.assertEqual(status["rx_queues_enabled_in_guest"], every)
+            ovs.wait_for(lambda: "rx_q%d_good_packets" % (queues - 1)
+                         in port_stats(ovs, "vhu0"), "an OVS rx queue per queue pair")
 
-            for cpu in (0, 1):
-                self.assertPingOk(self.guest_ping(mq, SUBNET_PREFIX + "2", count=10,
-                                                  cpu=cpu), 10, "ping from vCPU %d" % cpu)
+            for cpu in range(queues):
+                self.assertPingOk(self.guest_ping(mq, SUBNET_PREFIX + "2", count=pings,
+                                                  interval=0.1, cpu=cpu),
+                                  pings, "ping from vCPU %d" % cpu)
             self.assertPingOk(self.host_ping(ovs, SUBNET_PREFIX + "1", count=10), 10,
                               "br0 pings the guest")
             stats = self.assertCountersAgree(ovs, [(mq, "vhu0"), (peer, "vhu1")])["vhu0"]
-            queues = {k: v for k, v in stats.items() if re.match(r"[rt]x_q\d", k)}
-            self.log("per-queue counters: %s" % queues)
+            per_queue = {k: v for k, v in stats.items() if re.match(r"[rt]x_q\d", k)}
+            self.log("per-queue counters: %s" % per_queue)
+            for q in range(queues):
+                self.assertGreaterEqual(stats["rx_q%d_good_packets" % q], pings,
+                                        "rx queue %d" % q)
+            for q in (0, 1):
+                self.assertGreaterEqual(stats["tx_q%d_good_packets" % q], pings,
+                                        "tx queue %d" % q)
             for direction in ("rx", "tx"):
-                for q in (0, 1):
-                    self.assertGreaterEqual(stats["%s_q%d_good_packets" % (direction, q)],
-                                            10, "%s queue %d" % (direction, q))
                 for unit in ("packets", "bytes"):
                     self.assertEqual(
                         sum(stats["%s_q%d_good_%s" % (direction, q, unit)]
-                            for q in (0, 1)),
+                            for q in range(queues)),
                         stats["%s_%s" % (direction, unit)],
                         "%s queues add up to %s_%s" % (direction, direction, unit))
             shown = ovs.appctl("ovs-vswitchd", "vhostuser/show", "vhu0")
-            for vring in range(4):
+            for vring in list(range(1, 2 * queues, 2)) + [0, 2]:
                 packets = int(re.search(r"vring %d .*packets (\d+)" % vring,
                                         shown).group(1))
-                self.assertGreaterEqual(packets, 10, "vring %d: %s" % (vring, shown))
+                self.assertGreaterEqual(packets, pings, "vring %d: %s" % (vring, shown))
+
     def test_guest_without_mergeable_rx_buffers(self):
         """mrg_rxbuf=off: a guest's receive buffers are its own layout, one chain per
         frame with the header in it.  Linux posts single buffers big enough for a

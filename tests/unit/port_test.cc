@@ -178,8 +178,9 @@ TEST_F(PortTest, BecomesReadyAndReportsEvents) {
   vhu_port_status s = Status();
   EXPECT_EQ(s.features, kModernFeatures | Bit(feature::kProtocolFeatures));
   EXPECT_EQ(s.num_vrings, 2u);
-  EXPECT_EQ(s.enabled_rx_mask, 1u);
-  EXPECT_EQ(s.enabled_tx_mask, 1u);
+  EXPECT_EQ(s.enabled_rx_queues[0], 1u);
+  EXPECT_EQ(s.enabled_tx_queues[0], 1u);
+  EXPECT_EQ(s.enabled_rx_queues[1], 0u);
   EXPECT_EQ(s.connects, 1u);
   std::vector<vhu_event_type> types;
   vhu_event e;
@@ -188,6 +189,69 @@ TEST_F(PortTest, BecomesReadyAndReportsEvents) {
   EXPECT_THAT(types, ::testing::Contains(VHU_EVENT_READY));
   // We poll: the guest is asked not to kick.
   EXPECT_EQ(tx_.used_flags() & kUsedFlagNoNotify, kUsedFlagNoNotify);
+}
+
+// The last queue pair the port offers works like the first, and the status tells
+// the two apart: queue pair 127 lives in the second word of the queue sets.
+TEST_F(PortTest, LastQueuePairMovesPackets) {
+  constexpr unsigned kLast = VHU_MAX_QUEUE_PAIRS - 1;
+  DriverRing last_rx(ram_, 256), last_tx(ram_, 256);
+  auto fe = Frontend::Connect(path_);
+  ASSERT_TRUE(fe.ok()) << fe.status();
+  frontend_ = *std::move(fe);
+  ASSERT_TRUE(frontend_
+                  ->SetUp(ram_, kModernFeatures,
+                          {{0, &rx_}, {1, &tx_}, {2 * kLast, &last_rx},
+                           {2 * kLast + 1, &last_tx}})
+                  .ok());
+  ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
+  ASSERT_TRUE(WaitFor([&] { return Status().enabled_tx_queues[kLast / 64] != 0; }));
+  vhu_port_status s = Status();
+  EXPECT_EQ(s.num_vrings, uint32_t{VHU_MAX_VRINGS});
+  EXPECT_EQ(s.enabled_rx_queues[0], 1u);
+  EXPECT_EQ(s.enabled_rx_queues[kLast / 64], uint64_t{1} << (kLast % 64));
+  EXPECT_TRUE(vhu_queue_set_has(s.enabled_tx_queues, kLast));
+  EXPECT_FALSE(vhu_queue_set_has(s.enabled_tx_queues, kLast - 1));
+  EXPECT_FALSE(vhu_queue_set_has(s.enabled_tx_queues, VHU_MAX_QUEUE_PAIRS));
+
+  // Guest to switch on the last pair only.
+  auto frame = TestFrame(100, 7);
+  std::vector<uint8_t> bytes(kHeader, 0);
+  bytes.insert(bytes.end(), frame.begin(), frame.end());
+  uint64_t gpa = ram_.Alloc(bytes.size());
+  memcpy(ram_.host(gpa), bytes.data(), bytes.size());
+  last_tx.Publish(last_tx.AddChain({{gpa, static_cast<uint32_t>(bytes.size())}}, false));
+  void* pkts[4];
+  EXPECT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 0u);
+  ASSERT_EQ(vhu_dequeue_burst(port_, kLast, AllocVector, nullptr, pkts, 4), 1u);
+  auto* got = static_cast<std::vector<uint8_t>*>(pkts[0]);
+  EXPECT_EQ(*got, frame);
+  delete got;
+
+  // Switch to guest on the last pair.
+  uint64_t buffer = ram_.Alloc(2048);
+  last_rx.Publish(last_rx.AddChain({{buffer, 2048}}, true));
+  vhu_tx_packet pkt{frame.data(), static_cast<uint32_t>(frame.size())};
+  ASSERT_EQ(vhu_enqueue_burst(port_, kLast, &pkt, 1, nullptr), 1u);
+  VringUsedElem e;
+  ASSERT_TRUE(last_rx.PopUsed(&e));
+  EXPECT_EQ(e.len, kHeader + frame.size());
+  EXPECT_EQ(0, memcmp(ram_.host(buffer) + kHeader, frame.data(), frame.size()));
+  EXPECT_FALSE(rx_.PopUsed(&e));
+
+  // A queue pair in between was never configured: no packets, and an empty status.
+  EXPECT_EQ(vhu_dequeue_burst(port_, 5, AllocVector, nullptr, pkts, 4), 0u);
+  EXPECT_EQ(vhu_enqueue_burst(port_, 5, &pkt, 1, nullptr), 0u);
+  EXPECT_EQ(vhu_dequeue_burst(port_, VHU_MAX_QUEUE_PAIRS, AllocVector, nullptr, pkts, 4),
+            0u);
+  vhu_vring_status vs;
+  ASSERT_TRUE(vhu_vring_get_status(port_, 10, &vs));
+  EXPECT_FALSE(vs.started);
+  EXPECT_EQ(vs.size, 0u);
+  ASSERT_TRUE(vhu_vring_get_status(port_, 2 * kLast + 1, &vs));
+  EXPECT_TRUE(vs.started);
+  EXPECT_EQ(vs.packets, 1u);
+  EXPECT_FALSE(vhu_vring_get_status(port_, VHU_MAX_VRINGS, &vs));
 }
 
 TEST_F(PortTest, DequeuesChainsOfEveryShape) {

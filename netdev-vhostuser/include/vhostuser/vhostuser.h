@@ -20,11 +20,21 @@
 extern "C" {
 #endif
 
-/* Queue pairs a port offers the frontend (GET_QUEUE_NUM).  Vring 2*q is the guest's RX
- * queue of pair q (the switch enqueues to it), vring 2*q+1 its TX queue (the switch
- * dequeues from it). */
-#define VHU_MAX_QUEUE_PAIRS 8
+/* Queue pairs a port offers the frontend (GET_QUEUE_NUM), as many as DPDK's vhost
+ * library.  Vring 2*q is the guest's RX queue of pair q (the switch enqueues to it),
+ * vring 2*q+1 its TX queue (the switch dequeues from it).  A port holds state only for
+ * the vrings its frontend configures. */
+#define VHU_MAX_QUEUE_PAIRS 128
 #define VHU_MAX_VRINGS (2 * VHU_MAX_QUEUE_PAIRS)
+
+/* A set of queue pairs, one bit each: queue pair q is bit q % 64 of word q / 64. */
+#define VHU_QUEUE_SET_WORDS ((VHU_MAX_QUEUE_PAIRS + 63) / 64)
+
+static inline bool
+vhu_queue_set_has(const uint64_t set[VHU_QUEUE_SET_WORDS], unsigned q)
+{
+    return q < VHU_MAX_QUEUE_PAIRS && ((set[q / 64] >> (q % 64)) & 1);
+}
 
 struct vhu_port;
 
@@ -95,8 +105,9 @@ struct vhu_port_status {
     uint16_t mtu;               /* From NET_SET_MTU; 0 if the frontend sent none. */
     uint8_t device_status;      /* Last SET_STATUS value. */
     uint32_t num_vrings;        /* Vrings the frontend configured (highest index + 1). */
-    uint32_t enabled_rx_mask;   /* Bit q: vring 2q (guest RX) usable. */
-    uint32_t enabled_tx_mask;   /* Bit q: vring 2q+1 (guest TX) usable. */
+    /* Queue pairs whose vring 2q (guest RX) or 2q+1 (guest TX) is usable. */
+    uint64_t enabled_rx_queues[VHU_QUEUE_SET_WORDS];
+    uint64_t enabled_tx_queues[VHU_QUEUE_SET_WORDS];
     uint64_t connects;          /* Frontend connections since the port was created. */
     uint64_t disconnects;
     /* Why the last connection ended, when it was for an error ("" otherwise). */

@@ -1,0 +1,66 @@
+// The vrings of one device, each created by the first request that names it.
+//
+// A port waiting for its guest holds no vring at all, and a guest pays for the queues
+// it sets up, up to VHU_MAX_VRINGS: a Virtqueue carries its chain-walk scratch space
+// (16 KiB), so a table of them all would cost every idle port megabytes once queue
+// pairs number in the hundreds.
+//
+// Only the control thread creates vrings; the data path looks them up from any thread.
+// A vring, once created, lives as long as the table, so a pointer the data path got
+// stays valid while it holds the vring's lock; Device::Reset() stops vrings but keeps
+// them for the next frontend.
+#ifndef NETDEV_VHOSTUSER_CONTROL_VRING_TABLE_H
+#define NETDEV_VHOSTUSER_CONTROL_VRING_TABLE_H
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+
+#include "rings/virtqueue.h"
+#include "vhostuser/vhostuser.h"
+
+namespace vhostuser {
+
+class VringTable {
+ public:
+  VringTable() = default;
+  VringTable(const VringTable&) = delete;
+  VringTable& operator=(const VringTable&) = delete;
+  ~VringTable() {
+    for (auto& slot : slots_) delete slot.load(std::memory_order_relaxed);
+  }
+
+  // Any thread: the vring, or nullptr if no request has named it yet (or 'index' is out
+  // of range).
+  Virtqueue* Find(unsigned index) const {
+    if (index >= VHU_MAX_VRINGS) return nullptr;
+    return slots_[index].load(std::memory_order_acquire);
+  }
+
+  // Control thread: the vring, created if need be.  'index' < VHU_MAX_VRINGS.
+  Virtqueue& GetOrCreate(unsigned index) {
+    Virtqueue* vq = slots_[index].load(std::memory_order_relaxed);
+    if (vq == nullptr) {
+      vq = new Virtqueue();
+      slots_[index].store(vq, std::memory_order_release);
+      if (index + 1 > end_) end_ = index + 1;
+    }
+    return *vq;
+  }
+
+  // Control thread: calls f(index, vring) for every vring created so far, in order.
+  template <typename F>
+  void ForEach(F&& f) const {
+    for (unsigned i = 0; i < end_; ++i) {
+      if (Virtqueue* vq = slots_[i].load(std::memory_order_relaxed)) f(i, *vq);
+    }
+  }
+
+ private:
+  std::array<std::atomic<Virtqueue*>, VHU_MAX_VRINGS> slots_{};
+  unsigned end_ = 0;  // Highest index created, plus one.
+};
+
+}  // namespace vhostuser
+
+#endif  // NETDEV_VHOSTUSER_CONTROL_VRING_TABLE_H
