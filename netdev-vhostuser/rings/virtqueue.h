@@ -202,6 +202,10 @@ class Virtqueue {
   bool WalkPackedChain(uint16_t position, bool writable, uint16_t* n_descs,
                        uint32_t* n_segments, uint64_t* total, uint16_t* id);
   void WritePackedUsed(const PendingUsed& used);
+  // After a burst that moved the used position from (old_used, old_wrap): marks the
+  // used elements in the dirty log, if one is on, and interrupts the guest if it asked.
+  void FinishPackedBurst(uint16_t old_used, bool old_wrap);
+  void LogPackedUsed(uint16_t old_used, bool old_wrap) const;
   void MaybeInterruptPacked(uint16_t old_used, bool old_wrap);
   // Writes the call eventfd (both ring layouts, once they decided an interrupt is due).
   void Interrupt();

@@ -164,12 +164,34 @@ void Virtqueue::WritePackedUsed(const PendingUsed& used) {
   WriteOnce(&slot->len, used.len);
   const uint16_t flags = used_wrap_ ? (kPackedFlagAvail | kPackedFlagUsed) : 0;
   __atomic_store_n(&slot->flags, flags, __ATOMIC_RELEASE);  // Publishes the element.
-  LogWrite(slot, sizeof *slot);
   used_idx_ = static_cast<uint16_t>(used_idx_ + used.n_descs);
   if (used_idx_ >= size_) {
     used_idx_ = static_cast<uint16_t>(used_idx_ - size_);
     used_wrap_ = !used_wrap_;
   }
+}
+
+void Virtqueue::LogPackedUsed(uint16_t old_used, bool old_wrap) const {
+  // The burst wrote used elements between old_used and used_idx_: one run of the
+  // descriptor ring, two if it wrapped, all of it if it went round.  Marking the whole
+  // span, elements skipped over by multi-descriptor chains included, costs one or two
+  // calls per burst instead of one per element.
+  const bool wrapped = used_wrap_ != old_wrap;
+  if (wrapped && used_idx_ >= old_used) {
+    LogWrite(packed_desc_, uint64_t{size_} * sizeof(PackedDesc));
+  } else if (wrapped) {
+    LogWrite(&packed_desc_[old_used], uint64_t{size_ - old_used} * sizeof(PackedDesc));
+    LogWrite(packed_desc_, uint64_t{used_idx_} * sizeof(PackedDesc));
+  } else {
+    LogWrite(&packed_desc_[old_used],
+             static_cast<uint64_t>(used_idx_ - old_used) * sizeof(PackedDesc));
+  }
+}
+
+void Virtqueue::FinishPackedBurst(uint16_t old_used, bool old_wrap) {
+  if (used_idx_ == old_used && used_wrap_ == old_wrap) return;
+  if (__builtin_expect(log_ != nullptr, 0)) LogPackedUsed(old_used, old_wrap);
+  MaybeInterruptPacked(old_used, old_wrap);
 }
 
 void Virtqueue::MaybeInterruptPacked(uint16_t old_used, bool old_wrap) {
@@ -227,9 +249,7 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
       avail_wrap_ = !avail_wrap_;
     }
   }
-  if (used_idx_ != old_used || used_wrap_ != old_wrap) {
-    MaybeInterruptPacked(old_used, old_wrap);
-  }
+  FinishPackedBurst(old_used, old_wrap);
   CountBurst(received, bytes, dropped);
   return received;
 }
@@ -285,8 +305,12 @@ bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
   if (num_buffers_bytes[0] != nullptr) {
     *num_buffers_bytes[0] = static_cast<uint8_t>(n_buffers);
     *num_buffers_bytes[1] = static_cast<uint8_t>(n_buffers >> 8);
-    LogWrite(num_buffers_bytes[0], 1);
-    LogWrite(num_buffers_bytes[1], 1);
+    if (num_buffers_bytes[1] == num_buffers_bytes[0] + 1) {
+      LogWrite(num_buffers_bytes[0], 2);
+    } else {  // The header was split between two buffers right there.
+      LogWrite(num_buffers_bytes[0], 1);
+      LogWrite(num_buffers_bytes[1], 1);
+    }
   }
   // Only now that the whole packet is written do its buffers go back to the guest.
   for (uint32_t i = 0; i < n_buffers; ++i) WritePackedUsed(pending_[i]);
@@ -313,9 +337,7 @@ uint32_t Virtqueue::EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n,
         bytes += pkts[consumed].size;
       }
     }
-    if (used_idx_ != old_used || used_wrap_ != old_wrap) {
-      MaybeInterruptPacked(old_used, old_wrap);
-    }
+    FinishPackedBurst(old_used, old_wrap);
     CountBurst(consumed - dropped, bytes, dropped);
   }
   if (n_dropped != nullptr) *n_dropped = dropped;

@@ -174,6 +174,44 @@ TEST_F(MigrationTest, PackedEnqueueMarksTheBufferAndTheDescriptor) {
   EXPECT_EQ(TakeMarked(), expected);
 }
 
+// Packed used elements are marked once per burst, as a span of the descriptor ring:
+// both runs when the burst wraps, the whole ring when it goes all the way round, and
+// not the pages of the ring it did not touch.
+TEST_F(MigrationTest, PackedBurstMarksTheDescriptorsItUsedAcrossTheWrap) {
+  constexpr uint16_t kSize = 1024;  // 16 KiB of descriptors: four pages or five.
+  PackedDriverRing rx(ram_, kSize), tx(ram_, 256);
+  const uint64_t features = kModernFeatures | Bit(feature::kRingPacked);
+  Connect();
+  ASSERT_TRUE(frontend_->SetUp(ram_, features, {{0, nullptr, -1, 0, &rx},
+                                                {1, nullptr, -1, 0, &tx}}).ok());
+  ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
+  const uint64_t gpa = BufferAtPage(ram_, 1);  // Every buffer is this one.
+  auto frame = TestFrame(64, 1);
+  std::vector<vhu_tx_packet> pkts(kSize, vhu_tx_packet{frame.data(), 64});
+  auto post_and_send = [&](uint16_t n) {
+    for (uint16_t i = 0; i < n; ++i) rx.Post({{gpa, 2048}}, true, i);
+    ASSERT_EQ(vhu_enqueue_burst(port_, 0, pkts.data(), n, nullptr), n);
+    VringUsedElem e;
+    for (uint16_t i = 0; i < n; ++i) ASSERT_TRUE(rx.PopUsed(1, &e));
+  };
+  post_and_send(1000);  // To position 1000, before logging.
+  StartLogging(features);
+  TakeMarked();
+  const uint64_t desc = GpaOfUser(rx.Address(0).desc_user_addr);
+
+  post_and_send(40);  // Positions 1000-1023, then 0-15.
+  std::set<uint64_t> expected = Pages(gpa, kHeader + 64);
+  expected.merge(Pages(desc + 16 * 1000, 16 * 24));
+  expected.merge(Pages(desc, 16 * 16));
+  EXPECT_EQ(TakeMarked(), expected);
+  EXPECT_EQ(expected.count((desc + 16 * 512) / kPage), 0u) << "the ring's middle page";
+
+  post_and_send(kSize);  // From position 16 round to 16.
+  expected = Pages(gpa, kHeader + 64);
+  expected.merge(Pages(desc, 16 * kSize));
+  EXPECT_EQ(TakeMarked(), expected);
+}
+
 // QEMU sends SET_VRING_ADDR again, same rings, to switch the used ring's logging on.
 TEST_F(MigrationTest, VringAddressResentWithTheLogFlagKeepsTheRingRunning) {
   Start(kModernFeatures);
