@@ -22,7 +22,7 @@ The switches alternate (ours, OVS-DPDK; ours, ...) over --runs (2), each run in 
 fresh sandbox; each figure is the median, with the spread (min-max), and the ratio
 ours / OVS-DPDK of the medians.  --perf FILE records our daemon (`perf record
 --call-graph dwarf`) during its first add, for `perf report -i FILE --no-children
---sort dso,sym`.
+--sort dso,sym --comm ovs-vswitchd-vh` (the main thread: the PMD thread only polls).
 
 Most of an add's time, in both switches, is OVS logging: every port added makes
 dpif-netdev reschedule every rx queue and log an INFO line for each ("Core 0 on numa
