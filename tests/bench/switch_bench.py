@@ -39,7 +39,60 @@ from ovs_sandbox import OvsSandbox  # noqa: E402
 from testpmd import TestPmd  # noqa: E402
 
 OVS_DPDK = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+# OVS-DPDK's other_config: DPDK initialised with 512 MB of hugepages, no NICs.
+OVS_DPDK_CONFIG = {"dpdk-init": "true", "dpdk-socket-mem": "512", "dpdk-extra": "--no-pci"}
 QUEUE_SIZE = 1024
+
+
+def check_prerequisites():
+    """Exits with a hint unless OVS-DPDK is installed and hugepages reserved."""
+    if not os.path.exists(OVS_DPDK):
+        sys.exit("install Debian's openvswitch-switch-dpdk for the baseline")
+    if int(open("/proc/sys/vm/nr_hugepages").read()) < 1024:
+        sys.exit("reserve hugepages first: utilities/install-deps.sh --hugepages 1024")
+
+
+def ovs_dpdk_daemon(workdir):
+    """OVS-DPDK under the name Debian gives it (the ovs-vswitchd alternative), a
+    symlink in 'workdir', so that its pidfile and control socket are the ones
+    ovs-appctl looks for."""
+    os.makedirs(os.path.join(workdir, "bin"), exist_ok=True)
+    path = os.path.join(workdir, "bin", "ovs-vswitchd")
+    if not os.path.lexists(path):
+        os.symlink(OVS_DPDK, path)
+    return path
+
+
+def add_vhost_ports(ovs, names, batch=100, timeout=600):
+    """Adds dpdkvhostuser ports 'names' to br0, 'batch' of them per ovs-vsctl
+    transaction (each waits until the switch has applied it), then waits until every
+    one has its OpenFlow port number.  Returns (seconds each transaction took, seconds
+    in all)."""
+    seconds = []
+    t_start = time.monotonic()
+    for i in range(0, len(names), batch):
+        command = ["ovs-vsctl", "--timeout=%d" % timeout]
+        for name in names[i:i + batch]:
+            command += ["--", "add-port", "br0", name, "--", "set", "Interface", name,
+                        "type=dpdkvhostuser"]
+        t0 = time.monotonic()
+        ovs.run(command, timeout=timeout + 10)
+        seconds.append(time.monotonic() - t0)
+    wanted = set(names)
+
+    def all_numbered():
+        out = ovs.run(["ovs-vsctl", "--no-wait", "--format=csv", "--no-headings",
+                       "--columns=name,ofport", "find", "Interface",
+                       "type=dpdkvhostuser"])
+        numbered = set()
+        for line in out.splitlines():
+            name, _, ofport = line.partition(",")
+            if ofport.lstrip("-").isdigit() and int(ofport) > 0:
+                numbered.add(name.strip('"'))
+        return wanted <= numbered
+    ovs.wait_for(all_numbered, "%d ports to get an ofport" % len(names), ovs.vswitchd,
+                 timeout=timeout)
+    return seconds, time.monotonic() - t_start
 
 
 def memory_kb(pid, guest_prefix):
@@ -76,7 +129,9 @@ def pmd_cycles_per_packet(ovs):
     return float(m.group(1)) if m else 0.0
 
 
-def run_switch(name, daemon, other_config, seconds, workdir, in_flight):
+def run_switch(name, daemon, other_config, seconds, workdir, in_flight, idle_ports=0):
+    """One switch, one measurement: (pps, cycles/pkt, RSS kB, hugepages kB).
+    'idle_ports': so many more dpdkvhostuser ports on the bridge, no guest on them."""
     config = {"pmd-cpu-mask": "0x1"}
     config.update(other_config)
     with OvsSandbox(daemon, other_config=config, command_timeout=90,
@@ -85,6 +140,7 @@ def run_switch(name, daemon, other_config, seconds, workdir, in_flight):
         for i in (1, 2):
             ovs.vsctl("add-port", "br0", "vhu%d" % i, "--", "set", "Interface",
                       "vhu%d" % i, "type=dpdkvhostuser", "ofport_request=%d" % i)
+        add_vhost_ports(ovs, ["idle%d" % i for i in range(idle_ports)])
         ovs.ofctl("del-flows", "br0")
         ovs.ofctl("add-flow", "br0", "in_port=1,actions=output:2")
         ovs.ofctl("add-flow", "br0", "in_port=2,actions=output:1")
@@ -127,20 +183,13 @@ def main():
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    if not os.path.exists(OVS_DPDK):
-        sys.exit("install Debian's openvswitch-switch-dpdk for the baseline")
-    if int(open("/proc/sys/vm/nr_hugepages").read()) < 1024:
-        sys.exit("reserve hugepages first: utilities/install-deps.sh --hugepages 1024")
+    check_prerequisites()
 
     workdir = "/tmp/vhu-switch-bench"
     shutil.rmtree(workdir, ignore_errors=True)
     os.makedirs(workdir)
-    # Run OVS-DPDK under the name Debian gives it (the ovs-vswitchd alternative), so its
-    # pidfile and control socket are the ones ovs-appctl looks for.
-    os.makedirs(os.path.join(workdir, "bin"))
-    ovs_dpdk = os.path.join(workdir, "bin", "ovs-vswitchd")
-    os.symlink(OVS_DPDK, ovs_dpdk)
-    dpdk_config = {"dpdk-init": "true", "dpdk-socket-mem": "512", "dpdk-extra": "--no-pci"}
+    ovs_dpdk = ovs_dpdk_daemon(workdir)
+    dpdk_config = OVS_DPDK_CONFIG
     contenders = [("ovs-vhostuser", args.daemon, {})]
     if args.baseline:
         contenders.append(("baseline", args.baseline, {}))
