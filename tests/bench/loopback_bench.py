@@ -13,8 +13,10 @@ What moves, --direction:
            `start tx_first 32`, the throughput regime) or 32 (one burst: the latency
            regime), --in-flight.
   dequeue  the guest transmits (testpmd txonly) into a sink: vhostuser-loopback --sink,
-           net_vhost in rxonly.  Throughput: the packets the vhost side receives (ours:
-           its counters, read with SIGUSR2 and timed by its own clock).
+           which copies into 64 buffers that stay in cache, and net_vhost in rxonly,
+           which copies into mbufs from a pool of 16384 and frees them.  Throughput:
+           the packets the vhost side receives (ours: its counters, read with SIGUSR2
+           and timed by its own clock).
   enqueue  the vhost side generates into a guest that only receives (testpmd rxonly):
            vhostuser-loopback --source SIZE, which keeps every posted receive buffer
            filled from a fixed pool of prebuilt frames, and net_vhost in txonly, which
@@ -41,7 +43,7 @@ data path.
 --matrix runs the cases of issue 14 and prints one table: direction both at 64, 512
 and 1518 B, mergeable buffers off and on, split and packed rings (12 cases), then the
 dequeue and enqueue directions alone at 64 and 1518 B (split, mrg off).  With the
-defaults (3 runs of 3 s) it takes about 14 minutes here.
+defaults (3 runs of 3 s) it takes about 10 minutes here.
 
 Not a test: it prints figures and their ratio and asserts nothing about speed.
 
