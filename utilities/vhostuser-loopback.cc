@@ -5,8 +5,12 @@
 //
 // Nothing is dropped by this tool: a packet the guest has no room for waits until it
 // has.  SIGUSR1 switches to "sink" mode (keep receiving, stop sending back), which lets
-// a test drain the loop and then compare exact counts on both sides.  SIGINT or SIGTERM
-// ends the run and prints the counters.
+// a test drain the loop and then compare exact counts on both sides; --sink starts in
+// it (a benchmark of the dequeue side alone).  --source SIZE turns the tool into a
+// packet generator instead (the enqueue side alone): it receives nothing and keeps
+// every receive buffer the guest posts filled with SIZE-byte UDP frames, copied from a
+// fixed pool of prebuilt frames.  SIGUSR2 prints the counters with a timestamp, while
+// it runs; SIGINT or SIGTERM ends the run and prints the counters.
 #include <getopt.h>
 #include <sched.h>
 #include <signal.h>
@@ -26,9 +30,11 @@ namespace {
 
 constexpr uint32_t kBurst = 32;
 constexpr uint32_t kSlotSize = 65536;
+constexpr uint32_t kSourceFrames = 8 * kBurst;  // Prebuilt frames --source cycles through.
 
 std::atomic<bool> stop_requested{false};
 std::atomic<bool> sink_mode{false};
+std::atomic<bool> stats_requested{false};
 
 void OnStop(int) { stop_requested = true; }
 
@@ -38,6 +44,7 @@ void PrintQueueSet(const char* label, const uint64_t set[VHU_QUEUE_SET_WORDS]) {
   for (int w = VHU_QUEUE_SET_WORDS - 1; w >= 0; --w) printf("%016" PRIx64, set[w]);
 }
 void OnSink(int) { sink_mode = true; }
+void OnStats(int) { stats_requested = true; }
 
 // A fixed pool of packet buffers: the loop allocates nothing while it runs.
 class PacketPool {
@@ -70,7 +77,40 @@ struct QueueState {
   uint32_t n_pending = 0;
   uint32_t next = 0;  // First pending packet not yet sent.
   uint64_t rx = 0, tx = 0;
+  uint32_t source_next = 0;  // --source: the next prebuilt frame to send.
+  // --source: enqueue calls, and those that found no receive buffer free (the guest's
+  // ring full of our frames: the guest, not this tool, sets the pace).
+  uint64_t polls = 0, full_polls = 0;
 };
+
+// kSourceFrames Ethernet/IPv4/UDP frames of 'size' bytes (at least 42), as testpmd's
+// txonly mode builds them: each one differs in the IPv4 identification field.
+std::vector<uint8_t> BuildSourceFrames(uint32_t size) {
+  std::vector<uint8_t> frames(size_t{kSourceFrames} * size);
+  for (uint32_t i = 0; i < kSourceFrames; ++i) {
+    uint8_t* f = &frames[size_t{i} * size];
+    static const uint8_t kMacs[12] = {0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01};
+    memcpy(f, kMacs, sizeof kMacs);
+    f[12] = 0x08;  // IPv4.
+    f[13] = 0x00;
+    uint8_t* ip = f + 14;
+    const uint32_t ip_len = size - 14;
+    const uint8_t header[20] = {0x45, 0, uint8_t(ip_len >> 8), uint8_t(ip_len),
+                                uint8_t(i >> 8), uint8_t(i), 0, 0, 64, 17, 0, 0,
+                                198, 18, 0, 1, 198, 18, 0, 2};
+    memcpy(ip, header, sizeof header);
+    uint32_t sum = 0;
+    for (int k = 0; k < 20; k += 2) sum += (ip[k] << 8) | ip[k + 1];
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    ip[10] = uint8_t(~sum >> 8);
+    ip[11] = uint8_t(~sum);
+    uint8_t* udp = ip + 20;
+    const uint32_t udp_len = ip_len - 20;
+    const uint8_t udp_header[8] = {0, 9, 0, 9, uint8_t(udp_len >> 8), uint8_t(udp_len), 0, 0};
+    memcpy(udp, udp_header, sizeof udp_header);
+  }
+  return frames;
+}
 
 void SwapMacs(uint8_t* frame, uint32_t size) {
   if (size < 12) return;
@@ -96,9 +136,13 @@ void ReportReady(vhu_port* port) {
 void Usage() {
   fprintf(stderr,
           "usage: vhostuser-loopback --socket PATH [--client] [--queues N] [--cpu N]\n"
-          "                          [--mac-swap] [--seconds N]\n"
+          "                          [--mac-swap | --sink | --source SIZE] [--seconds N]\n"
           "Serves PATH (or connects to it with --client) and sends every packet back.\n"
-          "SIGUSR1: stop sending back (sink); SIGINT/SIGTERM: print counters, exit.\n");
+          "--sink: drop every packet received; --source SIZE: receive nothing and fill\n"
+          "every guest receive buffer with SIZE-byte frames (42-%u).\n"
+          "SIGUSR1: stop sending back (sink); SIGUSR2: print counters with a timestamp;\n"
+          "SIGINT/SIGTERM: print counters, exit.\n",
+          kSlotSize);
 }
 
 }  // namespace
@@ -107,11 +151,13 @@ int main(int argc, char** argv) {
   const char* socket_path = nullptr;
   bool client = false, mac_swap = false;
   int queues = VHU_MAX_QUEUE_PAIRS, cpu = -1;
+  long source_size = 0;
   double seconds = 0;
   static const option kOptions[] = {
       {"socket", required_argument, nullptr, 's'}, {"client", no_argument, nullptr, 'c'},
       {"queues", required_argument, nullptr, 'q'}, {"cpu", required_argument, nullptr, 'p'},
       {"mac-swap", no_argument, nullptr, 'm'},     {"seconds", required_argument, nullptr, 't'},
+      {"sink", no_argument, nullptr, 'k'},         {"source", required_argument, nullptr, 'g'},
       {"help", no_argument, nullptr, 'h'},         {nullptr, 0, nullptr, 0}};
   for (int c; (c = getopt_long(argc, argv, "", kOptions, nullptr)) != -1;) {
     switch (c) {
@@ -121,10 +167,14 @@ int main(int argc, char** argv) {
       case 'p': cpu = atoi(optarg); break;
       case 'm': mac_swap = true; break;
       case 't': seconds = atof(optarg); break;
+      case 'k': sink_mode = true; break;
+      case 'g': source_size = atol(optarg); break;
       default: Usage(); return c == 'h' ? 0 : 2;
     }
   }
-  if (socket_path == nullptr || queues < 1 || queues > VHU_MAX_QUEUE_PAIRS) {
+  const bool source = source_size != 0;
+  if (socket_path == nullptr || queues < 1 || queues > VHU_MAX_QUEUE_PAIRS ||
+      (source && (source_size < 42 || source_size > kSlotSize || sink_mode || mac_swap))) {
     Usage();
     return 2;
   }
@@ -137,6 +187,7 @@ int main(int argc, char** argv) {
   signal(SIGINT, OnStop);
   signal(SIGTERM, OnStop);
   signal(SIGUSR1, OnSink);
+  signal(SIGUSR2, OnStats);
 
   vhu_port_options options{};
   options.socket_path = socket_path;
@@ -152,11 +203,43 @@ int main(int argc, char** argv) {
 
   PacketPool pool(static_cast<size_t>(queues) * kBurst * 2);
   std::vector<QueueState> state(queues);
+  const std::vector<uint8_t> source_frames =
+      source ? BuildSourceFrames(static_cast<uint32_t>(source_size)) : std::vector<uint8_t>();
+  vhu_tx_packet source_out[kSourceFrames + kBurst];  // Wraps: any kBurst in a row.
+  for (uint32_t i = 0; source && i < kSourceFrames + kBurst; ++i) {
+    source_out[i] = {&source_frames[size_t{i % kSourceFrames} * source_size],
+                     static_cast<uint32_t>(source_size)};
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto print_counters = [&](const char* prefix) {
+    uint64_t rx = 0, tx = 0, polls = 0, full_polls = 0;
+    for (const QueueState& s : state) {
+      rx += s.rx;
+      tx += s.tx;
+      polls += s.polls;
+      full_polls += s.full_polls;
+    }
+    printf("%stime=%.6f rx_packets=%" PRIu64 " tx_packets=%" PRIu64 " polls=%" PRIu64
+           " full_polls=%" PRIu64 "\n",
+           prefix,
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+           rx, tx, polls, full_polls);
+    fflush(stdout);
+  };
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::duration<double>(seconds > 0 ? seconds : 1e9);
   uint64_t iterations = 0;
   while (!stop_requested) {
-    for (int q = 0; q < queues; ++q) {
+    for (int q = 0; q < queues && source; ++q) {
+      QueueState& s = state[q];
+      uint32_t dropped = 0;
+      uint32_t sent = vhu_enqueue_burst(port, q, &source_out[s.source_next], kBurst, &dropped);
+      s.source_next = (s.source_next + sent) % kSourceFrames;
+      s.tx += sent - dropped;
+      ++s.polls;
+      s.full_polls += sent == 0;
+    }
+    for (int q = 0; q < queues && !source; ++q) {
       QueueState& s = state[q];
       if (s.next == s.n_pending) {
         s.n_pending = vhu_dequeue_burst(port, q, PacketPool::Alloc, &pool, s.pending, kBurst);
@@ -189,6 +272,7 @@ int main(int argc, char** argv) {
     if ((++iterations & 0xffff) == 0) {
       if (std::chrono::steady_clock::now() > deadline) break;
       ReportReady(port);
+      if (stats_requested.exchange(false)) print_counters("stats ");
     }
   }
 

@@ -1,97 +1,303 @@
 #!/usr/bin/env python3
 """Benchmark: the backend library against DPDK's vhost PMD on the same loopback.
 
-DPDK's loopback method: testpmd with a virtio_user port mac-forwards on CPU 1; the
-vhost-user side forwards every packet back on CPU 0.  The vhost side is, one after the
-other in the same run, (a) vhostuser-loopback --mac-swap (our library) and (b) testpmd
-with DPDK's vhost PMD (net_vhost) in mac mode.  64-byte packets, queue_size 1024,
-non-mergeable buffers, DPDK's usual vhost loopback settings.  Throughput is the virtio_user
-port's received packets over a measured interval after a warm-up.
+DPDK's loopback method: testpmd with a virtio_user port (the guest) runs on CPU 1; the
+vhost-user side runs on CPU 0 and is, one after the other in the same run, (a)
+vhostuser-loopback (our library) and (b) testpmd with DPDK's vhost PMD (net_vhost).
+queue_size 1024 and in_order=0 throughout, DPDK's usual vhost loopback settings.
 
-Packets in flight: 1024 (the ring kept full: `start tx_first 32`, the throughput
-regime) or 32 (one burst: the latency regime), --in-flight.  Runs alternate the
-contenders (ours, the baseline build if given, DPDK; ours, ...) and each figure is the
-median of --runs (3 by default) with the spread (min-max) beside it: the machine is
-noisy.  --baseline BIN adds an older vhostuser-loopback to the rotation, for an
-interleaved A/B of a change to the data path.
+What moves, --direction:
+  both     (default) the guest mac-forwards, the vhost side sends every packet back:
+           vhostuser-loopback --mac-swap, net_vhost in mac mode.  Throughput: the
+           packets the guest receives.  Packets in flight: 1024 (the ring kept full:
+           `start tx_first 32`, the throughput regime) or 32 (one burst: the latency
+           regime), --in-flight.
+  dequeue  the guest transmits (testpmd txonly) into a sink: vhostuser-loopback --sink,
+           which copies into 64 buffers that stay in cache, and net_vhost in rxonly,
+           which copies into mbufs from a pool of 16384 and frees them.  Throughput:
+           the packets the vhost side receives (ours: its counters, read with SIGUSR2
+           and timed by its own clock).
+  enqueue  the vhost side generates into a guest that only receives (testpmd rxonly):
+           vhostuser-loopback --source SIZE, which keeps every posted receive buffer
+           filled from a fixed pool of prebuilt frames, and net_vhost in txonly, which
+           allocates and frees an mbuf per packet (a producer cost ours does not have).
+           Throughput: the packets the guest receives.
+The frame size is testpmd's `set txpkts` (--frame 64|512|1518; 64 by default),
+mergeable receive buffers are virtio_user's mrg_rxbuf (--mrg off|on; off by default)
+and --packed asks for a packed ring (packed_vq=1).  Each run reads what the two sides
+negotiated (our "ready features=" line, the vhost PMD's "negotiated Virtio features")
+and the mean frame size seen at the receiving side, and reports any mismatch with the
+case.  In the enqueue direction it also prints how often the producer found the guest's
+ring full (ours: enqueue calls that found no free buffer; DPDK: txonly packets the PMD
+could not place): above zero means the guest, not the producer, sets the pace.
+
+Each case runs --runs times (3 by default), each run measuring --seconds (5; 3 with
+--matrix) after a 2 s warm-up, alternating the contenders (ours, the baseline build if
+given, DPDK; ours, ...); each figure is the median with the spread (min-max) beside
+it: the machine is noisy.  The ratio is that of the medians, and beside it the median
+(min-max) of the ratios within each run: other tenants' load moves both contenders of
+a run together, and by a factor of two or more between runs.  --baseline BIN adds an
+older vhostuser-loopback to the rotation, for an interleaved A/B of a change to the
+data path.
+
+--matrix runs the cases of issue 14 and prints one table: direction both at 64, 512
+and 1518 B, mergeable buffers off and on, split and packed rings (12 cases), then the
+dequeue and enqueue directions alone at 64 and 1518 B (split, mrg off).  With the
+defaults (3 runs of 3 s) it takes about 10 minutes here.
 
 Not a test: it prints figures and their ratio and asserts nothing about speed.
 
 usage: loopback_bench.py --loopback BIN [--baseline BIN] [--in-flight 1024|32]
-                         [--seconds S] [--runs N]
+                         [--direction both|dequeue|enqueue] [--frame 64|512|1518]
+                         [--mrg off|on] [--packed] [--matrix] [--seconds S] [--runs N]
 """
 
 import argparse
+import collections
 import os
+import re
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers"))
 from testpmd import TestPmd  # noqa: E402
 
 QUEUE_SIZE = 1024
+WARM_UP = 2
+# testpmd forwarding modes of the guest and of DPDK's vhost side, per direction.
+GUEST_MODE = {"both": "mac", "dequeue": "txonly", "enqueue": "rxonly"}
+VHOST_MODE = {"both": "mac", "dequeue": "rxonly", "enqueue": "txonly"}
+MRG_RXBUF, RING_PACKED = 15, 34  # Virtio feature bits.
+
+Case = collections.namedtuple("Case", "direction frame mrg packed in_flight")
 
 
-def measure(guest, seconds):
-    """Packets per second the guest port receives over 'seconds'."""
-    first = guest.port_stats()[0]["rx"]
-    t0 = time.time()
+def describe(case):
+    text = "%-7s %4d B %-6s mrg %-3s" % (case.direction, case.frame,
+                                          "packed" if case.packed else "split",
+                                          "on" if case.mrg else "off")
+    if case.direction == "both" and case.in_flight != QUEUE_SIZE:
+        text += " %d in flight" % case.in_flight
+    return text
+
+
+def matrix_cases(in_flight):
+    cases = [Case("both", frame, mrg, packed, in_flight)
+             for frame in (64, 512, 1518) for mrg in (False, True) for packed in (False, True)]
+    cases += [Case(direction, frame, False, False, in_flight)
+              for direction in ("dequeue", "enqueue") for frame in (64, 1518)]
+    return cases
+
+
+class Checks:
+    """What one run saw besides its figure: negotiated features, frame sizes, producer
+    stalls.  Mismatches with the case are collected as problems."""
+
+    def __init__(self, case, side):
+        self.case, self.side, self.problems, self.notes = case, side, [], []
+
+    def features(self, mrg, packed):
+        for what, wanted, got in (("mergeable buffers", self.case.mrg, mrg),
+                                  ("packed ring", self.case.packed, packed)):
+            if got is None:
+                self.problems.append("%s: no negotiated features seen" % self.side)
+                return
+            if bool(wanted) != bool(got):
+                self.problems.append("%s: %s %s negotiated" % (self.side, what,
+                                                               "not" if wanted else "was"))
+
+    def frame(self, packets, nbytes):
+        # testpmd counts frames without the 4-byte CRC that txpkts does not include.
+        if packets and abs(nbytes / packets - self.case.frame) > 0.5:
+            self.problems.append("%s: frames of %.1f B seen, not %d"
+                                 % (self.side, nbytes / packets, self.case.frame))
+
+
+class Backend:
+    """vhostuser-loopback in the mode the direction needs, its output read as it goes."""
+
+    def __init__(self, binary, sock, case):
+        mode = {"both": ["--mac-swap"], "dequeue": ["--sink"],
+                "enqueue": ["--source", str(case.frame)]}[case.direction]
+        self.proc = subprocess.Popen([binary, "--socket", sock, "--queues", "1", "--cpu", "0"]
+                                     + mode, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def counters(self):
+        """(time, rx_packets, tx_packets, polls, full_polls) as the backend prints them
+        on SIGUSR2, timed by its own clock."""
+        seen = len(self.lines)
+        self.proc.send_signal(signal.SIGUSR2)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            for line in self.lines[seen:]:
+                m = re.match(r"stats time=(\S+) rx_packets=(\d+) tx_packets=(\d+) "
+                             r"polls=(\d+) full_polls=(\d+)", line)
+                if m:
+                    return (float(m.group(1)),) + tuple(int(x) for x in m.groups()[1:])
+            time.sleep(0.01)
+        raise RuntimeError("vhostuser-loopback printed no counters:\n" + "".join(self.lines))
+
+    def features(self):
+        """(mergeable, packed) from the backend's 'ready features=' line."""
+        for line in self.lines:
+            if line.startswith("ready features="):
+                names = line.split("=", 1)[1].strip().split(",")
+                return "mrg_rxbuf" in names, "ring_packed" in names
+        return None, None
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(5)
+
+
+def wait_socket(sock):
+    for _ in range(200):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.02)
+
+
+def rate(counter, seconds):
+    """Packets per second over 'seconds' from counter() -> (time, packets, ...)."""
+    first = counter()
     time.sleep(seconds)
-    last = guest.port_stats()[0]["rx"]
-    return (last - first) / (time.time() - t0)
+    last = counter()
+    return (last[1] - first[1]) / (last[0] - first[0]), first, last
 
 
-def run_guest(sock, workdir, name, seconds, in_flight):
-    guest = TestPmd([sock], queue_size=QUEUE_SIZE, mrg_rxbuf=0, in_order=0,
-                    forward_mode="mac", cpu=1, hugepages=True, descs=QUEUE_SIZE,
+def guest_rx_counter(guest):
+    def counter():
+        s = guest.port_stats()[0]
+        return time.time(), s["rx"], s["rx_bytes"]
+    return counter
+
+
+def vhost_rx_counter(vhost):
+    def counter():
+        s = vhost.port_stats()[0]
+        return time.time(), s["rx"], s["rx_bytes"]
+    return counter
+
+
+def start_guest(sock, workdir, name, case):
+    guest = TestPmd([sock], queue_size=QUEUE_SIZE, mrg_rxbuf=int(case.mrg), in_order=0,
+                    packed_vq=int(case.packed), forward_mode=GUEST_MODE[case.direction],
+                    cpu=1, hugepages=True, descs=QUEUE_SIZE,
                     file_prefix="bench-guest-" + name,
                     log_path=os.path.join(workdir, name + "-guest.log"))
-    try:
-        guest.wait_ready()
-        guest.wait_link_up()
-        guest.command("start tx_first %d" % (in_flight // 32))
-        time.sleep(2)  # Warm-up.
-        return measure(guest, seconds)
-    finally:
-        guest.command("stop")
-        guest.quit()
+    guest.wait_ready()
+    guest.wait_link_up()
+    guest.command("set txpkts %d" % case.frame)
+    if case.direction == "both":
+        guest.command("start tx_first %d" % (case.in_flight // 32))
+    else:
+        guest.command("start")
+    time.sleep(WARM_UP)
+    return guest
 
 
-def bench_ours(loopback, workdir, seconds, in_flight):
+def stop_guest(guest):
+    guest.command("stop")
+    guest.quit()
+
+
+def bench_ours(loopback, workdir, case, seconds):
     sock = os.path.join(workdir, "ours.sock")
-    backend = subprocess.Popen([loopback, "--socket", sock, "--queues", "1", "--cpu", "0",
-                                "--mac-swap"], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    checks = Checks(case, "ours")
+    backend = Backend(loopback, sock, case)
+    guest = None
     try:
-        for _ in range(200):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.02)
-        return run_guest(sock, workdir, "ours", seconds, in_flight)
+        wait_socket(sock)
+        guest = start_guest(sock, workdir, "ours", case)
+        if case.direction == "dequeue":
+            tx0 = guest.port_stats()[0]
+            pps, _, _ = rate(backend.counters, seconds)
+            tx1 = guest.port_stats()[0]
+            checks.frame(tx1["tx"] - tx0["tx"], tx1["tx_bytes"] - tx0["tx_bytes"])
+        elif case.direction == "enqueue":
+            before = backend.counters()
+            pps, first, last = rate(guest_rx_counter(guest), seconds)
+            after = backend.counters()
+            checks.frame(last[1] - first[1], last[2] - first[2])
+            checks.notes.append("ring full %.0f%% of polls" % (
+                100.0 * (after[4] - before[4]) / max(after[3] - before[3], 1)))
+        else:
+            pps, first, last = rate(guest_rx_counter(guest), seconds)
+            checks.frame(last[1] - first[1], last[2] - first[2])
+        checks.features(*backend.features())
+        return pps, checks
     finally:
-        backend.send_signal(signal.SIGINT)
-        backend.communicate(timeout=20)
+        if guest:
+            stop_guest(guest)
+        backend.stop()
 
 
-def bench_dpdk(workdir, seconds, in_flight):
+def stop_forwarding(testpmd):
+    """'stop', and the forwarding statistics it prints."""
+    mark = len(testpmd.output())
+    testpmd.command("stop")
+    testpmd.wait_for(r"Done\.", 10, mark)
+    return testpmd.output()[mark:]
+
+
+def bench_dpdk(workdir, case, seconds):
     sock = os.path.join(workdir, "dpdk.sock")
-    vhost = TestPmd([sock], vhost=True, forward_mode="mac", cpu=0, hugepages=True,
-                    descs=QUEUE_SIZE, file_prefix="bench-vhost",
-                    log_path=os.path.join(workdir, "dpdk-vhost.log"))
+    checks = Checks(case, "DPDK")
+    vhost = TestPmd([sock], vhost=True, forward_mode=VHOST_MODE[case.direction], cpu=0,
+                    hugepages=True, descs=QUEUE_SIZE, file_prefix="bench-vhost",
+                    log_path=os.path.join(workdir, "dpdk-vhost.log"),
+                    eal_args=["--log-level", "lib.vhost.config:info"])
+    guest = None
     try:
         vhost.wait_ready()
+        vhost.command("set txpkts %d" % case.frame)
         vhost.command("start")
-        for _ in range(200):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.02)
-        return run_guest(sock, workdir, "dpdk", seconds, in_flight)
+        wait_socket(sock)
+        guest = start_guest(sock, workdir, "dpdk", case)
+        if case.direction == "dequeue":
+            pps, first, last = rate(vhost_rx_counter(vhost), seconds)
+        elif case.direction == "enqueue":
+            # txonly's own counts (packets the PMD took, and refused for want of a free
+            # buffer in the guest's ring) start over with each 'start': restart it once
+            # the guest runs, so that they cover the measured interval only.
+            stop_forwarding(vhost)
+            vhost.command("start")
+            time.sleep(0.5)
+            pps, first, last = rate(guest_rx_counter(guest), seconds)
+            m = re.search(r"TX-packets:\s+(\d+)\s+TX-dropped:\s+(\d+)", stop_forwarding(vhost))
+            sent, dropped = int(m.group(1)), int(m.group(2))
+            checks.notes.append("ring full for %.0f%% of packets"
+                                % (100.0 * dropped / max(sent + dropped, 1)))
+        else:
+            pps, first, last = rate(guest_rx_counter(guest), seconds)
+        checks.frame(last[1] - first[1], last[2] - first[2])
+        m = re.findall(r"negotiated Virtio features: (0x[0-9a-f]+)", vhost.output())
+        features = int(m[-1], 16) if m else None
+        checks.features(features and features >> MRG_RXBUF & 1,
+                        features and features >> RING_PACKED & 1)
+        return pps, checks
     finally:
+        if guest:
+            stop_guest(guest)
         vhost.command("stop")
         vhost.quit()
 
@@ -99,7 +305,77 @@ def bench_dpdk(workdir, seconds, in_flight):
 def summary(values):
     """'median (min-max)' in Mpps."""
     v = sorted(values)
-    return "%6.2f Mpps (%.2f-%.2f)" % (statistics.median(v) / 1e6, v[0] / 1e6, v[-1] / 1e6)
+    return "%6.2f (%.2f-%.2f)" % (statistics.median(v) / 1e6, v[0] / 1e6, v[-1] / 1e6)
+
+
+def ratio(a, b):
+    return statistics.median(a) / statistics.median(b) if statistics.median(b) else 0
+
+
+def paired(a, b):
+    """'median (min-max)' of the ratios within each run: the machine's load changes
+    over minutes and moves contenders of the same run together."""
+    r = sorted(x / y for x, y in zip(a, b) if y)
+    return "%.2f (%.2f-%.2f)" % (statistics.median(r), r[0], r[-1]) if r else "-"
+
+
+def run_case(args, workdir, case):
+    """{contender: [pps per run]} and the problems seen, runs alternating contenders."""
+    contenders = [("ours", lambda: bench_ours(args.loopback, workdir, case, args.seconds))]
+    if args.baseline:
+        contenders.append(("baseline", lambda: bench_ours(args.baseline, workdir, case,
+                                                          args.seconds)))
+    contenders.append(("dpdk", lambda: bench_dpdk(workdir, case, args.seconds)))
+    results = {name: [] for name, _ in contenders}
+    problems = set()
+    for run in range(args.runs):
+        line = []
+        for name, bench in contenders:
+            pps, checks = bench()
+            results[name].append(pps)
+            problems.update(checks.problems)
+            line.append("%s %.2f%s" % (name, pps / 1e6, "".join(
+                " [%s]" % n for n in checks.notes + checks.problems)))
+        print("%s run %d (Mpps): %s" % (describe(case), run + 1, ", ".join(line)), flush=True)
+    return results, sorted(problems)
+
+
+def print_single(args, case, results, problems):
+    print("loopback (%s, queue_size %d, median of %d, Mpps):"
+          % (describe(case), QUEUE_SIZE, args.runs))
+    print("  ovs-vhostuser backend : %s" % summary(results["ours"]))
+    if args.baseline:
+        print("  baseline backend      : %s" % summary(results["baseline"]))
+    print("  DPDK vhost PMD        : %s" % summary(results["dpdk"]))
+    print("  ratio (ours / DPDK)   : %6.2f; within each run %s"
+          % (ratio(results["ours"], results["dpdk"]), paired(results["ours"], results["dpdk"])))
+    if args.baseline:
+        print("  ratio (ours / baseline): %5.2f" % ratio(results["ours"], results["baseline"]))
+    for p in problems:
+        print("  ! " + p)
+
+
+def print_table(args, rows, elapsed):
+    print()
+    print("loopback matrix: queue_size %d, %d in flight (both), median (min-max) of %d "
+          "runs of %g s, Mpps; %.0f min in all" % (QUEUE_SIZE, args.in_flight, args.runs,
+                                                   args.seconds, elapsed / 60))
+    head = "| case | ours | "
+    if args.baseline:
+        head += "baseline | "
+    head += "DPDK vhost PMD | ours / DPDK | per run |"
+    print(head)
+    print("|" + " --- |" * (head.count("|") - 1))
+    for case, results, problems in rows:
+        cells = [describe(case), summary(results["ours"])]
+        if args.baseline:
+            cells.append(summary(results["baseline"]))
+        cells += [summary(results["dpdk"]), "%.2f" % ratio(results["ours"], results["dpdk"]),
+                  paired(results["ours"], results["dpdk"])]
+        print("| " + " | ".join(cells) + " |")
+    for case, _, problems in rows:
+        for p in problems:
+            print("! %s: %s" % (describe(case), p))
 
 
 def main():
@@ -107,37 +383,31 @@ def main():
     ap.add_argument("--loopback", required=True)
     ap.add_argument("--baseline", help="an older vhostuser-loopback to compare with")
     ap.add_argument("--in-flight", type=int, choices=(32, 1024), default=1024)
-    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--direction", choices=("both", "dequeue", "enqueue"), default="both")
+    ap.add_argument("--frame", type=int, choices=(64, 512, 1518), default=64)
+    ap.add_argument("--mrg", choices=("off", "on"), default="off")
+    ap.add_argument("--packed", action="store_true")
+    ap.add_argument("--matrix", action="store_true", help="every case of issue 14")
+    ap.add_argument("--seconds", type=float, help="5 (3 with --matrix)")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
+    if args.seconds is None:
+        args.seconds = 3 if args.matrix else 5
     if int(open("/proc/sys/vm/nr_hugepages").read()) < 512:
         sys.exit("reserve hugepages first: utilities/install-deps.sh --hugepages 1024")
     workdir = tempfile.mkdtemp(prefix="vhu-bench-")
-    contenders = [("ours", lambda: bench_ours(args.loopback, workdir, args.seconds,
-                                              args.in_flight))]
-    if args.baseline:
-        contenders.append(("baseline", lambda: bench_ours(args.baseline, workdir,
-                                                          args.seconds, args.in_flight)))
-    contenders.append(("dpdk", lambda: bench_dpdk(workdir, args.seconds, args.in_flight)))
-    results = {name: [] for name, _ in contenders}
-    for run in range(args.runs):
-        line = []
-        for name, bench in contenders:
-            results[name].append(bench())
-            line.append("%s %.2f" % (name, results[name][-1] / 1e6))
-        print("run %d (Mpps): %s" % (run + 1, ", ".join(line)), flush=True)
-    med = {name: statistics.median(v) for name, v in results.items()}
-    print("loopback (64 B, queue_size %d, %d in flight, mac forwarding both sides, "
-          "median of %d):" % (QUEUE_SIZE, args.in_flight, args.runs))
-    print("  ovs-vhostuser backend : %s" % summary(results["ours"]))
-    if args.baseline:
-        print("  baseline backend      : %s" % summary(results["baseline"]))
-    print("  DPDK vhost PMD        : %s" % summary(results["dpdk"]))
-    print("  ratio (ours / DPDK)   : %6.2f" % (med["ours"] / med["dpdk"] if med["dpdk"] else 0))
-    if args.baseline:
-        print("  ratio (ours / baseline): %5.2f"
-              % (med["ours"] / med["baseline"] if med["baseline"] else 0))
-    shutil.rmtree(workdir, ignore_errors=True)
+    start = time.time()
+    try:
+        if args.matrix:
+            rows = [(case,) + run_case(args, workdir, case)
+                    for case in matrix_cases(args.in_flight)]
+            print_table(args, rows, time.time() - start)
+        else:
+            case = Case(args.direction, args.frame, args.mrg == "on", args.packed,
+                        args.in_flight)
+            print_single(args, case, *run_case(args, workdir, case))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ class TestPmd:
     def __init__(self, sockets, queues=1, queue_size=None, mrg_rxbuf=None,
                  in_order=None, packed_vq=None, server=False, forward_mode="io",
                  cpu=1, hugepages=False, file_prefix=None, burst=None, descs=None,
-                 extra_args=(), log_path=None, vhost=False):
+                 extra_args=(), log_path=None, vhost=False, eal_args=()):
         # vhost=True: the ports are DPDK's vhost PMD (net_vhost) serving the sockets,
         # the baseline our backend is compared with, instead of virtio_user.
         self.sockets = list(sockets)
@@ -41,8 +41,10 @@ class TestPmd:
                 vdevs += ["--vdev", "net_vhost%d,iface=%s,queues=%d" % (i, path, queues)]
             else:
                 vdevs += ["--vdev", "virtio_user%d,%s" % (i, ",".join(devargs))]
-        eal = ["--lcores", "0@%d,1@%d" % (cpu, cpu), "--no-pci", "--file-prefix", prefix,
-               "--log-level", "*:notice"]
+        # eal_args come before our --log-level: of the --log-level options that match a
+        # log type registered later (a PMD's), DPDK 22.11 applies the first given.
+        eal = (["--lcores", "0@%d,1@%d" % (cpu, cpu), "--no-pci", "--file-prefix", prefix]
+               + list(eal_args) + ["--log-level", "*:notice"])
         if hugepages:
             eal += ["--single-file-segments", "-m", "512"]
         else:
@@ -139,6 +141,7 @@ class TestPmd:
             stats[port] = {"rx": grab("RX-packets"), "tx": grab("TX-packets"),
                            "rx_missed": grab("RX-missed"), "rx_errors": grab("RX-errors"),
                            "tx_errors": grab("TX-errors"), "rx_bytes": grab("RX-bytes"),
+                           "tx_bytes": grab("TX-bytes"),
                            "rx_pps": grab("Rx-pps"), "tx_pps": grab("Tx-pps")}
         return stats
 
