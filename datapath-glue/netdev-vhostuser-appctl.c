@@ -49,10 +49,10 @@ show_port(struct ds *out, struct netdev_vhostuser *dev)
     ds_put_format(out, "  protocol features: %s\n", names);
     ds_put_format(out, "  OVS queues: rx %d, tx %d; tx queue -> guest queue pair:",
                   netdev_n_rxq(&dev->up), netdev_n_txq(&dev->up));
-    for (int q = 0; q < netdev_n_txq(&dev->up) && q < VHU_MAX_QUEUE_PAIRS; q++) {
+    for (int q = 0; q < netdev_n_txq(&dev->up) && q < dev->n_queues; q++) {
         int map;
 
-        atomic_read_relaxed(&dev->tx_map[q], &map);
+        atomic_read_relaxed(&dev->queues[q].tx_map, &map);
         ds_put_format(out, " %d->%d", q, map);
     }
     ds_put_char(out, '\n');

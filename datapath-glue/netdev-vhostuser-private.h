@@ -48,6 +48,15 @@ struct vhostuser_queue_counters {
 };
 
 /* Why packets were dropped, as OVS-DPDK names its custom counters. */
+/* One OVS queue number's own state: its rx queue's and its tx queue's counters, and
+ * where its tx queue sends. */
+struct vhostuser_queue {
+    /* The queue pair whose guest RX vring gets this tx queue's packets; -1: none. */
+    atomic_int tx_map;
+    struct vhostuser_queue_counters rx;
+    struct vhostuser_queue_counters tx;
+};
+
 struct vhostuser_drop_counters {
     atomic_uint64_t tx_failure;        /* Left over after the retries. */
     atomic_uint64_t tx_mtu_exceeded;   /* Larger than the MTU or the guest allows. */
@@ -111,8 +120,6 @@ struct netdev_vhostuser {
     atomic_uint64_t guest_tx_queues[VHU_QUEUE_SET_WORDS];
     atomic_int tx_retries_max;
     atomic_uint32_t max_frame;  /* Longest frame send() passes to the guest. */
-    /* OVS tx queue -> queue pair whose guest RX vring gets its packets; -1: none. */
-    atomic_int tx_map[VHU_MAX_QUEUE_PAIRS];
 
     /* Guest-state bookkeeping, updated from backend events in the main thread. */
     uint64_t enabled_rx_queues[VHU_QUEUE_SET_WORDS] OVS_GUARDED;
@@ -139,8 +146,12 @@ struct netdev_vhostuser {
     struct vhostuser_dir_counters rx;
     struct vhostuser_dir_counters tx;
     struct vhostuser_drop_counters drops;
-    struct vhostuser_queue_counters rxq[VHU_MAX_QUEUE_PAIRS];
-    struct vhostuser_queue_counters txq[VHU_MAX_QUEUE_PAIRS];
+    /* One per OVS rx or tx queue, whichever are more.  Grown by reconfigure(), while
+     * no PMD thread uses the port, and never shrunk: the counters survive a guest
+     * that comes back with fewer queues.  An idle port has one, not one per queue
+     * pair a guest could ask for. */
+    struct vhostuser_queue *queues;
+    int n_queues;
 };
 
 struct netdev_vhostuser *netdev_vhostuser_cast(const struct netdev *);
@@ -152,6 +163,9 @@ extern struct ovs_list vhostuser_ports OVS_GUARDED_BY(vhostuser_ports_mutex);
 
 /* netdev-vhostuser-stats.c */
 void vhostuser_counters_init(struct netdev_vhostuser *);
+/* Makes dev->queues hold at least 'n' queues; new ones count from zero and send
+ * nowhere. */
+void vhostuser_queues_reserve(struct netdev_vhostuser *, int n);
 void vhostuser_count_batch(struct vhostuser_dir_counters *,
                            struct vhostuser_queue_counters *,
                            struct dp_packet **, int n);

@@ -168,14 +168,14 @@ update_tx_map(struct netdev_vhostuser *dev, int n_txq)
             enabled[n_enabled++] = q;
         }
     }
-    for (int q = 0; q < VHU_MAX_QUEUE_PAIRS; q++) {
+    for (int q = 0; q < dev->n_queues; q++) {
         int map = -1;
 
         if (q < n_txq && n_enabled) {
             map = vhu_queue_set_has(dev->enabled_rx_queues, q) ? q
                                                                : enabled[q % n_enabled];
         }
-        atomic_store_relaxed(&dev->tx_map[q], map);
+        atomic_store_relaxed(&dev->queues[q].tx_map, map);
     }
 }
 
@@ -496,9 +496,6 @@ netdev_vhostuser_construct__(struct netdev *netdev, bool client_mode)
     }
     atomic_init(&dev->tx_retries_max, dev->options.tx_retries_max);
     atomic_init(&dev->max_frame, max_frame_for_mtu(dev->mtu));
-    for (int q = 0; q < VHU_MAX_QUEUE_PAIRS; q++) {
-        atomic_init(&dev->tx_map[q], -1);
-    }
     vhostuser_counters_init(dev);
     vhostuser_policer_init(&dev->ingress_policer);
     vhostuser_policer_init(&dev->egress_policer);
@@ -568,6 +565,7 @@ netdev_vhostuser_destruct(struct netdev *netdev)
     free(dev->config_error);
     vhostuser_options_destroy(&dev->options);
     smap_destroy(&dev->applied_args);
+    free(dev->queues);
     ovs_mutex_unlock(&dev->mutex);
     vhostuser_policer_destroy(&dev->ingress_policer);
     vhostuser_policer_destroy(&dev->egress_policer);
@@ -667,6 +665,7 @@ netdev_vhostuser_reconfigure(struct netdev *netdev)
     }
     ensure_backend_port(dev);
 
+    vhostuser_queues_reserve(dev, MAX(dev->requested_n_rxq, dev->requested_n_txq));
     netdev->n_rxq = dev->requested_n_rxq;
     netdev->n_txq = dev->requested_n_txq;
     update_tx_map(dev, netdev->n_txq);
@@ -992,7 +991,7 @@ netdev_vhostuser_rxq_recv(struct netdev_rxq *rxq, struct dp_packet_batch *batch,
         *qfill = 0;
     }
     atomic_read_relaxed(&dev->admin_up, &admin_up);
-    if (!dev->port || !admin_up || qid >= VHU_MAX_QUEUE_PAIRS) {
+    if (!dev->port || !admin_up || qid >= dev->n_queues) {
         /* Down: leave the packets in the guest's queue, as a NIC that is down does
          * not take them off the wire. */
         return EAGAIN;
@@ -1008,9 +1007,10 @@ netdev_vhostuser_rxq_recv(struct netdev_rxq *rxq, struct dp_packet_batch *batch,
     if (n_policed) {
         vhostuser_counter_add(&dev->drops.rx_qos, n_policed);
         vhostuser_counter_add(&dev->rx.dropped, n_policed);
-        vhostuser_counter_add(&dev->rxq[qid].dropped, n_policed);
+        vhostuser_counter_add(&dev->queues[qid].rx.dropped, n_policed);
     }
-    vhostuser_count_batch(&dev->rx, &dev->rxq[qid], batch->packets, batch->count);
+    vhostuser_count_batch(&dev->rx, &dev->queues[qid].rx, batch->packets,
+                          batch->count);
     dp_packet_batch_init_packet_fields(batch);
     return batch->count ? 0 : EAGAIN;
 }
@@ -1030,7 +1030,7 @@ count_tx_drops(struct netdev_vhostuser *dev, int q, atomic_uint64_t *reason, int
             vhostuser_counter_add(reason, n);
         }
         if (q >= 0) {
-            vhostuser_counter_add(&dev->txq[q].dropped, n);
+            vhostuser_counter_add(&dev->queues[q].tx.dropped, n);
         }
     }
 }
@@ -1053,12 +1053,12 @@ netdev_vhostuser_send(struct netdev *netdev, int qid, struct dp_packet_batch *ba
     /* Locking: several PMD threads may send on one OVS tx queue ('concurrent_txq');
      * the backend serialises them with its lock on the guest queue. */
     atomic_read_relaxed(&dev->admin_up, &admin_up);
-    if (q < VHU_MAX_QUEUE_PAIRS) {
-        atomic_read_relaxed(&dev->tx_map[q], &vring_pair);
+    if (q < dev->n_queues) {
+        atomic_read_relaxed(&dev->queues[q].tx_map, &vring_pair);
     }
     if (!dev->port || !admin_up || vring_pair < 0) {
         /* No guest, port down, or no queue enabled: nowhere to put them. */
-        count_tx_drops(dev, q < VHU_MAX_QUEUE_PAIRS ? q : -1, NULL, cnt);
+        count_tx_drops(dev, q < dev->n_queues ? q : -1, NULL, cnt);
         dp_packet_delete_batch(batch, true);
         return 0;
     }
@@ -1111,7 +1111,7 @@ netdev_vhostuser_send(struct netdev *netdev, int qid, struct dp_packet_batch *ba
     count_tx_drops(dev, q, &dev->drops.tx_mtu_exceeded, n_unfit);
     count_tx_drops(dev, q, &dev->drops.tx_failure, n - done);
     if (n_sent) {
-        vhostuser_count_batch(&dev->tx, &dev->txq[q], batch->packets, n_sent);
+        vhostuser_count_batch(&dev->tx, &dev->queues[q].tx, batch->packets, n_sent);
     }
     dp_packet_delete_batch(batch, true);
     return 0;

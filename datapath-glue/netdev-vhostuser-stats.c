@@ -55,14 +55,34 @@ vhostuser_counters_init(struct netdev_vhostuser *dev)
     atomic_init(&dev->drops.tx_qos, 0);
     atomic_init(&dev->drops.rx_qos, 0);
     atomic_init(&dev->drops.tx_retries, 0);
-    for (int q = 0; q < VHU_MAX_QUEUE_PAIRS; q++) {
-        atomic_init(&dev->rxq[q].packets, 0);
-        atomic_init(&dev->rxq[q].bytes, 0);
-        atomic_init(&dev->rxq[q].dropped, 0);
-        atomic_init(&dev->txq[q].packets, 0);
-        atomic_init(&dev->txq[q].bytes, 0);
-        atomic_init(&dev->txq[q].dropped, 0);
+    dev->queues = NULL;
+    dev->n_queues = 0;
+    vhostuser_queues_reserve(dev, 1);
+}
+
+static void
+queue_counters_init(struct vhostuser_queue_counters *c)
+{
+    atomic_init(&c->packets, 0);
+    atomic_init(&c->bytes, 0);
+    atomic_init(&c->dropped, 0);
+}
+
+void
+vhostuser_queues_reserve(struct netdev_vhostuser *dev, int n)
+{
+    if (n <= dev->n_queues) {
+        return;
     }
+    /* Moving atomics with realloc is fine here: no other thread looks at them while
+     * the port is reconfigured. */
+    dev->queues = xrealloc(dev->queues, n * sizeof *dev->queues);
+    for (int q = dev->n_queues; q < n; q++) {
+        atomic_init(&dev->queues[q].tx_map, -1);
+        queue_counters_init(&dev->queues[q].rx);
+        queue_counters_init(&dev->queues[q].tx);
+    }
+    dev->n_queues = n;
 }
 
 static enum vhostuser_size_bin
@@ -171,8 +191,8 @@ netdev_vhostuser_get_custom_stats(const struct netdev *netdev,
     int n_rxq = netdev_n_rxq(netdev), n_txq = netdev_n_txq(netdev);
     char name[NETDEV_CUSTOM_STATS_NAME_SIZE];
 
-    n_rxq = MIN(n_rxq, VHU_MAX_QUEUE_PAIRS);
-    n_txq = MIN(n_txq, VHU_MAX_QUEUE_PAIRS);
+    n_rxq = MIN(n_rxq, dev->n_queues);
+    n_txq = MIN(n_txq, dev->n_queues);
     custom->size = 0;
     custom->counters = xcalloc(5 + 2 * n_rxq + 3 * n_txq, sizeof *custom->counters);
 
@@ -188,17 +208,17 @@ netdev_vhostuser_get_custom_stats(const struct netdev *netdev,
                    vhostuser_counter_read(&dev->drops.tx_retries));
     for (int q = 0; q < n_rxq; q++) {
         snprintf(name, sizeof name, "rx_q%d_good_packets", q);
-        custom_counter(custom, name, vhostuser_counter_read(&dev->rxq[q].packets));
+        custom_counter(custom, name, vhostuser_counter_read(&dev->queues[q].rx.packets));
         snprintf(name, sizeof name, "rx_q%d_good_bytes", q);
-        custom_counter(custom, name, vhostuser_counter_read(&dev->rxq[q].bytes));
+        custom_counter(custom, name, vhostuser_counter_read(&dev->queues[q].rx.bytes));
     }
     for (int q = 0; q < n_txq; q++) {
         snprintf(name, sizeof name, "tx_q%d_good_packets", q);
-        custom_counter(custom, name, vhostuser_counter_read(&dev->txq[q].packets));
+        custom_counter(custom, name, vhostuser_counter_read(&dev->queues[q].tx.packets));
         snprintf(name, sizeof name, "tx_q%d_good_bytes", q);
-        custom_counter(custom, name, vhostuser_counter_read(&dev->txq[q].bytes));
+        custom_counter(custom, name, vhostuser_counter_read(&dev->queues[q].tx.bytes));
         snprintf(name, sizeof name, "tx_q%d_dropped", q);
-        custom_counter(custom, name, vhostuser_counter_read(&dev->txq[q].dropped));
+        custom_counter(custom, name, vhostuser_counter_read(&dev->queues[q].tx.dropped));
     }
     return 0;
 }

@@ -12,7 +12,7 @@
 namespace vhostuser {
 
 void MessageReader::Reset() {
-  pending_.fds.clear();
+  pending_.reset();
   header_bytes_ = 0;
   payload_bytes_ = 0;
 }
@@ -43,13 +43,13 @@ absl::Status MessageReader::ReceiveInto(int fd, uint8_t* buf, size_t len, size_t
     for (size_t i = 0; i < count; ++i) {
       int received;
       memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      pending_.fds.push_back(UniqueFd::FromFrontend(received));
+      pending_->fds.push_back(UniqueFd::FromFrontend(received));
     }
   }
   if (msg.msg_flags & MSG_CTRUNC) {
     return absl::InvalidArgumentError("message carries more fds than any request takes");
   }
-  if (pending_.fds.size() > static_cast<size_t>(kMaxFdsPerMessage)) {
+  if (pending_->fds.size() > static_cast<size_t>(kMaxFdsPerMessage)) {
     return absl::InvalidArgumentError("message carries more fds than any request takes");
   }
   if (n == 0) return absl::UnavailableError("connection closed by the frontend");
@@ -58,7 +58,9 @@ absl::Status MessageReader::ReceiveInto(int fd, uint8_t* buf, size_t len, size_t
 }
 
 absl::StatusOr<bool> MessageReader::Read(int fd, Message* message) {
-  auto* header = reinterpret_cast<uint8_t*>(&pending_.header);
+  // Default-initialised: the payload is written before it is read.
+  if (pending_ == nullptr) pending_.reset(new Message);
+  auto* header = reinterpret_cast<uint8_t*>(&pending_->header);
   while (header_bytes_ < sizeof(MessageHeader)) {
     size_t got;
     if (absl::Status s = ReceiveInto(fd, header + header_bytes_,
@@ -70,7 +72,7 @@ absl::StatusOr<bool> MessageReader::Read(int fd, Message* message) {
     if (got == 0) return false;
     header_bytes_ += got;
   }
-  const MessageHeader& h = pending_.header;
+  const MessageHeader& h = pending_->header;
   if ((h.flags & kVersionMask) != kVersion) {
     Reset();
     return absl::InvalidArgumentError(absl::StrCat("message version ", h.flags & kVersionMask,
@@ -84,7 +86,7 @@ absl::StatusOr<bool> MessageReader::Read(int fd, Message* message) {
   }
   while (payload_bytes_ < h.size) {
     size_t got;
-    if (absl::Status s = ReceiveInto(fd, pending_.payload + payload_bytes_,
+    if (absl::Status s = ReceiveInto(fd, pending_->payload + payload_bytes_,
                                      h.size - payload_bytes_, &got);
         !s.ok()) {
       Reset();
@@ -94,9 +96,9 @@ absl::StatusOr<bool> MessageReader::Read(int fd, Message* message) {
     payload_bytes_ += got;
   }
   message->header = h;
-  memcpy(message->payload, pending_.payload, h.size);
-  message->fds = std::move(pending_.fds);
-  pending_.fds.clear();
+  memcpy(message->payload, pending_->payload, h.size);
+  message->fds = std::move(pending_->fds);
+  pending_->fds.clear();
   header_bytes_ = 0;
   payload_bytes_ = 0;
   return true;

@@ -8,6 +8,7 @@
 #define NETDEV_VHOSTUSER_CONTROL_MESSAGE_READER_H
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -38,13 +39,14 @@ class MessageReader {
   // for end of stream, a socket error or a message that breaks the framing rules.
   absl::StatusOr<bool> Read(int fd, Message* message);
 
-  // Drops a partly read message (and its fds).
+  // Drops a partly read message (and its fds), and the buffer it was read into: a
+  // port waiting for a frontend holds none.
   void Reset();
 
  private:
   absl::Status ReceiveInto(int fd, uint8_t* buf, size_t len, size_t* got);
 
-  Message pending_;
+  std::unique_ptr<Message> pending_;  // Allocated by the first Read().
   size_t header_bytes_ = 0;
   size_t payload_bytes_ = 0;
 };

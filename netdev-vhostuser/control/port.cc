@@ -223,6 +223,7 @@ void Port::Connected(UniqueFd fd) {
 }
 
 void Port::ReadMessages() {
+  if (message_ == nullptr) message_.reset(new Message);  // Payload written before read.
   for (int i = 0; i < kMaxMessagesPerWakeup && conn_fd_.valid(); ++i) {
     absl::StatusOr<bool> got = reader_.Read(conn_fd_.get(), message_.get());
     if (!got.ok()) {
@@ -250,6 +251,7 @@ void Port::Disconnect(const absl::Status& why) {
   ControlLoop::Get().Unwatch(conn_fd_.get());
   conn_fd_.reset();
   reader_.Reset();
+  message_.reset();
   {
     std::lock_guard<std::mutex> lock(status_mu_);
     device_.Reset();

@@ -70,7 +70,8 @@ class Port {
   ino_t listen_inode_ = 0;
   UniqueFd conn_fd_;
   MessageReader reader_;
-  std::unique_ptr<Message> message_ = std::make_unique<Message>();
+  // The request being handled; allocated while a frontend is connected.
+  std::unique_ptr<Message> message_;
   absl::Time next_connect_ = absl::InfinitePast();
   absl::Duration backoff_;
   bool logged_connect_failure_ = false;
