@@ -72,7 +72,7 @@ absl::StatusOr<bool> MessageReader::Read(int fd, Message* message) {
     if (got == 0) return false;
     header_bytes_ += got;
   }
-  const MessageHeader& h = pending_->header;
+  const MessageHeader h = pending_->header;  // A copy: Reset() frees pending_.
   if ((h.flags & kVersionMask) != kVersion) {
     Reset();
     return absl::InvalidArgumentError(absl::StrCat("message version ", h.flags & kVersionMask,
