@@ -302,7 +302,7 @@ absl::Time Port::OnTick(absl::Time now) {
 
 void Port::Post(vhu_event event) {
   std::lock_guard<std::mutex> lock(events_mu_);
-  if (events_.size() < kMaxQueuedEvents) events_.push_back(event);
+  if (events_.size() - events_head_ < kMaxQueuedEvents) events_.push_back(event);
   notify_pending_ = true;
 }
 
@@ -317,9 +317,12 @@ void Port::FlushNotify() {
 
 bool Port::NextEvent(vhu_event* event) {
   std::lock_guard<std::mutex> lock(events_mu_);
-  if (events_.empty()) return false;
-  *event = events_.front();
-  events_.pop_front();
+  if (events_head_ == events_.size()) return false;
+  *event = events_[events_head_++];
+  if (events_head_ == events_.size()) {
+    std::vector<vhu_event>().swap(events_);  // Drained: give the memory back.
+    events_head_ = 0;
+  }
   return true;
 }
 
