@@ -356,38 +356,12 @@ void Virtqueue::Interrupt() {
   }
 }
 
-void Virtqueue::PrefetchBuffers(uint32_t count, uint32_t skip, bool for_write) const {
-  uint16_t idx = last_avail_idx_;
-  // The descriptors first: independent loads, in flight together.
-  for (uint32_t i = 0; i < count; ++i) {
-    const uint16_t head = ReadOnce(&avail_[2 + ((idx + i) & mask_)]);
-    if (head < size_) __builtin_prefetch(&desc_[head], 0);
-  }
-  for (uint32_t i = 0; i < count; ++i) {
-    const uint16_t head = ReadOnce(&avail_[2 + ((idx + i) & mask_)]);
-    if (head >= size_) return;
-    const VringDesc* slot = &desc_[head];
-    const uint16_t flags = ReadOnce(&slot->flags);
-    const uint32_t len = ReadOnce(&slot->len);
-    if ((flags & (kDescFlagIndirect | kDescFlagNext)) || len <= skip) continue;
-    const uint8_t* data = memory_->TranslateGuest(ReadOnce(&slot->addr), len);
-    if (data == nullptr) continue;
-    if (for_write) {
-      __builtin_prefetch(data, 1);
-      __builtin_prefetch(data + skip, 1);
-    } else {
-      __builtin_prefetch(data + skip, 0);
-    }
-  }
-}
-
 uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max) {
   if (packed_) return DequeuePacked(alloc, aux, pkts, max);
   uint16_t available;
   if (!usable() || !AvailableEntries(&available)) return 0;
   const uint32_t count = std::min<uint32_t>(available, max);
   StartWalkBudget(count);
-  PrefetchBuffers(count, features_.net_header_size, /*for_write=*/false);
   auto* used_ring = reinterpret_cast<VringUsedElem*>(used_ + 4);
   const uint16_t old_used = used_idx_;
   uint32_t received = 0;
@@ -615,8 +589,6 @@ uint32_t Virtqueue::Enqueue(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_d
     const uint16_t old_used = used_idx_;
     const uint16_t avail_end = static_cast<uint16_t>(last_avail_idx_ + available);
     StartWalkBudget(n);
-    PrefetchBuffers(std::min<uint32_t>(n, available), features_.net_header_size,
-                    /*for_write=*/true);
     uint64_t bytes = 0;
     for (; consumed < n; ++consumed) {
       bool fits;

@@ -178,13 +178,6 @@ class Virtqueue {
   }
   // Interrupts the guest if it asked to be, for used entries [old_used, used_idx_).
   void MaybeInterrupt(uint16_t old_used);
-  // Split rings: starts loading the first cache lines of the buffers of the next
-  // 'count' available chains (from last_avail_idx_), and the descriptors that name
-  // them, before the burst walks and copies them one by one.  Those lines were last
-  // written by the driver's CPU; fetched together their transfers overlap instead of
-  // each packet's copy waiting for its own.  Only direct single-descriptor chains;
-  // reads nothing it does not validate, writes nothing.
-  void PrefetchBuffers(uint32_t count, uint32_t skip, bool for_write) const;
   // Publishes used->idx (after marking the burst's used entries in the dirty log).
   void PublishUsed(uint16_t old_used);
   void LogUsedEntries(uint16_t old_used) const;
