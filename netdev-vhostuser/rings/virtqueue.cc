@@ -433,29 +433,6 @@ void Virtqueue::CopyFromSegments(uint32_t n_segments, uint32_t skip, uint8_t* ou
   }
 }
 
-namespace {
-
-// Writes the 12-byte virtio-net header into a receive buffer, but only the parts that
-// differ from what the buffer already holds.  A guest that forwards what it receives
-// sends the same buffer out with a header prepended at the same place and posts it again
-// for receiving, so the buffer usually holds this very header already (zeroes, and
-// num_buffers 1 with mergeable buffers).  Storing it anyway would take the cache line
-// from the guest's CPU, which reads it again when it transmits the buffer: one cross-core
-// transfer each way per packet, for bytes that did not change.  Reading it leaves the
-// line shared.
-inline void StoreHeaderIfChanged(uint8_t* dst, const uint8_t* header) {
-  uint64_t old_lo, new_lo;
-  uint32_t old_hi, new_hi;
-  memcpy(&old_lo, dst, 8);
-  memcpy(&old_hi, dst + 8, 4);
-  memcpy(&new_lo, header, 8);
-  memcpy(&new_hi, header + 8, 4);
-  if (old_lo != new_lo) memcpy(dst, &new_lo, 8);
-  if (old_hi != new_hi) memcpy(dst + 8, &new_hi, 4);
-}
-
-}  // namespace
-
 uint32_t Virtqueue::FillBuffer(uint32_t n_segments, const uint8_t* header,
                                const uint8_t* frame, uint64_t need, uint64_t* written_p,
                                uint8_t** num_buffers_bytes) {
@@ -468,7 +445,7 @@ uint32_t Virtqueue::FillBuffer(uint32_t n_segments, const uint8_t* header,
     const Segment& seg = segments_[0];
     // Constant sizes: two moves instead of a call.
     if (header_size == sizeof(VirtioNetHeader)) {
-      StoreHeaderIfChanged(seg.data, header);
+      memcpy(seg.data, header, sizeof(VirtioNetHeader));
     } else {
       memcpy(seg.data, header, header_size);
     }
