@@ -81,6 +81,10 @@ struct QueueState {
   // --source: enqueue calls, and those that found no receive buffer free (the guest's
   // ring full of our frames: the guest, not this tool, sets the pace).
   uint64_t polls = 0, full_polls = 0;
+  // Forwarding (--mac-swap and the default): dequeue calls and those that came back
+  // empty, enqueue calls and those that placed fewer packets than asked (the guest's
+  // receive ring full: the rest waits for the next call).
+  uint64_t rx_polls = 0, rx_empty = 0, tx_calls = 0, tx_short = 0;
 };
 
 // kSourceFrames Ethernet/IPv4/UDP frames of 'size' bytes (at least 42), as testpmd's
@@ -213,17 +217,23 @@ int main(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   auto print_counters = [&](const char* prefix) {
     uint64_t rx = 0, tx = 0, polls = 0, full_polls = 0;
+    uint64_t rx_polls = 0, rx_empty = 0, tx_calls = 0, tx_short = 0;
     for (const QueueState& s : state) {
       rx += s.rx;
       tx += s.tx;
       polls += s.polls;
       full_polls += s.full_polls;
+      rx_polls += s.rx_polls;
+      rx_empty += s.rx_empty;
+      tx_calls += s.tx_calls;
+      tx_short += s.tx_short;
     }
     printf("%stime=%.6f rx_packets=%" PRIu64 " tx_packets=%" PRIu64 " polls=%" PRIu64
-           " full_polls=%" PRIu64 "\n",
+           " full_polls=%" PRIu64 " rx_polls=%" PRIu64 " rx_empty=%" PRIu64
+           " tx_calls=%" PRIu64 " tx_short=%" PRIu64 "\n",
            prefix,
            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-           rx, tx, polls, full_polls);
+           rx, tx, polls, full_polls, rx_polls, rx_empty, tx_calls, tx_short);
     fflush(stdout);
   };
   const auto deadline = std::chrono::steady_clock::now() +
@@ -245,6 +255,8 @@ int main(int argc, char** argv) {
         s.n_pending = vhu_dequeue_burst(port, q, PacketPool::Alloc, &pool, s.pending, kBurst);
         s.next = 0;
         s.rx += s.n_pending;
+        ++s.rx_polls;
+        s.rx_empty += s.n_pending == 0;
         if (mac_swap) {
           for (uint32_t i = 0; i < s.n_pending; ++i) {
             SwapMacs(static_cast<uint8_t*>(s.pending[i]), pool.SizeOf(s.pending[i]));
@@ -267,6 +279,8 @@ int main(int argc, char** argv) {
         for (uint32_t i = 0; i < sent; ++i) pool.Free(s.pending[s.next + i]);
         s.next += sent;
         s.tx += sent - dropped;
+        ++s.tx_calls;
+        s.tx_short += sent < n;
       }
     }
     if ((++iterations & 0xffff) == 0) {
