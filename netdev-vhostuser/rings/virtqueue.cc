@@ -276,24 +276,7 @@ bool Virtqueue::WalkChainFull(uint16_t head, bool writable, uint32_t* n_segments
       in_indirect = true;
       continue;
     }
-    if (static_cast<bool>(flags & kDescFlagWrite) != writable) {
-      Fail(writable ? "read-only descriptor in a receive chain"
-                    : "device-writable descriptor in a transmit chain");
-      return false;
-    }
-    if (len != 0) {
-      uint8_t* data = memory_->TranslateGuest(addr, len);
-      if (data == nullptr) {
-        Fail("descriptor buffer is not inside guest memory");
-        return false;
-      }
-      if (n == kMaxChainSegments) {
-        Fail("descriptor chain has too many segments");
-        return false;
-      }
-      segments_[n++] = Segment{data, len};
-      bytes += len;
-    }
+    if (!AddSegment(addr, len, flags, writable, &n, &bytes)) return false;
     if (++hops > table_size) {
       Fail("descriptor chain loops");
       return false;

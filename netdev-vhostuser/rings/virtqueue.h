@@ -163,6 +163,30 @@ class Virtqueue {
   void Fail(const char* why);
   // Marks the pages of [p, p + len), just written, in the dirty log if logging is on:
   // one predictable branch when it is off.
+  // Checks one buffer descriptor of a chain (split or packed: the rules are the same)
+  // and appends it to segments_[*n], adding its length to *bytes.  Returns false, after
+  // Fail(), for a buffer of the wrong direction, outside guest memory, or one too many.
+  bool AddSegment(uint64_t addr, uint32_t len, uint16_t flags, bool writable, uint32_t* n,
+                  uint64_t* bytes) {
+    if (static_cast<bool>(flags & kDescFlagWrite) != writable) {
+      Fail(writable ? "read-only descriptor in a receive chain"
+                    : "device-writable descriptor in a transmit chain");
+      return false;
+    }
+    if (len == 0) return true;
+    uint8_t* data = memory_->TranslateGuest(addr, len);
+    if (data == nullptr) {
+      Fail("descriptor buffer is not inside guest memory");
+      return false;
+    }
+    if (*n == kMaxChainSegments) {
+      Fail("descriptor chain has too many segments");
+      return false;
+    }
+    segments_[(*n)++] = Segment{data, len};
+    *bytes += len;
+    return true;
+  }
   void LogWrite(const void* p, uint64_t len) const {
     if (__builtin_expect(log_ != nullptr, 0)) log_->MarkHost(*memory_, p, len);
   }

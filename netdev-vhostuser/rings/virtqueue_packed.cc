@@ -78,24 +78,7 @@ bool Virtqueue::WalkPackedChain(uint16_t position, bool writable, uint16_t* n_de
   uint32_t n = 0;
   uint64_t bytes = 0;
   auto add_buffer = [&](uint64_t addr, uint32_t len, uint16_t flags) {
-    if (static_cast<bool>(flags & kDescFlagWrite) != writable) {
-      Fail(writable ? "read-only descriptor in a receive chain"
-                    : "device-writable descriptor in a transmit chain");
-      return false;
-    }
-    if (len == 0) return true;
-    uint8_t* data = memory_->TranslateGuest(addr, len);
-    if (data == nullptr) {
-      Fail("descriptor buffer is not inside guest memory");
-      return false;
-    }
-    if (n == kMaxChainSegments) {
-      Fail("descriptor chain has too many segments");
-      return false;
-    }
-    segments_[n++] = Segment{data, len};
-    bytes += len;
-    return true;
+    return AddSegment(addr, len, flags, writable, &n, &bytes);
   };
 
   for (;;) {

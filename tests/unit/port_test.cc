@@ -107,6 +107,16 @@ class PortTest : public ::testing::Test {
     return s;
   }
 
+  // Writes a zeroed 'header_size'-byte virtio-net header and 'frame' after it into
+  // guest RAM, as a guest's transmit buffer; returns its guest address.
+  uint64_t WriteTxBuffer(const std::vector<uint8_t>& frame, uint32_t header_size = kHeader) {
+    std::vector<uint8_t> bytes(header_size, 0);
+    bytes.insert(bytes.end(), frame.begin(), frame.end());
+    uint64_t gpa = ram_.Alloc(bytes.size());
+    memcpy(ram_.host(gpa), bytes.data(), bytes.size());
+    return gpa;
+  }
+
   // Puts a guest transmit of 'frame' (after a zeroed header) into guest RAM as one
   // chain whose buffers are split at 'splits' (offsets into header+frame).
   uint16_t GuestSend(const std::vector<uint8_t>& frame, std::vector<uint32_t> splits = {},
@@ -216,11 +226,9 @@ TEST_F(PortTest, LastQueuePairMovesPackets) {
 
   // Guest to switch on the last pair only.
   auto frame = TestFrame(100, 7);
-  std::vector<uint8_t> bytes(kHeader, 0);
-  bytes.insert(bytes.end(), frame.begin(), frame.end());
-  uint64_t gpa = ram_.Alloc(bytes.size());
-  memcpy(ram_.host(gpa), bytes.data(), bytes.size());
-  last_tx.Publish(last_tx.AddChain({{gpa, static_cast<uint32_t>(bytes.size())}}, false));
+  const uint64_t gpa = WriteTxBuffer(frame);
+  last_tx.Publish(
+      last_tx.AddChain({{gpa, static_cast<uint32_t>(kHeader + frame.size())}}, false));
   void* pkts[4];
   EXPECT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 0u);
   ASSERT_EQ(vhu_dequeue_burst(port_, kLast, AllocVector, nullptr, pkts, 4), 1u);
@@ -282,11 +290,9 @@ TEST_F(PortTest, DequeuesChainsOfEveryShape) {
 TEST_F(PortTest, LegacyHeaderIsTenBytes) {
   Start(Bit(feature::kRingIndirectDesc), -1, -1);
   auto frame = TestFrame(64, 9);
-  std::vector<uint8_t> bytes(kLegacyNetHeaderSize, 0);
-  bytes.insert(bytes.end(), frame.begin(), frame.end());
-  uint64_t gpa = ram_.Alloc(bytes.size());
-  memcpy(ram_.host(gpa), bytes.data(), bytes.size());
-  tx_.Publish(tx_.AddChain({{gpa, static_cast<uint32_t>(bytes.size())}}, false));
+  const uint64_t gpa = WriteTxBuffer(frame, kLegacyNetHeaderSize);
+  tx_.Publish(tx_.AddChain(
+      {{gpa, static_cast<uint32_t>(kLegacyNetHeaderSize + frame.size())}}, false));
   auto got = Dequeue();
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0], frame);
