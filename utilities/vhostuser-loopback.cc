@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "vhostuser/vhostuser.h"
@@ -46,34 +47,78 @@ void PrintQueueSet(const char* label, const uint64_t set[VHU_QUEUE_SET_WORDS]) {
 void OnSink(int) { sink_mode = true; }
 void OnStats(int) { stats_requested = true; }
 
-// A fixed pool of packet buffers: the loop allocates nothing while it runs.
+// A fixed pool of packet buffers, as a DPDK mempool is: the loop allocates nothing while
+// it runs.  A frame of up to kSmallSlotSize bytes (every standard Ethernet frame) takes a
+// small slot, a larger one one of a few kSlotSize slots.  Slots lie an odd number of
+// cache lines apart, so that the first lines of a burst's packets fall in different
+// cache sets; spaced 64 KiB apart they would all share one set of the L1 and L2 caches
+// and evict each other on every burst.
 class PacketPool {
  public:
-  explicit PacketPool(size_t n) : storage_(n * size_t{kSlotSize}), sizes_(n) {
-    for (size_t i = 0; i < n; ++i) free_.push_back(&storage_[i * kSlotSize]);
-  }
+  PacketPool(size_t n_small, size_t n_large) : small_(n_small), large_(n_large) {}
+
   static void* Alloc(void* aux, uint32_t size, uint8_t** data) {
     auto* pool = static_cast<PacketPool*>(aux);
-    if (size > kSlotSize || pool->free_.empty()) return nullptr;
-    uint8_t* slot = pool->free_.back();
-    pool->free_.pop_back();
-    pool->sizes_[pool->IndexOf(slot)] = size;
-    *data = slot;
-    return slot;
+    if (size <= kSmallSlotSize) return pool->small_.Alloc(size, data);
+    if (size <= kSlotSize) return pool->large_.Alloc(size, data);
+    return nullptr;
   }
-  void Free(void* slot) { free_.push_back(static_cast<uint8_t*>(slot)); }
-  uint32_t SizeOf(void* slot) { return sizes_[IndexOf(static_cast<uint8_t*>(slot))]; }
+  void Free(void* p) {
+    auto* slot = static_cast<uint8_t*>(p);
+    if (small_.Owns(slot)) {
+      small_.free_slots.push_back(slot);
+    } else {
+      large_.free_slots.push_back(slot);
+    }
+  }
+  uint32_t SizeOf(void* p) {
+    auto* slot = static_cast<uint8_t*>(p);
+    return small_.Owns(slot) ? small_.sizes[small_.IndexOf(slot)]
+                             : large_.sizes[large_.IndexOf(slot)];
+  }
 
  private:
-  size_t IndexOf(uint8_t* slot) const { return (slot - storage_.data()) / kSlotSize; }
+  static constexpr uint32_t kSmallSlotSize = 2048;
 
-  std::vector<uint8_t> storage_;
-  std::vector<uint32_t> sizes_;  // Frame size of each slot's packet.
-  std::vector<uint8_t*> free_;
+  template <uint32_t kSize>
+  struct SizeClass {
+    // Rounded up to whole cache lines, then to an odd number of them.  A constant, so
+    // that finding a slot's index is a multiplication.
+    static constexpr size_t stride = ((kSize + 63) / 64 | 1) * 64;
+
+    // Left uninitialised: pages that never hold a frame are never touched.
+    explicit SizeClass(size_t n)
+        : bytes(n * stride),
+          storage(new uint8_t[bytes]),
+          sizes(n) {
+      for (size_t i = 0; i < n; ++i) free_slots.push_back(&storage[i * stride]);
+    }
+    void* Alloc(uint32_t size, uint8_t** data) {
+      if (free_slots.empty()) return nullptr;
+      uint8_t* slot = free_slots.back();
+      free_slots.pop_back();
+      sizes[IndexOf(slot)] = size;
+      *data = slot;
+      return slot;
+    }
+    size_t IndexOf(const uint8_t* slot) const { return (slot - storage.get()) / stride; }
+    bool Owns(const uint8_t* slot) const {
+      return slot >= storage.get() && slot < storage.get() + bytes;
+    }
+
+    size_t bytes;
+    std::unique_ptr<uint8_t[]> storage;
+    std::vector<uint32_t> sizes;  // Frame size of each slot's packet.
+    std::vector<uint8_t*> free_slots;
+  };
+
+  SizeClass<kSmallSlotSize> small_;
+  SizeClass<kSlotSize> large_;
 };
 
 struct QueueState {
   void* pending[kBurst];
+  uint32_t pending_sizes[kBurst];
   uint32_t n_pending = 0;
   uint32_t next = 0;  // First pending packet not yet sent.
   uint64_t rx = 0, tx = 0;
@@ -205,7 +250,8 @@ int main(int argc, char** argv) {
   printf("listening=%s\n", socket_path);
   fflush(stdout);
 
-  PacketPool pool(static_cast<size_t>(queues) * kBurst * 2);
+  // Each queue holds at most one burst at a time.
+  PacketPool pool(static_cast<size_t>(queues) * kBurst, static_cast<size_t>(queues) * kBurst);
   std::vector<QueueState> state(queues);
   const std::vector<uint8_t> source_frames =
       source ? BuildSourceFrames(static_cast<uint32_t>(source_size)) : std::vector<uint8_t>();
@@ -257,10 +303,9 @@ int main(int argc, char** argv) {
         s.rx += s.n_pending;
         ++s.rx_polls;
         s.rx_empty += s.n_pending == 0;
-        if (mac_swap) {
-          for (uint32_t i = 0; i < s.n_pending; ++i) {
-            SwapMacs(static_cast<uint8_t*>(s.pending[i]), pool.SizeOf(s.pending[i]));
-          }
+        for (uint32_t i = 0; i < s.n_pending; ++i) {
+          s.pending_sizes[i] = pool.SizeOf(s.pending[i]);
+          if (mac_swap) SwapMacs(static_cast<uint8_t*>(s.pending[i]), s.pending_sizes[i]);
         }
       }
       if (sink_mode) {
@@ -272,7 +317,7 @@ int main(int argc, char** argv) {
         vhu_tx_packet out[kBurst];
         uint32_t n = s.n_pending - s.next;
         for (uint32_t i = 0; i < n; ++i) {
-          out[i] = {s.pending[s.next + i], pool.SizeOf(s.pending[s.next + i])};
+          out[i] = {s.pending[s.next + i], s.pending_sizes[s.next + i]};
         }
         uint32_t dropped = 0;
         uint32_t sent = vhu_enqueue_burst(port, q, out, n, &dropped);

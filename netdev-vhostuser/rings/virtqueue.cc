@@ -11,6 +11,33 @@
 #include "rings/ring_access.h"
 
 namespace vhostuser {
+namespace {
+
+// Stores the virtio-net header in a receive buffer, leaving alone each word the buffer
+// already holds.  A guest that reuses its buffers finds the header it saw last time
+// (DPDK's virtio PMD puts its own transmit header in the same bytes and clears it the
+// same way): the header's cache line then stays clean, shared by both CPUs, instead of
+// being taken into ours and fetched back by the guest on every packet.  Reading the
+// guest's bytes is harmless: a guest that changes them meanwhile only races itself.
+inline void StoreWordUnlessEqual(uint8_t* dst, const uint8_t* src, size_t n) {
+  uint64_t have = 0, want = 0;
+  memcpy(&have, dst, n);
+  memcpy(&want, src, n);
+  if (have != want) memcpy(dst, src, n);
+}
+
+inline void StoreHeader(uint8_t* dst, const uint8_t* header, uint32_t header_size) {
+  static_assert(sizeof(VirtioNetHeader) == 12 && kLegacyNetHeaderSize == 10);
+  // Two words of constant size each: a few moves and compares, no call.
+  StoreWordUnlessEqual(dst, header, 8);
+  if (header_size == sizeof(VirtioNetHeader)) {
+    StoreWordUnlessEqual(dst + 8, header + 8, 4);
+  } else {
+    StoreWordUnlessEqual(dst + 8, header + 8, 2);
+  }
+}
+
+}  // namespace
 
 RingFeatures RingFeaturesFrom(uint64_t features) {
   RingFeatures f;
@@ -426,12 +453,7 @@ uint32_t Virtqueue::FillBuffer(uint32_t n_segments, const uint8_t* header,
   if (written == 0 && n_segments > 0 && segments_[0].len >= header_size) {
     // The usual layout: the whole header fits the first segment.
     const Segment& seg = segments_[0];
-    // Constant sizes: two moves instead of a call.
-    if (header_size == sizeof(VirtioNetHeader)) {
-      memcpy(seg.data, header, sizeof(VirtioNetHeader));
-    } else {
-      memcpy(seg.data, header, header_size);
-    }
+    StoreHeader(seg.data, header, header_size);
     if (header_size == sizeof(VirtioNetHeader)) {
       num_buffers_bytes[0] = seg.data + 10;
       num_buffers_bytes[1] = seg.data + 11;

@@ -14,9 +14,14 @@ cross cores.  Keep a change when this and an interleaved loopback_bench.py agree
 this improves and the wall-clock A/B is within its noise.
 
 usage: instructions_bench.py --loopback BIN [--baseline BIN] [--seconds S] [--runs N]
-                             [--top N]
+                             [--top N] [--cache-sim]
   --top N: also print the N functions whose instructions per packet differ most
            between the two binaries.
+  --cache-sim: also simulate this machine's L1 data cache and L2 (as callgrind's last
+           level) and print the backend's data misses per packet in each.  Like the
+           instruction count it does not move between runs; it shows a change in how
+           the backend's own data (packet buffers, rings, descriptors) fits the caches,
+           though not the misses the guest's writes from the other core cause.
 """
 
 import argparse
@@ -36,12 +41,27 @@ from testpmd import TestPmd  # noqa: E402
 QUEUE_SIZE = 1024
 
 
-def run_once(loopback, workdir, tag, seconds):
-    """(instructions, packets, callgrind output file) of one run of 'loopback'."""
+def cache_geometry(level):
+    """valgrind's --D1/--LL value for this machine's cache 'level' (1 or 2)."""
+    def conf(name):
+        value = subprocess.run(["getconf", name], capture_output=True, text=True).stdout
+        return int(value.strip() or 0)
+    prefix = "LEVEL1_DCACHE" if level == 1 else "LEVEL2_CACHE"
+    size, assoc, line = (conf(prefix + "_SIZE"), conf(prefix + "_ASSOC"),
+                         conf(prefix + "_LINESIZE"))
+    if not (size and assoc and line):
+        sys.exit("getconf does not know this machine's level %d cache" % level)
+    return "%d,%d,%d" % (size, assoc, line)
+
+
+def run_once(loopback, workdir, tag, seconds, cache_sim):
+    """({event: count}, packets, callgrind output file) of one run of 'loopback'."""
     sock = os.path.join(workdir, tag + ".sock")
     out = os.path.join(workdir, tag + ".callgrind")
+    sim = (["--cache-sim=yes", "--D1=" + cache_geometry(1), "--LL=" + cache_geometry(2)]
+           if cache_sim else [])
     backend = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, loopback,
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + sim + [loopback,
          "--socket", sock, "--queues", "1", "--cpu", "0", "--mac-swap"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -67,17 +87,20 @@ def run_once(loopback, workdir, tag, seconds):
     m = re.search(r"^rx_packets=(\d+) tx_packets=(\d+)", text, re.M)
     if not m or int(m.group(2)) == 0:
         sys.exit("%s: no packets forwarded:\n%s" % (loopback, text[-2000:]))
-    instructions = None
+    names, counts = None, None
     with open(out) as f:
         for line in f:
+            if line.startswith("events:"):
+                names = line.split()[1:]
             if line.startswith(("summary:", "totals:")):
-                instructions = int(line.split()[1])
-    return instructions, int(m.group(2)), out
+                counts = [int(v) for v in line.split()[1:]]
+    events = dict(zip(names, counts))
+    return events, int(m.group(2)), out
 
 
 def per_function(callgrind_out, packets):
     """{file:function: instructions per packet}, inlined code under its own file."""
-    text = subprocess.run(["callgrind_annotate", "--threshold=100", callgrind_out],
+    text = subprocess.run(["callgrind_annotate", "--show=Ir", "--threshold=100", callgrind_out],
                           capture_output=True, text=True, check=True).stdout
     result = {}
     for line in text.splitlines():
@@ -95,6 +118,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--top", type=int, default=0)
+    ap.add_argument("--cache-sim", action="store_true")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("needs valgrind (apt-get install valgrind)")
@@ -105,21 +129,35 @@ def main():
     if args.baseline:
         contenders.append(("baseline", args.baseline))
     results = {name: [] for name, _ in contenders}
+    l1_misses = {name: [] for name, _ in contenders}
+    l2_misses = {name: [] for name, _ in contenders}
     last = {}
     for run in range(args.runs):
         line = []
         for name, binary in contenders:
-            instructions, packets, out = run_once(binary, workdir, "%s-%d" % (name, run),
-                                                  args.seconds)
-            results[name].append(instructions / packets)
+            events, packets, out = run_once(binary, workdir, "%s-%d" % (name, run),
+                                            args.seconds, args.cache_sim)
+            results[name].append(events["Ir"] / packets)
             last[name] = (out, packets)
-            line.append("%s %.1f (%d packets)" % (name, instructions / packets, packets))
-        print("run %d (instructions/packet): %s" % (run + 1, ", ".join(line)), flush=True)
+            text = "%s %.1f (%d packets)" % (name, events["Ir"] / packets, packets)
+            if args.cache_sim:
+                l1_misses[name].append((events["D1mr"] + events["D1mw"]) / packets)
+                l2_misses[name].append((events["DLmr"] + events["DLmw"]) / packets)
+                text += ", L1d misses %.2f, L2 misses %.2f" % (l1_misses[name][-1],
+                                                               l2_misses[name][-1])
+            line.append(text)
+        print("run %d (per packet): %s" % (run + 1, ", ".join(line)), flush=True)
     print("backend instructions per packet (64 B, ring full, callgrind, median of %d):"
           % args.runs)
     for name, _ in contenders:
         v = results[name]
         print("  %-9s: %7.1f (%.1f-%.1f)" % (name, statistics.median(v), min(v), max(v)))
+    if args.cache_sim:
+        print("backend data cache misses per packet (simulated L1d %s, L2 %s; median):"
+              % (cache_geometry(1), cache_geometry(2)))
+        for name, _ in contenders:
+            print("  %-9s: L1d %6.2f, L2 %6.2f" % (name, statistics.median(l1_misses[name]),
+                                                    statistics.median(l2_misses[name])))
     if args.baseline:
         ratio = statistics.median(results["ours"]) / statistics.median(results["baseline"])
         print("  ratio (ours / baseline): %.3f" % ratio)

@@ -40,6 +40,15 @@ a run together, and by a factor of two or more between runs.  --baseline BIN add
 older vhostuser-loopback to the rotation, for an interleaved A/B of a change to the
 data path.
 
+--interleave starts every contender once and keeps them all, stopped (SIGSTOP) but for
+the one whose turn it is: each of --runs rounds gives each contender the CPUs for
+--seconds (1 by default) after 0.3 s to settle, the order rotating from round to
+round.  Where the hypervisor runs this VM's two CPUs changes every few seconds to
+minutes, and with it everyone's throughput, by 2x or more; slices a second apart see
+the same placement, so the ratios within a round hold still where those of separate
+runs do not.  Use it with --runs 10 or more for an A/B; it needs 512 MB of huge pages
+per testpmd that is kept running (1024 pages with --baseline).
+
 --matrix runs the cases of issue 14 and prints one table: direction both at 64, 512
 and 1518 B, mergeable buffers off and on, split and packed rings (12 cases), then the
 dequeue and enqueue directions alone at 64 and 1518 B (split, mrg off).  With the
@@ -50,6 +59,7 @@ Not a test: it prints figures and their ratio and asserts nothing about speed.
 usage: loopback_bench.py --loopback BIN [--baseline BIN] [--in-flight 1024|32]
                          [--direction both|dequeue|enqueue] [--frame 64|512|1518]
                          [--mrg off|on] [--packed] [--matrix] [--seconds S] [--runs N]
+                         [--interleave]
 """
 
 import argparse
@@ -70,6 +80,7 @@ from testpmd import TestPmd  # noqa: E402
 
 QUEUE_SIZE = 1024
 WARM_UP = 2
+SLICE_SETTLE = 0.3  # --interleave: seconds a resumed contender runs before it is measured.
 # testpmd forwarding modes of the guest and of DPDK's vhost side, per direction.
 GUEST_MODE = {"both": "mac", "dequeue": "txonly", "enqueue": "rxonly"}
 VHOST_MODE = {"both": "mac", "dequeue": "rxonly", "enqueue": "txonly"}
@@ -220,37 +231,6 @@ def stop_guest(guest):
     guest.quit()
 
 
-def bench_ours(loopback, workdir, case, seconds):
-    sock = os.path.join(workdir, "ours.sock")
-    checks = Checks(case, "ours")
-    backend = Backend(loopback, sock, case)
-    guest = None
-    try:
-        wait_socket(sock)
-        guest = start_guest(sock, workdir, "ours", case)
-        if case.direction == "dequeue":
-            tx0 = guest.port_stats()[0]
-            pps, _, _ = rate(backend.counters, seconds)
-            tx1 = guest.port_stats()[0]
-            checks.frame(tx1["tx"] - tx0["tx"], tx1["tx_bytes"] - tx0["tx_bytes"])
-        elif case.direction == "enqueue":
-            before = backend.counters()
-            pps, first, last = rate(guest_rx_counter(guest), seconds)
-            after = backend.counters()
-            checks.frame(last[1] - first[1], last[2] - first[2])
-            checks.notes.append("ring full %.0f%% of polls" % (
-                100.0 * (after[4] - before[4]) / max(after[3] - before[3], 1)))
-        else:
-            pps, first, last = rate(guest_rx_counter(guest), seconds)
-            checks.frame(last[1] - first[1], last[2] - first[2])
-        checks.features(*backend.features())
-        return pps, checks
-    finally:
-        if guest:
-            stop_guest(guest)
-        backend.stop()
-
-
 def stop_forwarding(testpmd):
     """'stop', and the forwarding statistics it prints."""
     mark = len(testpmd.output())
@@ -259,47 +239,190 @@ def stop_forwarding(testpmd):
     return testpmd.output()[mark:]
 
 
-def bench_dpdk(workdir, case, seconds):
-    sock = os.path.join(workdir, "dpdk.sock")
-    checks = Checks(case, "DPDK")
-    vhost = TestPmd([sock], vhost=True, forward_mode=VHOST_MODE[case.direction], cpu=0,
-                    hugepages=True, descs=QUEUE_SIZE, file_prefix="bench-vhost",
-                    log_path=os.path.join(workdir, "dpdk-vhost.log"),
-                    eal_args=["--log-level", "lib.vhost.config:info"])
-    guest = None
-    try:
-        vhost.wait_ready()
-        vhost.command("set txpkts %d" % case.frame)
-        vhost.command("start")
-        wait_socket(sock)
-        guest = start_guest(sock, workdir, "dpdk", case)
-        if case.direction == "dequeue":
-            pps, first, last = rate(vhost_rx_counter(vhost), seconds)
-        elif case.direction == "enqueue":
+class OursSetup:
+    """vhostuser-loopback and its guest, running the case; 'tag' names their files."""
+
+    def __init__(self, loopback, workdir, case, tag):
+        self.case, self.checks = case, Checks(case, tag)
+        sock = os.path.join(workdir, tag + ".sock")
+        self.backend = Backend(loopback, sock, case)
+        self.guest = None
+        try:
+            wait_socket(sock)
+            self.guest = start_guest(sock, workdir, tag, case)
+        except BaseException:
+            self.close()
+            raise
+
+    def pids(self):
+        return [self.backend.proc.pid, self.guest.proc.pid]
+
+    def counter(self):
+        """What the case's throughput is read from: (time, packets, bytes or None)."""
+        if self.case.direction == "dequeue":
+            return self.backend.counters()[:2] + (None,)
+        return guest_rx_counter(self.guest)()
+
+    def measure(self, seconds):
+        """Packets per second over 'seconds', checking the frames and features seen."""
+        if self.case.direction == "dequeue":
+            tx0 = self.guest.port_stats()[0]
+            pps, _, _ = rate(self.counter, seconds)
+            tx1 = self.guest.port_stats()[0]
+            self.checks.frame(tx1["tx"] - tx0["tx"], tx1["tx_bytes"] - tx0["tx_bytes"])
+        elif self.case.direction == "enqueue":
+            before = self.backend.counters()
+            pps, first, last = rate(self.counter, seconds)
+            after = self.backend.counters()
+            self.checks.frame(last[1] - first[1], last[2] - first[2])
+            self.checks.notes.append("ring full %.0f%% of polls" % (
+                100.0 * (after[4] - before[4]) / max(after[3] - before[3], 1)))
+        else:
+            pps, first, last = rate(self.counter, seconds)
+            self.checks.frame(last[1] - first[1], last[2] - first[2])
+        self.check_features()
+        return pps
+
+    def check_features(self):
+        self.checks.features(*self.backend.features())
+
+    def close(self):
+        if self.guest:
+            stop_guest(self.guest)
+        self.backend.stop()
+
+
+class DpdkSetup:
+    """testpmd with DPDK's vhost PMD and its guest, running the case."""
+
+    def __init__(self, workdir, case, tag):
+        self.case, self.checks = case, Checks(case, "DPDK")
+        sock = os.path.join(workdir, tag + ".sock")
+        self.vhost = TestPmd([sock], vhost=True, forward_mode=VHOST_MODE[case.direction],
+                             cpu=0, hugepages=True, descs=QUEUE_SIZE,
+                             file_prefix="bench-vhost-" + tag,
+                             log_path=os.path.join(workdir, tag + "-vhost.log"),
+                             eal_args=["--log-level", "lib.vhost.config:info"])
+        self.guest = None
+        try:
+            self.vhost.wait_ready()
+            self.vhost.command("set txpkts %d" % case.frame)
+            self.vhost.command("start")
+            wait_socket(sock)
+            self.guest = start_guest(sock, workdir, tag, case)
+        except BaseException:
+            self.close()
+            raise
+
+    def pids(self):
+        return [self.vhost.proc.pid, self.guest.proc.pid]
+
+    def counter(self):
+        if self.case.direction == "dequeue":
+            return vhost_rx_counter(self.vhost)()
+        return guest_rx_counter(self.guest)()
+
+    def measure(self, seconds):
+        if self.case.direction == "enqueue":
             # txonly's own counts (packets the PMD took, and refused for want of a free
             # buffer in the guest's ring) start over with each 'start': restart it once
             # the guest runs, so that they cover the measured interval only.
-            stop_forwarding(vhost)
-            vhost.command("start")
+            stop_forwarding(self.vhost)
+            self.vhost.command("start")
             time.sleep(0.5)
-            pps, first, last = rate(guest_rx_counter(guest), seconds)
-            m = re.search(r"TX-packets:\s+(\d+)\s+TX-dropped:\s+(\d+)", stop_forwarding(vhost))
+            pps, first, last = rate(self.counter, seconds)
+            m = re.search(r"TX-packets:\s+(\d+)\s+TX-dropped:\s+(\d+)",
+                          stop_forwarding(self.vhost))
             sent, dropped = int(m.group(1)), int(m.group(2))
-            checks.notes.append("ring full for %.0f%% of packets"
-                                % (100.0 * dropped / max(sent + dropped, 1)))
+            self.checks.notes.append("ring full for %.0f%% of packets"
+                                     % (100.0 * dropped / max(sent + dropped, 1)))
         else:
-            pps, first, last = rate(guest_rx_counter(guest), seconds)
-        checks.frame(last[1] - first[1], last[2] - first[2])
-        m = re.findall(r"negotiated Virtio features: (0x[0-9a-f]+)", vhost.output())
+            pps, first, last = rate(self.counter, seconds)
+        self.checks.frame(last[1] - first[1], last[2] - first[2])
+        self.check_features()
+        return pps
+
+    def check_features(self):
+        m = re.findall(r"negotiated Virtio features: (0x[0-9a-f]+)", self.vhost.output())
         features = int(m[-1], 16) if m else None
-        checks.features(features and features >> MRG_RXBUF & 1,
-                        features and features >> RING_PACKED & 1)
-        return pps, checks
+        self.checks.features(features and features >> MRG_RXBUF & 1,
+                             features and features >> RING_PACKED & 1)
+
+    def close(self):
+        if self.guest:
+            stop_guest(self.guest)
+        self.vhost.command("stop")
+        self.vhost.quit()
+
+
+def bench_once(make_setup, seconds):
+    """(pps, checks) of one run: a contender started, measured and stopped."""
+    setup = make_setup()
+    try:
+        return setup.measure(seconds), setup.checks
     finally:
-        if guest:
-            stop_guest(guest)
-        vhost.command("stop")
-        vhost.quit()
+        setup.close()
+
+
+def bench_ours(loopback, workdir, case, seconds, tag="ours"):
+    return bench_once(lambda: OursSetup(loopback, workdir, case, tag), seconds)
+
+
+def bench_dpdk(workdir, case, seconds):
+    return bench_once(lambda: DpdkSetup(workdir, case, "dpdk"), seconds)
+
+
+def signal_all(setup, sig):
+    for pid in setup.pids():
+        os.kill(pid, sig)
+
+
+def run_interleaved(args, workdir, case):
+    """{contender: [pps per slice]}, the contenders running side by side and taking
+    turns at the CPUs.
+
+    Every contender (backend and guest) is started once and then stopped with SIGSTOP;
+    each round gives each one the machine in turn (SIGCONT), lets it settle, measures
+    it for --seconds and stops it again, the order rotating from round to round.  The
+    machine's mode (where the hypervisor runs our two CPUs) changes over seconds to
+    minutes and moves the throughput of any contender by 2x or more; slices of a second
+    or so, back to back, see the same mode, so their ratios are steady when separate
+    runs' ratios are not."""
+    makers = [("ours", lambda: OursSetup(args.loopback, workdir, case, "ours"))]
+    if args.baseline:
+        makers.append(("baseline",
+                       lambda: OursSetup(args.baseline, workdir, case, "baseline")))
+    makers.append(("dpdk", lambda: DpdkSetup(workdir, case, "dpdk")))
+    setups = []
+    results = {name: [] for name, _ in makers}
+    try:
+        for name, make in makers:
+            setup = make()
+            setups.append((name, setup))
+            signal_all(setup, signal.SIGSTOP)
+        for round_ in range(args.runs):
+            order = setups[round_ % len(setups):] + setups[:round_ % len(setups)]
+            line = []
+            for name, setup in order:
+                signal_all(setup, signal.SIGCONT)
+                time.sleep(SLICE_SETTLE)
+                pps, first, last = rate(setup.counter, args.seconds)
+                signal_all(setup, signal.SIGSTOP)
+                if first[2] is not None:
+                    setup.checks.frame(last[1] - first[1], last[2] - first[2])
+                results[name].append(pps)
+                line.append("%s %.2f" % (name, pps / 1e6))
+            print("%s slice %d (Mpps): %s" % (describe(case), round_ + 1, ", ".join(line)),
+                  flush=True)
+        problems = set()
+        for name, setup in setups:
+            setup.check_features()
+            problems.update(setup.checks.problems)
+        return results, sorted(problems)
+    finally:
+        for _, setup in setups:
+            signal_all(setup, signal.SIGCONT)
+            setup.close()
 
 
 def summary(values):
@@ -321,10 +444,12 @@ def paired(a, b):
 
 def run_case(args, workdir, case):
     """{contender: [pps per run]} and the problems seen, runs alternating contenders."""
+    if args.interleave:
+        return run_interleaved(args, workdir, case)
     contenders = [("ours", lambda: bench_ours(args.loopback, workdir, case, args.seconds))]
     if args.baseline:
         contenders.append(("baseline", lambda: bench_ours(args.baseline, workdir, case,
-                                                          args.seconds)))
+                                                          args.seconds, "baseline")))
     contenders.append(("dpdk", lambda: bench_dpdk(workdir, case, args.seconds)))
     results = {name: [] for name, _ in contenders}
     problems = set()
@@ -350,7 +475,9 @@ def print_single(args, case, results, problems):
     print("  ratio (ours / DPDK)   : %6.2f; within each run %s"
           % (ratio(results["ours"], results["dpdk"]), paired(results["ours"], results["dpdk"])))
     if args.baseline:
-        print("  ratio (ours / baseline): %5.2f" % ratio(results["ours"], results["baseline"]))
+        print("  ratio (ours / baseline): %5.2f; within each run %s"
+              % (ratio(results["ours"], results["baseline"]),
+                 paired(results["ours"], results["baseline"])))
     for p in problems:
         print("  ! " + p)
 
@@ -390,11 +517,18 @@ def main():
     ap.add_argument("--matrix", action="store_true", help="every case of issue 14")
     ap.add_argument("--seconds", type=float, help="5 (3 with --matrix)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--interleave", action="store_true",
+                    help="run the contenders side by side, taking turns in slices")
     args = ap.parse_args()
     if args.seconds is None:
-        args.seconds = 3 if args.matrix else 5
-    if int(open("/proc/sys/vm/nr_hugepages").read()) < 512:
-        sys.exit("reserve hugepages first: utilities/install-deps.sh --hugepages 1024")
+        args.seconds = 1 if args.interleave else 3 if args.matrix else 5
+    # Each testpmd takes 512 MB of huge pages: two at a time, or, with --interleave, two
+    # per contender (one for ours).
+    contenders = 2 + bool(args.baseline)
+    need = (contenders + 1) * 256 if args.interleave else 512
+    if int(open("/proc/sys/vm/nr_hugepages").read()) < need:
+        sys.exit("reserve hugepages first: utilities/install-deps.sh --hugepages %d"
+                 % max(need, 1024))
     workdir = tempfile.mkdtemp(prefix="vhu-bench-")
     start = time.time()
     try:
