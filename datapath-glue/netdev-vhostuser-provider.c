@@ -426,6 +426,8 @@ ensure_backend_port(struct netdev_vhostuser *dev)
         .max_guest_memory = vhostuser_max_guest_memory(),
         .socket_mode = vhostuser_sock_mode(),
         .socket_gid = vhostuser_sock_gid(),
+        /* A dp_packet counts its bytes, headroom included, in 16 bits. */
+        .max_rx_frame_size = UINT16_MAX - DP_NETDEV_HEADROOM,
     };
     dev->port = vhu_port_create(&options, error, sizeof error);
     if (!dev->port) {
@@ -967,12 +969,20 @@ netdev_vhostuser_rxq_enabled(struct netdev_rxq *rxq)
 }
 
 /* vhu_alloc_fn: packets the backend copies guest frames into are OVS's own, with the
- * headroom dpif-netdev wants for pushing tunnel headers. */
+ * headroom dpif-netdev wants for pushing tunnel headers.
+ *
+ * One allocation holds both the dp_packet and its buffer, where
+ * dp_packet_new_with_headroom() would make two: the buffer is the packet's "stub", so
+ * dp_packet_delete() releases both with its one free(), and a packet that has to grow
+ * beyond it moves its data into a buffer of its own, as any stub packet does. */
 static void *
 alloc_packet(void *aux OVS_UNUSED, uint32_t size, uint8_t **data)
 {
-    struct dp_packet *packet = dp_packet_new_with_headroom(size, DP_NETDEV_HEADROOM);
+    size_t allocated = DP_NETDEV_HEADROOM + size;
+    struct dp_packet *packet = xmalloc(sizeof *packet + allocated);
 
+    dp_packet_use_stub(packet, packet + 1, allocated);
+    dp_packet_reserve(packet, DP_NETDEV_HEADROOM);
     dp_packet_set_size(packet, size);
     *data = dp_packet_data(packet);
     return packet;

@@ -65,9 +65,10 @@ class AllVringsLocked {
 }  // namespace
 
 Device::Device(std::function<void(vhu_event)> post, std::string log_prefix,
-               uint64_t max_memory)
+               uint64_t max_memory, uint32_t max_frame_size)
     : post_(std::move(post)), log_prefix_(std::move(log_prefix)),
-      max_memory_(max_memory) {}
+      max_memory_(max_memory),
+      max_frame_size_(max_frame_size) {}
 
 void Device::Reset() {
   {
@@ -444,7 +445,9 @@ absl::Status Device::SetVringFd(Message& m, Request request) {
 absl::Status Device::MaybeStart(Virtqueue& vq) {
   if (vq.started()) return absl::OkStatus();
   vq.SetLog(logging() ? log_.get() : nullptr);
-  if (absl::Status s = vq.Start(memory_.get(), RingFeaturesFrom(features_)); !s.ok()) {
+  RingFeatures ring_features = RingFeaturesFrom(features_);
+  ring_features.max_frame_size = max_frame_size_;
+  if (absl::Status s = vq.Start(memory_.get(), ring_features); !s.ok()) {
     return s;
   }
   // Without protocol features a ring is enabled as soon as it starts; with them it

@@ -28,9 +28,10 @@ namespace vhostuser {
 class Device {
  public:
   // 'post' queues an event for the port's user; 'log_prefix' names the port in logs;
-  // 'max_memory' bounds the guest memory a frontend may have us map, in bytes.
+  // 'max_memory' bounds the guest memory a frontend may have us map, in bytes;
+  // 'max_frame_size' the frames its guest may transmit (1 to kMaxFrameSize).
   Device(std::function<void(vhu_event)> post, std::string log_prefix,
-         uint64_t max_memory);
+         uint64_t max_memory, uint32_t max_frame_size = kMaxFrameSize);
   ~Device() { Reset(); }
 
   // Handles one request, writing its reply (if any) to 'fd'.
@@ -100,6 +101,7 @@ class Device {
   std::function<void(vhu_event)> post_;
   std::string log_prefix_;
   const uint64_t max_memory_;
+  const uint32_t max_frame_size_;
   int peer_pid_ = 0;
 
   uint64_t features_ = 0;

@@ -66,7 +66,10 @@ Port::Port(const vhu_port_options& options)
       backoff_(kFirstBackoff),
       device_([this](vhu_event e) { Post(e); }, absl::StrCat("vhost-user ", path_),
               options.max_guest_memory ? options.max_guest_memory
-                                       : VHU_DEFAULT_MAX_GUEST_MEMORY) {}
+                                       : VHU_DEFAULT_MAX_GUEST_MEMORY,
+              options.max_rx_frame_size && options.max_rx_frame_size < kMaxFrameSize
+                  ? options.max_rx_frame_size
+                  : kMaxFrameSize) {}
 
 Port::~Port() {
   ControlLoop::Get().Remove(this);

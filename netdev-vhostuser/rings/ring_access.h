@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cstdint>
 
+#include "vhostuser/vhostuser.h"
+
 namespace vhostuser {
 
 // The guest writes the rings while we read them: every guest-written field is loaded
@@ -21,8 +23,9 @@ void WriteOnce(T* p, T v) {
 }
 
 // Frames larger than this are not Ethernet frames any datapath handles (no GSO is
-// negotiated); a guest sending one has them dropped and counted.
-inline constexpr uint64_t kMaxFrameSize = 65535;
+// negotiated); a guest sending one has them dropped and counted.  A port may set a lower
+// limit (vhu_port_options.max_rx_frame_size).
+inline constexpr uint32_t kMaxFrameSize = VHU_MAX_FRAME_SIZE;
 
 // One writer per counter (the vring lock holder): a plain read-modify-write avoids the
 // locked instruction of fetch_add while readers still see whole values.

@@ -36,6 +36,8 @@ struct RingFeatures {
   bool event_idx = false;
   bool indirect = false;
   bool packed = false;
+  // The largest frame the guest may transmit (the port's max_rx_frame_size).
+  uint32_t max_frame_size = kMaxFrameSize;
 };
 
 RingFeatures RingFeaturesFrom(uint64_t features);
@@ -207,6 +209,14 @@ class Virtqueue {
   void LogUsedEntries(uint16_t old_used) const;
   uint16_t ReadAvailIdx() const;
   bool AvailableEntries(uint16_t* count);
+  // Starts loading, before a burst walks them one chain at a time, what the next
+  // 'count' chains will touch: their avail entries, their head descriptors, and the
+  // lines of each direct buffer where its frame starts, 'skip' bytes in, and (for a
+  // receive buffer, 'for_write') where its header does.  The guest wrote all
+  // of these from the other CPU, so each is a cache miss; issued together they overlap
+  // instead of costing one after another.  Only hints: what the walk then uses it reads
+  // and checks afresh.
+  void PrefetchBurst(uint32_t count, bool for_write, uint32_t skip) const;
   uint32_t EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, bool* fits);
 
   // Packed ring (virtqueue_packed.cc).

@@ -79,10 +79,12 @@ class PortTest : public ::testing::Test {
     rmdir(dir_.c_str());
   }
 
-  vhu_port* CreatePort(const std::string& path, vhu_mode mode) {
+  vhu_port* CreatePort(const std::string& path, vhu_mode mode,
+                       uint32_t max_rx_frame_size = 0) {
     vhu_port_options options{};
     options.socket_path = path.c_str();
     options.mode = mode;
+    options.max_rx_frame_size = max_rx_frame_size;
     char error[256] = "";
     vhu_port* port = vhu_port_create(&options, error, sizeof error);
     last_create_error_ = error;
@@ -285,6 +287,25 @@ TEST_F(PortTest, DequeuesChainsOfEveryShape) {
   EXPECT_EQ(vs.packets, 4u);
   EXPECT_EQ(vs.bytes, 60u + 1500 + 300 + 100);
   EXPECT_TRUE(Dequeue().empty());
+}
+
+TEST_F(PortTest, DropsFramesAboveThePortsMaxRxFrameSize) {
+  vhu_port_destroy(port_);
+  port_ = CreatePort(path_, VHU_MODE_SERVER, /*max_rx_frame_size=*/100);
+  ASSERT_NE(port_, nullptr);
+  Start(kModernFeatures);
+  auto big = TestFrame(101, 1), small = TestFrame(100, 2);
+  for (const auto* frame : {&big, &small}) {
+    const uint64_t gpa = WriteTxBuffer(*frame);
+    tx_.Publish(tx_.AddChain({{gpa, static_cast<uint32_t>(kHeader + frame->size())}}, false));
+  }
+  auto got = Dequeue();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], small);
+  vhu_vring_status vs;
+  vhu_vring_get_status(port_, 1, &vs);
+  EXPECT_EQ(vs.drops, 1u);
+  EXPECT_EQ(vs.errors, 0u) << "a frame too large is the guest's loss, not a broken ring";
 }
 
 TEST_F(PortTest, LegacyHeaderIsTenBytes) {

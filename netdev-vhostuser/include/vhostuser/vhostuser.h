@@ -72,10 +72,16 @@ struct vhu_port_options {
      * umask.  A frontend needs write permission to connect. */
     unsigned int socket_mode;
     int socket_gid;
+    /* The largest frame, in bytes, the guest may transmit: a larger one is dropped and
+     * counted in its vring's drops, before any packet is allocated for it.  0, or more
+     * than VHU_MAX_FRAME_SIZE: VHU_MAX_FRAME_SIZE. */
+    uint32_t max_rx_frame_size;
 };
 
 #define VHU_DEFAULT_MAX_GUEST_MEMORY (UINT64_C(256) << 30)   /* 256 GiB */
 #define VHU_DEFAULT_SOCKET_MODE 0660
+/* No frame is larger: without segmentation offloads, nothing a datapath takes is. */
+#define VHU_MAX_FRAME_SIZE 65535
 
 /* Creates a port and starts listening (server) or connecting (client).  On failure
  * returns NULL and writes a human-readable reason into 'error' (if non-NULL). */
