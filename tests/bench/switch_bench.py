@@ -17,16 +17,24 @@ build of ours to the rotation, for an interleaved A/B of a data-path change.
 
 Also printed: each switch daemon's memory, RSS plus the hugepages it holds.
 
+--interleave starts every switch and its testpmd once and keeps them all, stopped
+(SIGSTOP) but for the one whose turn it is: each of --runs rounds gives each switch the
+CPUs for --seconds after 0.5 s to settle, the order rotating.  Where the hypervisor
+runs this VM's two CPUs changes every few seconds to minutes and moves every figure by
+up to 2x; slices back to back see the same placement, so an A/B wants --interleave
+--runs 10 --seconds 2 or so.  With --baseline it needs 1280 hugepages.
+
 Not a test: it prints figures and ratios and asserts nothing about speed.
 
 usage: switch_bench.py --daemon build/bin/ovs-vswitchd-vhostuser [--baseline DAEMON]
-                       [--in-flight 512|32] [--seconds S] [--runs N]
+                       [--in-flight 512|32] [--seconds S] [--runs N] [--interleave]
 """
 
 import argparse
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,14 +50,15 @@ OVS_DPDK = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
 # OVS-DPDK's other_config: DPDK initialised with 512 MB of hugepages, no NICs.
 OVS_DPDK_CONFIG = {"dpdk-init": "true", "dpdk-socket-mem": "512", "dpdk-extra": "--no-pci"}
 QUEUE_SIZE = 1024
+SLICE_SETTLE = 0.5  # --interleave: seconds a resumed switch runs before it is measured.
 
 
-def check_prerequisites():
-    """Exits with a hint unless OVS-DPDK is installed and hugepages reserved."""
+def check_prerequisites(pages=1024):
+    """Exits with a hint unless OVS-DPDK is installed and 'pages' hugepages reserved."""
     if not os.path.exists(OVS_DPDK):
         sys.exit("install Debian's openvswitch-switch-dpdk for the baseline")
-    if int(open("/proc/sys/vm/nr_hugepages").read()) < 1024:
-        sys.exit("reserve hugepages first: utilities/install-deps.sh --hugepages 1024")
+    if int(open("/proc/sys/vm/nr_hugepages").read()) < pages:
+        sys.exit("reserve hugepages first: utilities/install-deps.sh --hugepages %d" % pages)
 
 
 def ovs_dpdk_daemon(workdir):
@@ -129,13 +138,27 @@ def pmd_cycles_per_packet(ovs):
     return float(m.group(1)) if m else 0.0
 
 
-def run_switch(name, daemon, other_config, seconds, workdir, in_flight, idle_ports=0):
-    """One switch, one measurement: (pps, cycles/pkt, RSS kB, hugepages kB).
-    'idle_ports': so many more dpdkvhostuser ports on the bridge, no guest on them."""
-    config = {"pmd-cpu-mask": "0x1"}
-    config.update(other_config)
-    with OvsSandbox(daemon, other_config=config, command_timeout=90,
-                    workdir=os.path.join(workdir, name)) as ovs:
+class SwitchSetup:
+    """One switch with the two-port loop running: the daemon in its sandbox, flows
+    1->2 and 2->1, and testpmd forwarding.  'idle_ports': so many more dpdkvhostuser
+    ports on the bridge, no guest on them."""
+
+    def __init__(self, name, daemon, other_config, workdir, in_flight, idle_ports=0):
+        self.name, self.workdir = name, workdir
+        config = {"pmd-cpu-mask": "0x1"}
+        config.update(other_config)
+        self.ovs = OvsSandbox(daemon, other_config=config, command_timeout=90,
+                              workdir=os.path.join(workdir, name))
+        self.ovs.__enter__()
+        self.vm = None
+        try:
+            self._start(in_flight, idle_ports)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, in_flight, idle_ports):
+        ovs = self.ovs
         ovs.vsctl("add-br", "br0", "--", "set", "Bridge", "br0", "datapath_type=netdev")
         for i in (1, 2):
             ovs.vsctl("add-port", "br0", "vhu%d" % i, "--", "set", "Interface",
@@ -147,32 +170,88 @@ def run_switch(name, daemon, other_config, seconds, workdir, in_flight, idle_por
         socks = [os.path.join(ovs.rundir, "vhu%d" % i) for i in (1, 2)]
         for sock in socks:
             ovs.wait_for(lambda: os.path.exists(sock), "socket " + sock)
-        vm = TestPmd(socks, queue_size=QUEUE_SIZE, descs=QUEUE_SIZE, burst=32,
-                     forward_mode="io", cpu=1, hugepages=True,
-                     file_prefix="bench-" + name,
-                     log_path=os.path.join(workdir, name + "-testpmd.log"))
-        try:
-            vm.wait_ready(timeout=90)
-            vm.wait_link_up(0)
-            vm.wait_link_up(1)
-            ovs.wait_for(lambda: all(ovs.get("Interface", p, "link_state") == "up"
-                                     for p in ("vhu1", "vhu2")), "links up", timeout=60)
-            vm.command("start tx_first %d" % (in_flight // 32))
-            time.sleep(3)   # Warm-up.
-            ovs.appctl("ovs-vswitchd", "dpif-netdev/pmd-stats-clear")
-            first = vm.port_stats()
-            t0 = time.time()
-            time.sleep(seconds)
-            last = vm.port_stats()
-            elapsed = time.time() - t0
-            pps = sum(last[p]["rx"] - first[p]["rx"] for p in (0, 1)) / elapsed
-            cycles = pmd_cycles_per_packet(ovs)
-            rss, huge = memory_kb(daemon_pid(ovs), "/dev/hugepages/bench-" + name)
-            vm.command("stop")
-        finally:
-            vm.quit()
-            subprocess.run("rm -f /dev/hugepages/bench-%s*" % name, shell=True)
+        self.vm = TestPmd(socks, queue_size=QUEUE_SIZE, descs=QUEUE_SIZE, burst=32,
+                          forward_mode="io", cpu=1, hugepages=True,
+                          file_prefix="bench-" + self.name,
+                          log_path=os.path.join(self.workdir, self.name + "-testpmd.log"))
+        self.vm.wait_ready(timeout=90)
+        self.vm.wait_link_up(0)
+        self.vm.wait_link_up(1)
+        ovs.wait_for(lambda: all(ovs.get("Interface", p, "link_state") == "up"
+                                 for p in ("vhu1", "vhu2")), "links up", timeout=60)
+        self.vm.command("start tx_first %d" % (in_flight // 32))
+
+    def pids(self):
+        return [daemon_pid(self.ovs), self.vm.proc.pid]
+
+    def measure(self, seconds):
+        """(pps, PMD cycles/pkt, RSS kB, hugepages kB) over the next 'seconds'."""
+        self.ovs.appctl("ovs-vswitchd", "dpif-netdev/pmd-stats-clear")
+        first = self.vm.port_stats()
+        t0 = time.time()
+        time.sleep(seconds)
+        last = self.vm.port_stats()
+        elapsed = time.time() - t0
+        pps = sum(last[p]["rx"] - first[p]["rx"] for p in (0, 1)) / elapsed
+        cycles = pmd_cycles_per_packet(self.ovs)
+        rss, huge = memory_kb(daemon_pid(self.ovs), "/dev/hugepages/bench-" + self.name)
         return pps, cycles, rss, huge
+
+    def close(self):
+        try:
+            if self.vm:
+                self.vm.command("stop")
+                self.vm.quit()
+        finally:
+            subprocess.run("rm -f /dev/hugepages/bench-%s*" % self.name, shell=True)
+            self.ovs.__exit__(None, None, None)
+
+
+def run_switch(name, daemon, other_config, seconds, workdir, in_flight, idle_ports=0):
+    """One switch, one measurement after a warm-up: (pps, cycles/pkt, RSS kB,
+    hugepages kB)."""
+    setup = SwitchSetup(name, daemon, other_config, workdir, in_flight, idle_ports)
+    try:
+        time.sleep(3)   # Warm-up.
+        return setup.measure(seconds)
+    finally:
+        setup.close()
+
+
+def run_interleaved(contenders, args, workdir):
+    """{name: [(pps, cycles, rss, huge) per slice]}: every switch started once and kept,
+    SIGSTOPped (daemon and testpmd) but for the one whose turn it is; each round gives
+    each switch the CPUs for --seconds after SLICE_SETTLE s, the order rotating.  Where
+    the hypervisor runs our two CPUs changes over seconds to minutes and moves every
+    figure by up to 2x; back-to-back slices see the same placement."""
+    setups = []
+    results = {name: [] for name, _, _ in contenders}
+    try:
+        for i, (name, daemon, config) in enumerate(contenders):
+            setup = SwitchSetup("c%d" % i, daemon, config, workdir, args.in_flight)
+            setups.append((name, setup))
+            signal_all(setup, signal.SIGSTOP)
+        for round_ in range(args.runs):
+            k = round_ % len(setups)
+            line = []
+            for name, setup in setups[k:] + setups[:k]:
+                signal_all(setup, signal.SIGCONT)
+                time.sleep(SLICE_SETTLE)
+                r = setup.measure(args.seconds)
+                signal_all(setup, signal.SIGSTOP)
+                results[name].append(r)
+                line.append("%s %.2f Mpps %.0f cycles/pkt" % (name, r[0] / 1e6, r[1]))
+            print("slice %d: %s" % (round_ + 1, ", ".join(line)), flush=True)
+        return results
+    finally:
+        for _, setup in setups:
+            signal_all(setup, signal.SIGCONT)
+            setup.close()
+
+
+def signal_all(setup, sig):
+    for pid in setup.pids():
+        os.kill(pid, sig)
 
 
 def main():
@@ -182,8 +261,10 @@ def main():
     ap.add_argument("--in-flight", type=int, choices=(512, 32), default=512)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--interleave", action="store_true",
+                    help="keep every switch running and take turns in slices")
     args = ap.parse_args()
-    check_prerequisites()
+    check_prerequisites(1280 if args.interleave and args.baseline else 1024)
 
     workdir = "/tmp/vhu-switch-bench"
     shutil.rmtree(workdir, ignore_errors=True)
@@ -194,8 +275,11 @@ def main():
     if args.baseline:
         contenders.append(("baseline", args.baseline, {}))
     contenders.append(("OVS-DPDK 3.1 (Debian)", ovs_dpdk, dpdk_config))
-    results = {name: [] for name, _, _ in contenders}
-    for run in range(args.runs):
+    if args.interleave:
+        results = run_interleaved(contenders, args, workdir)
+    else:
+        results = {name: [] for name, _, _ in contenders}
+    for run in range(0 if args.interleave else args.runs):
         line = []
         for i, (name, daemon, config) in enumerate(contenders):
             r = run_switch("c%d-%d" % (i, run), daemon, config, args.seconds, workdir,
@@ -221,14 +305,25 @@ def main():
                  spread(name, 1, 1, 0), med(name, 2) / 1024, med(name, 3) / 1024))
     ref = contenders[-1][0]
     ours = "ovs-vhostuser"
+    def paired(other, j):
+        """Median (min-max) of the ratios within each run or slice: the machine's
+        state moves the contenders of one run together."""
+        r = sorted(a[j] / b[j] for a, b in zip(results[ours], results[other]) if b[j])
+        return "%.2f (%.2f-%.2f)" % (statistics.median(r), r[0], r[-1]) if r else "-"
+
     print("  ratio (ours / OVS-DPDK): throughput %.2f, cycles/pkt %.2f, memory %.3f"
           % (med(ours, 0) / med(ref, 0),
              med(ours, 1) / med(ref, 1) if med(ref, 1) else 0,
              (med(ours, 2) + med(ours, 3)) / (med(ref, 2) + med(ref, 3))))
+    print("    within each %s: throughput %s, cycles/pkt %s"
+          % ("slice" if args.interleave else "run", paired(ref, 0), paired(ref, 1)))
     if args.baseline:
         print("  ratio (ours / baseline): throughput %.2f, cycles/pkt %.2f"
               % (med(ours, 0) / med("baseline", 0),
                  med(ours, 1) / med("baseline", 1) if med("baseline", 1) else 0))
+        print("    within each %s: throughput %s, cycles/pkt %s"
+              % ("slice" if args.interleave else "run", paired("baseline", 0),
+                 paired("baseline", 1)))
     shutil.rmtree(workdir, ignore_errors=True)
 
 
