@@ -128,6 +128,7 @@ absl::Status Virtqueue::Start(const GuestMemory* memory, const RingFeatures& fea
     return absl::OkStatus();
   }
   if (absl::Status s = Remap(memory); !s.ok()) return s;
+  shadow_used_.resize(size_);
 
   // A fresh ring's used->idx is where the driver expects us to continue; if it
   // disagrees with the base we were given, the previous backend left entries in flight
@@ -250,32 +251,70 @@ bool Virtqueue::AvailableEntries(uint16_t* count) {
   return true;
 }
 
-void Virtqueue::PrefetchBurst(uint32_t count, bool for_write, uint32_t skip) const {
+// Inlined into its two callers, where 'writable' is a constant.
+__attribute__((always_inline)) inline void Virtqueue::PrewalkBurst(uint32_t count,
+                                                                   bool writable,
+                                                                   uint32_t skip,
+                                                                   BurstEntry* entries) {
+  count = std::min(count, kMaxBurstEntries);
+  // The first region, where a guest's buffers usually all are, kept in registers: the
+  // stores to 'entries' would otherwise have the compiler reload it for every chain.
+  const std::span<const GuestMemory::Region> regions = memory_->regions();
+  if (regions.empty()) count = 0;  // Nothing translates; NextChain() takes the full walk.
+  const uint64_t first_base = count ? regions[0].guest_phys_addr : 0;
+  const uint64_t first_size = count ? regions[0].size : 0;
+  uint8_t* const first_host = count ? regions[0].host : nullptr;
   const uint16_t* ring = &avail_[2];
   for (uint32_t i = 0; i < count; ++i) {
     const uint16_t head = ReadOnce(&ring[(last_avail_idx_ + i) & mask_]);
+    entries[i].head = head;
     if (head < size_) __builtin_prefetch(&desc_[head], 0);
   }
+  constexpr uint16_t kShape = kDescFlagNext | kDescFlagIndirect | kDescFlagWrite;
   for (uint32_t i = 0; i < count; ++i) {
-    const uint16_t head = ReadOnce(&ring[(last_avail_idx_ + i) & mask_]);
-    if (head >= size_) continue;
-    const VringDesc* slot = &desc_[head];
+    BurstEntry& e = entries[i];
+    e.len = 0;
+    if (e.head >= size_) continue;  // NextChain() fails the ring.
+    const VringDesc* slot = &desc_[e.head];
     const uint64_t addr = ReadOnce(&slot->addr);
     const uint32_t len = ReadOnce(&slot->len);
-    if (len <= skip || (ReadOnce(&slot->flags) & kDescFlagIndirect)) continue;
-    // A translated address, though a prefetch of any address is harmless: the hint
-    // should fetch the guest's buffer, not whatever an address names in our own space.
-    if (const uint8_t* data = memory_->TranslateGuest(addr, len)) {
-      if (for_write) {
-        // The header's line and the frame's first one, which differ when the guest
-        // puts its buffers' headers just before a line boundary (DPDK's PMD does).
-        __builtin_prefetch(data, 1);
-        __builtin_prefetch(data + skip, 1);
-      } else {
-        __builtin_prefetch(data + skip, 0);
-      }
+    const uint16_t flags = ReadOnce(&slot->flags);
+    if ((flags & kShape) != (writable ? kDescFlagWrite : 0) || len == 0) continue;
+    const uint64_t offset = addr - first_base;  // As GuestMemory::TranslateGuest().
+    uint8_t* data = offset < first_size && len <= first_size - offset
+                        ? first_host + offset
+                        : memory_->TranslateGuest(addr, len);
+    if (data == nullptr) continue;
+    e.data = data;
+    e.len = len;
+    if (len <= skip) continue;
+    if (writable) {
+      // The header's line and the frame's first one, which differ when the guest
+      // puts its buffers' headers just before a line boundary (DPDK's PMD does).
+      __builtin_prefetch(data, 1);
+      __builtin_prefetch(data + skip, 1);
+    } else {
+      __builtin_prefetch(data + skip, 0);
     }
   }
+  burst_ = entries;
+  burst_avail_start_ = last_avail_idx_;
+  burst_count_ = count;
+}
+
+bool Virtqueue::NextChainSlow(uint16_t avail, bool writable, uint16_t* head_out,
+                              uint32_t* n_segments, uint64_t* total) {
+  // Not pre-walked, or not a lone direct descriptor, or the budget is spent (which
+  // WalkChain() reports).
+  const uint32_t k = static_cast<uint16_t>(avail - burst_avail_start_);
+  const uint16_t head =
+      k < burst_count_ ? burst_[k].head : ReadOnce(&avail_[2 + (avail & mask_)]);
+  if (head >= size_) {
+    Fail("avail ring names a descriptor out of range");
+    return false;
+  }
+  *head_out = head;
+  return WalkChain(head, writable, n_segments, total);
 }
 
 bool Virtqueue::WalkChainFull(uint16_t head, bool writable, uint32_t* n_segments,
@@ -347,6 +386,12 @@ bool Virtqueue::WalkChainFull(uint16_t head, bool writable, uint32_t* n_segments
 
 void Virtqueue::PublishUsed(uint16_t old_used) {
   if (used_idx_ == old_used) return;
+  auto* used_ring = reinterpret_cast<VringUsedElem*>(used_ + 4);
+  const uint32_t count = static_cast<uint16_t>(used_idx_ - old_used);
+  const uint32_t start = old_used & mask_;
+  const uint32_t first = std::min(count, size_ - start);
+  memcpy(&used_ring[start], shadow_used_.data(), first * sizeof(VringUsedElem));
+  memcpy(used_ring, shadow_used_.data() + first, (count - first) * sizeof(VringUsedElem));
   if (__builtin_expect(log_ != nullptr, 0)) LogUsedEntries(old_used);
   __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), used_idx_, __ATOMIC_RELEASE);
   LogWrite(used_ + 2, 2);
@@ -400,31 +445,26 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
   if (!usable() || !AvailableEntries(&available)) return 0;
   const uint32_t count = std::min<uint32_t>(available, max);
   StartWalkBudget(count);
-  PrefetchBurst(count, /*for_write=*/false, features_.net_header_size);
-  auto* used_ring = reinterpret_cast<VringUsedElem*>(used_ + 4);
-  const uint16_t old_used = used_idx_;
+  BurstEntry entries[kMaxBurstEntries];
+  PrewalkBurst(count, /*writable=*/false, features_.net_header_size, entries);
+  const uint16_t old_used = burst_used_start_ = used_idx_;
   uint32_t received = 0;
   uint64_t bytes = 0;
   uint32_t dropped = 0;
 
   for (uint32_t i = 0; i < count; ++i) {
-    const uint16_t head = ReadOnce(&avail_[2 + (last_avail_idx_ & mask_)]);
-    if (head >= size_) {
-      Fail("avail ring names a descriptor out of range");
-      break;
-    }
+    uint16_t head;
     uint32_t n_segments;
     uint64_t total;
-    if (!WalkChain(head, /*writable=*/false, &n_segments, &total)) break;
+    if (!NextChain(last_avail_idx_, /*writable=*/false, &head, &n_segments, &total)) break;
     if (!TakeFrame(n_segments, total, alloc, aux, pkts, &received, &bytes, &dropped)) {
       break;
     }
-    VringUsedElem* elem = &used_ring[used_idx_ & mask_];
-    elem->id = head;
-    elem->len = 0;
+    AddUsed(used_idx_, head, 0);
     ++used_idx_;
     ++last_avail_idx_;
   }
+  EndBurst();
   PublishUsed(old_used);
   CountBurst(received, bytes, dropped);
   return received;
@@ -525,7 +565,6 @@ uint32_t Virtqueue::EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, boo
   const uint64_t need = uint64_t{header_size} + pkt.size;
   uint8_t header[sizeof(VirtioNetHeader)] = {};
   uint8_t* num_buffers_bytes[2] = {nullptr, nullptr};
-  auto* used_ring = reinterpret_cast<VringUsedElem*>(used_ + 4);
   const auto* frame = static_cast<const uint8_t*>(pkt.data);
 
   uint16_t avail = last_avail_idx_;
@@ -541,15 +580,10 @@ uint32_t Virtqueue::EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, boo
       *fits = true;  // Larger than this guest's buffers will ever hold: drop it.
       return 0;
     }
-    const uint16_t head = ReadOnce(&avail_[2 + (avail & mask_)]);
-    if (head >= size_) {
-      Fail("avail ring names a descriptor out of range");
-      *fits = false;
-      return 0;
-    }
+    uint16_t head;
     uint32_t n_segments;
     uint64_t capacity;
-    if (!WalkChain(head, /*writable=*/true, &n_segments, &capacity)) {
+    if (!NextChain(avail, /*writable=*/true, &head, &n_segments, &capacity)) {
       *fits = false;
       return 0;
     }
@@ -572,9 +606,7 @@ uint32_t Virtqueue::EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, boo
     }
     const uint32_t in_buffer =
         FillBuffer(n_segments, header, frame, need, &written, num_buffers_bytes);
-    VringUsedElem* elem = &used_ring[(used_idx_ + n_buffers) & mask_];
-    elem->id = head;
-    elem->len = in_buffer;
+    AddUsed(static_cast<uint16_t>(used_idx_ + n_buffers), head, in_buffer);
     ++n_buffers;
     ++avail;
   }
@@ -597,11 +629,12 @@ uint32_t Virtqueue::Enqueue(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_d
   uint32_t consumed = 0;
   uint16_t available;
   if (usable() && AvailableEntries(&available)) {
-    const uint16_t old_used = used_idx_;
+    const uint16_t old_used = burst_used_start_ = used_idx_;
     const uint16_t avail_end = static_cast<uint16_t>(last_avail_idx_ + available);
     StartWalkBudget(n);
-    PrefetchBurst(std::min<uint32_t>(n, available), /*for_write=*/true,
-                  features_.net_header_size);
+    BurstEntry entries[kMaxBurstEntries];
+    PrewalkBurst(std::min<uint32_t>(n, available), /*writable=*/true,
+                 features_.net_header_size, entries);
     uint64_t bytes = 0;
     for (; consumed < n; ++consumed) {
       bool fits;
@@ -612,6 +645,7 @@ uint32_t Virtqueue::Enqueue(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_d
         bytes += pkts[consumed].size;
       }
     }
+    EndBurst();
     PublishUsed(old_used);
     CountBurst(consumed - dropped, bytes, dropped);
   }

@@ -42,6 +42,13 @@ struct RingFeatures {
 
 RingFeatures RingFeaturesFrom(uint64_t features);
 
+// One chain of a split ring's burst as PrewalkBurst() found it.
+struct BurstEntry {
+  uint8_t* data;  // The chain's one buffer, translated, if 'len' is not 0.
+  uint32_t len;   // 0: not a lone direct descriptor of the wanted kind; walk it in full.
+  uint16_t head;  // From the avail ring, read once; not yet checked against the size.
+};
+
 class Virtqueue {
  public:
   // Segments one descriptor chain may have; a longer chain is refused.  Linux guests use
@@ -204,19 +211,48 @@ class Virtqueue {
   }
   // Interrupts the guest if it asked to be, for used entries [old_used, used_idx_).
   void MaybeInterrupt(uint16_t old_used);
-  // Publishes used->idx (after marking the burst's used entries in the dirty log).
+  // Records the used element of the burst's chain at used index 'index' (split rings:
+  // written to the guest's ring by PublishUsed).
+  void AddUsed(uint16_t index, uint16_t id, uint32_t len) {
+    // Below size_: a burst uses at most the entries AvailableEntries() found, <= size_.
+    shadow_used_[static_cast<uint16_t>(index - burst_used_start_)] = {id, len};
+  }
+  // Writes the burst's used elements [old_used, used_idx_) into the used ring and then
+  // publishes used->idx (after marking them in the dirty log).
   void PublishUsed(uint16_t old_used);
   void LogUsedEntries(uint16_t old_used) const;
   uint16_t ReadAvailIdx() const;
   bool AvailableEntries(uint16_t* count);
-  // Starts loading, before a burst walks them one chain at a time, what the next
-  // 'count' chains will touch: their avail entries, their head descriptors, and the
-  // lines of each direct buffer where its frame starts, 'skip' bytes in, and (for a
-  // receive buffer, 'for_write') where its header does.  The guest wrote all
-  // of these from the other CPU, so each is a cache miss; issued together they overlap
-  // instead of costing one after another.  Only hints: what the walk then uses it reads
-  // and checks afresh.
-  void PrefetchBurst(uint32_t count, bool for_write, uint32_t skip) const;
+  // Split rings: reads the avail entries of the burst's next 'count' chains (at most
+  // kMaxBurstEntries) into 'entries', and takes each chain that is one direct
+  // descriptor of the wanted kind, the usual one, as NextChain() will need it; other
+  // chains are left for the full walk.  On the way it prefetches the head descriptors
+  // and then each buffer's line where the frame starts, 'skip' bytes in (and, for a
+  // receive buffer, where its header does).  The guest wrote all of these from the
+  // other CPU: each is a cache miss, and issued together they overlap instead of
+  // costing one after another.
+  void PrewalkBurst(uint32_t count, bool writable, uint32_t skip, struct BurstEntry* entries);
+  // The chain at avail position 'avail' of the burst, as WalkChain() gives it, with
+  // its head in '*head'.  Returns false as WalkChain() does.
+  bool NextChain(uint16_t avail, bool writable, uint16_t* head, uint32_t* n_segments,
+                 uint64_t* total) {
+    const uint32_t k = static_cast<uint16_t>(avail - burst_avail_start_);
+    if (__builtin_expect(k < burst_count_ && walk_budget_ != 0, 1)) {
+      const BurstEntry& e = burst_[k];
+      if (e.len != 0) {  // Checked by PrewalkBurst().
+        --walk_budget_;
+        segments_[0] = Segment{e.data, e.len};
+        *n_segments = 1;
+        *total = e.len;
+        *head = e.head;
+        return true;
+      }
+    }
+    return NextChainSlow(avail, writable, head, n_segments, total);
+  }
+  bool NextChainSlow(uint16_t avail, bool writable, uint16_t* head, uint32_t* n_segments,
+                     uint64_t* total);
+  void EndBurst() { burst_count_ = 0; }
   uint32_t EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, bool* fits);
 
   // Packed ring (virtqueue_packed.cc).
@@ -282,6 +318,17 @@ class Virtqueue {
   bool avail_wrap_ = true;
   bool used_wrap_ = true;
   std::vector<PendingUsed> pending_;  // Sized at start: no allocation on the data path.
+  // Split: the burst's used elements, gathered here and written to the guest's ring in
+  // one go at the end, as whole lines, rather than one by one between the copies; the
+  // guest's CPU takes each line from ours once.  Sized at start.
+  std::vector<VringUsedElem> shadow_used_;
+  uint16_t burst_used_start_ = 0;  // used_idx_ when the burst began.
+  // Split: the current burst's pre-walked chains (PrewalkBurst), in the caller's stack
+  // frame, for avail positions [burst_avail_start_, + burst_count_).
+  static constexpr uint32_t kMaxBurstEntries = 64;
+  const BurstEntry* burst_ = nullptr;
+  uint16_t burst_avail_start_ = 0;
+  uint32_t burst_count_ = 0;
 
   uint32_t walk_budget_ = 0;  // Descriptor reads left in this call.
 
