@@ -22,6 +22,18 @@ void WriteOnce(T* p, T v) {
   __atomic_store_n(p, v, __ATOMIC_RELAXED);
 }
 
+// Starts taking the cache line at 'p' for writing.  __builtin_prefetch(p, 1) emits a
+// plain read prefetch unless the build targets PREFETCHW (-mprfchw): the line then
+// arrives shared, and the store still waits for the other CPU to give it up.  x86-64
+// processors without PREFETCHW execute it as a no-op.
+inline void PrefetchForWrite(const void* p) {
+#if defined(__x86_64__)
+  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 1);
+#endif
+}
+
 // Frames larger than this are not Ethernet frames any datapath handles (no GSO is
 // negotiated); a guest sending one has them dropped and counted.  A port may set a lower
 // limit (vhu_port_options.max_rx_frame_size).

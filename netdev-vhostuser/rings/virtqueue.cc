@@ -291,8 +291,8 @@ __attribute__((always_inline)) inline void Virtqueue::PrewalkBurst(uint32_t coun
     if (writable) {
       // The header's line and the frame's first one, which differ when the guest
       // puts its buffers' headers just before a line boundary (DPDK's PMD does).
-      __builtin_prefetch(data, 1);
-      __builtin_prefetch(data + skip, 1);
+      PrefetchForWrite(data);
+      PrefetchForWrite(data + skip);
     } else {
       __builtin_prefetch(data + skip, 0);
     }
