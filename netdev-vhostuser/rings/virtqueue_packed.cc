@@ -141,17 +141,28 @@ bool Virtqueue::WalkPackedChain(uint16_t position, bool writable, uint16_t* n_de
   return true;
 }
 
-void Virtqueue::WritePackedUsed(const PendingUsed& used) {
-  PackedDesc* slot = &packed_desc_[used_idx_];
-  WriteOnce(&slot->id, used.id);
-  WriteOnce(&slot->len, used.len);
-  const uint16_t flags = used_wrap_ ? (kPackedFlagAvail | kPackedFlagUsed) : 0;
-  __atomic_store_n(&slot->flags, flags, __ATOMIC_RELEASE);  // Publishes the element.
-  used_idx_ = static_cast<uint16_t>(used_idx_ + used.n_descs);
-  if (used_idx_ >= size_) {
-    used_idx_ = static_cast<uint16_t>(used_idx_ - size_);
-    used_wrap_ = !used_wrap_;
+void Virtqueue::FlushPackedUsed() {
+  if (n_pending_ == 0) return;
+  const uint16_t first = used_idx_;
+  const uint16_t first_flags = used_wrap_ ? (kPackedFlagAvail | kPackedFlagUsed) : 0;
+  for (uint32_t i = 0; i < n_pending_; ++i) {
+    const PendingUsed& used = pending_[i];
+    PackedDesc* slot = &packed_desc_[used_idx_];
+    WriteOnce(&slot->id, used.id);
+    WriteOnce(&slot->len, used.len);
+    if (i != 0) {
+      const uint16_t flags = used_wrap_ ? (kPackedFlagAvail | kPackedFlagUsed) : 0;
+      __atomic_store_n(&slot->flags, flags, __ATOMIC_RELEASE);
+    }
+    used_idx_ = static_cast<uint16_t>(used_idx_ + used.n_descs);
+    if (used_idx_ >= size_) {
+      used_idx_ = static_cast<uint16_t>(used_idx_ - size_);
+      used_wrap_ = !used_wrap_;
+    }
   }
+  // Publishes the burst: every element before it in program order is visible first.
+  __atomic_store_n(&packed_desc_[first].flags, first_flags, __ATOMIC_RELEASE);
+  n_pending_ = 0;
 }
 
 void Virtqueue::LogPackedUsed(uint16_t old_used, bool old_wrap) const {
@@ -222,16 +233,18 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
                          &total, &id)) {
       break;
     }
+    if (n_pending_ == size_) break;  // A ring's worth in this burst already.
     if (!TakeFrame(n_segments, total, alloc, aux, pkts, &received, &bytes, &dropped)) {
       break;
     }
-    WritePackedUsed(PendingUsed{id, n_descs, 0});
+    QueuePackedUsed(PendingUsed{id, n_descs, 0});
     last_avail_idx_ = static_cast<uint16_t>(last_avail_idx_ + n_descs);
     if (last_avail_idx_ >= size_) {
       last_avail_idx_ = static_cast<uint16_t>(last_avail_idx_ - size_);
       avail_wrap_ = !avail_wrap_;
     }
   }
+  FlushPackedUsed();
   FinishPackedBurst(old_used, old_wrap);
   CountBurst(received, bytes, dropped);
   return received;
@@ -249,6 +262,7 @@ bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
   uint32_t n_buffers = 0;
   uint32_t descs = 0;
   uint64_t written = 0;
+  bool num_buffers_known = false;
   while (written < need) {
     if (!PackedDescAvailable(position, wrap)) {
       *fits = false;  // The guest has not posted enough buffers yet.
@@ -275,9 +289,19 @@ bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
       *fits = true;
       return false;
     }
+    if (n_pending_ + n_buffers == size_) {
+      *fits = false;  // A ring's worth in this burst already: the next one takes it.
+      return false;
+    }
+    if (n_buffers == 0 && capacity >= need && header_size == sizeof(VirtioNetHeader)) {
+      // The usual case, as in the split ring's EnqueueOne(): num_buffers is 1 and goes
+      // out with the header, unchanged in a reused buffer, with no patch.
+      header[10] = 1;
+      num_buffers_known = true;
+    }
     const uint32_t in_buffer =
         FillBuffer(n_segments, header, frame, need, &written, num_buffers_bytes);
-    pending_[n_buffers++] = PendingUsed{id, n_descs, in_buffer};
+    pending_[n_pending_ + n_buffers++] = PendingUsed{id, n_descs, in_buffer};
     descs += n_descs;
     position = static_cast<uint16_t>(position + n_descs);
     if (position >= size_) {
@@ -285,7 +309,7 @@ bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
       wrap = !wrap;
     }
   }
-  if (num_buffers_bytes[0] != nullptr) {
+  if (!num_buffers_known && num_buffers_bytes[0] != nullptr) {
     *num_buffers_bytes[0] = static_cast<uint8_t>(n_buffers);
     *num_buffers_bytes[1] = static_cast<uint8_t>(n_buffers >> 8);
     if (num_buffers_bytes[1] == num_buffers_bytes[0] + 1) {
@@ -295,8 +319,9 @@ bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
       LogWrite(num_buffers_bytes[1], 1);
     }
   }
-  // Only now that the whole packet is written do its buffers go back to the guest.
-  for (uint32_t i = 0; i < n_buffers; ++i) WritePackedUsed(pending_[i]);
+  // Only now that the whole packet is written do its buffers join the burst's used
+  // elements (FlushPackedUsed() returns them to the guest).
+  n_pending_ += n_buffers;
   last_avail_idx_ = position;
   avail_wrap_ = wrap;
   *fits = true;
@@ -320,6 +345,7 @@ uint32_t Virtqueue::EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n,
         bytes += pkts[consumed].size;
       }
     }
+    FlushPackedUsed();
     FinishPackedBurst(old_used, old_wrap);
     CountBurst(consumed - dropped, bytes, dropped);
   }
