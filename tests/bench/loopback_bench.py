@@ -239,23 +239,35 @@ def stop_forwarding(testpmd):
     return testpmd.output()[mark:]
 
 
-class OursSetup:
-    """vhostuser-loopback and its guest, running the case; 'tag' names their files."""
+class Setup:
+    """A vhost side ('server', a process serving the socket) and its guest, running
+    the case; 'tag' names their files.  Subclasses start the server."""
 
-    def __init__(self, loopback, workdir, case, tag):
-        self.case, self.checks = case, Checks(case, tag)
-        sock = os.path.join(workdir, tag + ".sock")
-        self.backend = Backend(loopback, sock, case)
+    def start_guest(self, workdir, tag, prepare):
+        """Runs 'prepare' (the server's own setup), then starts the guest once the
+        socket exists; stops everything if either fails."""
         self.guest = None
         try:
-            wait_socket(sock)
-            self.guest = start_guest(sock, workdir, tag, case)
+            prepare()
+            wait_socket(self.sock)
+            self.guest = start_guest(self.sock, workdir, tag, self.case)
         except BaseException:
             self.close()
             raise
 
     def pids(self):
-        return [self.backend.proc.pid, self.guest.proc.pid]
+        return [self.server.pid, self.guest.proc.pid]
+
+
+class OursSetup(Setup):
+    """vhostuser-loopback and its guest."""
+
+    def __init__(self, loopback, workdir, case, tag):
+        self.case, self.checks = case, Checks(case, tag)
+        self.sock = os.path.join(workdir, tag + ".sock")
+        self.backend = Backend(loopback, self.sock, case)
+        self.server = self.backend.proc
+        self.start_guest(workdir, tag, lambda: None)
 
     def counter(self):
         """What the case's throughput is read from: (time, packets, bytes or None)."""
@@ -292,30 +304,25 @@ class OursSetup:
         self.backend.stop()
 
 
-class DpdkSetup:
-    """testpmd with DPDK's vhost PMD and its guest, running the case."""
+class DpdkSetup(Setup):
+    """testpmd with DPDK's vhost PMD and its guest."""
 
     def __init__(self, workdir, case, tag):
         self.case, self.checks = case, Checks(case, "DPDK")
-        sock = os.path.join(workdir, tag + ".sock")
-        self.vhost = TestPmd([sock], vhost=True, forward_mode=VHOST_MODE[case.direction],
-                             cpu=0, hugepages=True, descs=QUEUE_SIZE,
+        self.sock = os.path.join(workdir, tag + ".sock")
+        self.vhost = TestPmd([self.sock], vhost=True,
+                             forward_mode=VHOST_MODE[case.direction], cpu=0,
+                             hugepages=True, descs=QUEUE_SIZE,
                              file_prefix="bench-vhost-" + tag,
                              log_path=os.path.join(workdir, tag + "-vhost.log"),
                              eal_args=["--log-level", "lib.vhost.config:info"])
-        self.guest = None
-        try:
+        self.server = self.vhost.proc
+
+        def prepare():
             self.vhost.wait_ready()
             self.vhost.command("set txpkts %d" % case.frame)
             self.vhost.command("start")
-            wait_socket(sock)
-            self.guest = start_guest(sock, workdir, tag, case)
-        except BaseException:
-            self.close()
-            raise
-
-    def pids(self):
-        return [self.vhost.proc.pid, self.guest.proc.pid]
+        self.start_guest(workdir, tag, prepare)
 
     def counter(self):
         if self.case.direction == "dequeue":
