@@ -170,8 +170,6 @@ class Virtqueue {
                       uint64_t need, uint64_t* written, uint8_t** num_buffers_bytes);
   // Marks the ring failed; the data path stops using it.
   void Fail(const char* why);
-  // Marks the pages of [p, p + len), just written, in the dirty log if logging is on:
-  // one predictable branch when it is off.
   // Checks one buffer descriptor of a chain (split or packed: the rules are the same)
   // and appends it to segments_[*n], adding its length to *bytes.  Returns false, after
   // Fail(), for a buffer of the wrong direction, outside guest memory, or one too many.
@@ -196,6 +194,8 @@ class Virtqueue {
     *bytes += len;
     return true;
   }
+  // Marks the pages of [p, p + len), just written, in the dirty log if logging is on:
+  // one predictable branch when it is off.
   void LogWrite(const void* p, uint64_t len) const {
     if (__builtin_expect(log_ != nullptr, 0)) log_->MarkHost(*memory_, p, len);
   }
