@@ -27,6 +27,7 @@
 
 #include "dp-packet.h"
 #include "dpif-netdev.h"
+#include "netdev-vhostuser-packet-cache.h"
 #include "netdev-vhostuser-private.h"
 #include "openvswitch/vlog.h"
 #include "ovs-numa.h"
@@ -969,23 +970,12 @@ netdev_vhostuser_rxq_enabled(struct netdev_rxq *rxq)
 }
 
 /* vhu_alloc_fn: packets the backend copies guest frames into are OVS's own, with the
- * headroom dpif-netdev wants for pushing tunnel headers.
- *
- * One allocation holds both the dp_packet and its buffer, where
- * dp_packet_new_with_headroom() would make two: the buffer is the packet's "stub", so
- * dp_packet_delete() releases both with its one free(), and a packet that has to grow
- * beyond it moves its data into a buffer of its own, as any stub packet does. */
+ * headroom dpif-netdev wants for pushing headers, taken from this thread's cache of
+ * packets that vhost-user ports have finished sending. */
 static void *
 alloc_packet(void *aux OVS_UNUSED, uint32_t size, uint8_t **data)
 {
-    size_t allocated = DP_NETDEV_HEADROOM + size;
-    struct dp_packet *packet = xmalloc(sizeof *packet + allocated);
-
-    dp_packet_use_stub(packet, packet + 1, allocated);
-    dp_packet_reserve(packet, DP_NETDEV_HEADROOM);
-    dp_packet_set_size(packet, size);
-    *data = dp_packet_data(packet);
-    return packet;
+    return vhostuser_packet_alloc(size, data);
 }
 
 static int
@@ -1069,7 +1059,7 @@ netdev_vhostuser_send(struct netdev *netdev, int qid, struct dp_packet_batch *ba
     if (!dev->port || !admin_up || vring_pair < 0) {
         /* No guest, port down, or no queue enabled: nowhere to put them. */
         count_tx_drops(dev, q < dev->n_queues ? q : -1, NULL, cnt);
-        dp_packet_delete_batch(batch, true);
+        vhostuser_packet_release_batch(batch);
         return 0;
     }
 
@@ -1123,7 +1113,7 @@ netdev_vhostuser_send(struct netdev *netdev, int qid, struct dp_packet_batch *ba
     if (n_sent) {
         vhostuser_count_batch(&dev->tx, &dev->queues[q].tx, batch->packets, n_sent);
     }
-    dp_packet_delete_batch(batch, true);
+    vhostuser_packet_release_batch(batch);
     return 0;
 }
 
