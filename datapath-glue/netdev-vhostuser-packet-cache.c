@@ -73,7 +73,9 @@ packet_init(struct dp_packet *packet, size_t allocated, size_t headroom,
             uint32_t size, uint8_t **data)
 {
     dp_packet_use_stub(packet, packet + 1, allocated);
-    dp_packet_reserve(packet, headroom);
+    /* What dp_packet_reserve() does, without its out-of-line checks: 'allocated'
+     * covers headroom and frame by construction. */
+    dp_packet_set_data(packet, (char *) (packet + 1) + headroom);
     dp_packet_set_size(packet, size);
     *data = dp_packet_data(packet);
     return packet;
