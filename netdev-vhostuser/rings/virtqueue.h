@@ -269,6 +269,11 @@ class Virtqueue {
   };
   absl::Status RemapPacked(const GuestMemory* memory);
   bool PackedDescAvailable(uint16_t position, bool wrap) const;
+  // Packed rings: prefetches the buffers of the next 'count' available descriptors
+  // that are each a buffer of their own (the usual shape), as PrewalkBurst() does for
+  // split rings, so that their misses overlap.  Only a hint: what it reads is read
+  // again, and checked, by WalkPackedChain().
+  void PrefetchPackedBurst(uint32_t count, bool writable, uint32_t skip) const;
   bool WalkPackedChain(uint16_t position, bool writable, uint16_t* n_descs,
                        uint32_t* n_segments, uint64_t* total, uint16_t* id);
   // Queues a used element for FlushPackedUsed(); false, with nothing queued, when the

@@ -72,6 +72,39 @@ bool Virtqueue::PackedDescAvailable(uint16_t position, bool wrap) const {
   return avail == wrap && used != wrap;
 }
 
+void Virtqueue::PrefetchPackedBurst(uint32_t count, bool writable, uint32_t skip) const {
+  const std::span<const GuestMemory::Region> regions = memory_->regions();
+  if (regions.empty()) return;
+  const GuestMemory::Region& first = regions[0];  // Where a guest's buffers usually are.
+  constexpr uint16_t kShape = kDescFlagNext | kDescFlagIndirect | kDescFlagWrite;
+  uint16_t position = last_avail_idx_;
+  bool wrap = avail_wrap_;
+  count = std::min(count, size_);
+  for (uint32_t i = 0; i < count; ++i) {
+    if (!PackedDescAvailable(position, wrap)) break;
+    const PackedDesc* slot = &packed_desc_[position];
+    const uint64_t addr = ReadOnce(&slot->addr);
+    const uint32_t len = ReadOnce(&slot->len);
+    const uint16_t flags = ReadOnce(&slot->flags);
+    if ((flags & kShape) != (writable ? kDescFlagWrite : 0)) break;  // Not one buffer.
+    const uint64_t offset = addr - first.guest_phys_addr;
+    if (len > skip && offset < first.size && len <= first.size - offset) {
+      const uint8_t* data = first.host + offset;
+      if (writable) {
+        // As in PrewalkBurst(): the header's line is usually only compared.
+        __builtin_prefetch(data, 0);
+        PrefetchForWrite(data + skip);
+      } else {
+        __builtin_prefetch(data + skip, 0);
+      }
+    }
+    if (++position == size_) {
+      position = 0;
+      wrap = !wrap;
+    }
+  }
+}
+
 bool Virtqueue::WalkPackedChain(uint16_t position, bool writable, uint16_t* n_descs,
                                 uint32_t* n_segments, uint64_t* total, uint16_t* id) {
   uint32_t descs = 0;
@@ -224,6 +257,7 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
   uint32_t received = 0, dropped = 0;
   uint64_t bytes = 0;
   StartWalkBudget(max);
+  PrefetchPackedBurst(max, /*writable=*/false, features_.net_header_size);
   for (uint32_t i = 0; i < max; ++i) {
     if (!PackedDescAvailable(last_avail_idx_, avail_wrap_)) break;
     uint16_t n_descs, id;
@@ -336,6 +370,7 @@ uint32_t Virtqueue::EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n,
     const bool old_wrap = used_wrap_;
     uint64_t bytes = 0;
     StartWalkBudget(n);
+    PrefetchPackedBurst(n, /*writable=*/true, features_.net_header_size);
     for (; consumed < n; ++consumed) {
       bool fits;
       if (!EnqueueOnePacked(pkts[consumed], &fits)) {
