@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -140,6 +141,54 @@ TEST_F(PackedRingTest, DequeuesEveryShapeAndWrapsAroundTheRing) {
   vhu_vring_status vs;
   vhu_vring_get_status(port_, 1, &vs);
   EXPECT_EQ(vs.packets, 200u);
+}
+
+TEST_F(PackedRingTest, ABurstBecomesVisibleToTheDriverWhole) {
+  // The device returns a burst's buffers with the first one's flags written last, so
+  // that a driver polling that descriptor never finds the burst half returned.  A
+  // driver thread watches the burst's first descriptor while the device returns it and
+  // checks the rest the moment it turns used: with the flags written in order, it sees
+  // the first used and a later one still available in most rounds.
+  Start(kPacked);
+  constexpr int kBurst = 16;
+  const auto frame = TestFrame(60, 1);
+  PackedDriverRing::Desc* descs = tx_.desc();
+  auto is_used = [&](uint32_t position) {
+    const uint16_t flags = __atomic_load_n(&descs[position % tx_.size()].flags,
+                                           __ATOMIC_ACQUIRE);
+    return static_cast<bool>(flags & PackedDriverRing::kAvail) ==
+           static_cast<bool>(flags & PackedDriverRing::kUsed);
+  };
+  int half_returned = 0, missed = 0;
+  for (int round = 0; round < 200; ++round) {
+    const uint16_t first = tx_.next_position();
+    for (int i = 0; i < kBurst; ++i) GuestSend(frame, static_cast<uint16_t>(i));
+    std::atomic<bool> watching{false};
+    std::thread driver([&] {
+      watching = true;
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (!is_used(first)) {
+        if (std::chrono::steady_clock::now() > deadline) {
+          ++missed;
+          return;
+        }
+      }
+      for (int i = 1; i < kBurst; ++i) {
+        if (!is_used(first + i)) {
+          ++half_returned;
+          return;
+        }
+      }
+    });
+    while (!watching) {
+    }
+    ASSERT_EQ(Dequeue().size(), static_cast<size_t>(kBurst)) << "round " << round;
+    driver.join();
+    VringUsedElem e;
+    for (int i = 0; i < kBurst; ++i) ASSERT_TRUE(tx_.PopUsed(1, &e));
+  }
+  EXPECT_EQ(half_returned, 0) << "rounds where the driver saw part of a burst returned";
+  EXPECT_EQ(missed, 0);
 }
 
 TEST_F(PackedRingTest, EnqueuesWithAndWithoutMergeableBuffers) {
