@@ -262,8 +262,9 @@ update_from_backend(struct netdev_vhostuser *dev)
         update_tx_map(dev, netdev_n_txq(&dev->up));
     }
 
-    /* One OVS rx and tx queue per queue pair the guest set up; kept while no guest is
-     * connected, so that a reconnecting guest does not reshuffle the PMDs.  A change,
+    /* One OVS rx and tx queue per queue pair the guest set up, from the first guest
+     * on; kept while no guest is connected, so that a reconnecting guest does not
+     * reshuffle the PMDs.  A change,
      * like transmit queues coming up, reloads the PMD threads, which every port on
      * them feels, so a frontend gets at most one reload per QUEUE_CHANGE_INTERVAL_MS:
      * later ones wait and are taken together (a frontend flapping its queue count, or
@@ -490,7 +491,12 @@ netdev_vhostuser_construct__(struct netdev *netdev, bool client_mode)
     /* Up from the start, as OVS's other NICs: "ovs-ofctl mod-port ... down" takes it
      * down. */
     dev->flags = NETDEV_UP | NETDEV_PROMISC;
-    dev->requested_n_rxq = dev->requested_n_txq = 1;
+    /* No rx queue until a guest brings one (see netdev_vhostuser_run()): a port that
+     * has never had a guest has nothing to poll, costs the PMD threads nothing and
+     * takes no part in their rx queue assignment, which OVS redoes, and logs, for
+     * every port on every port added.  One tx queue, for the drops to count. */
+    dev->requested_n_rxq = 0;
+    dev->requested_n_txq = 1;
     atomic_init(&dev->admin_up, true);
     atomic_init(&dev->carrier, false);
     atomic_init(&dev->recheck_at, 0);
@@ -529,7 +535,8 @@ netdev_vhostuser_construct__(struct netdev *netdev, bool client_mode)
     ovs_list_push_back(&vhostuser_ports, &dev->list_node);
     ovs_mutex_unlock(&vhostuser_ports_mutex);
 
-    netdev->n_rxq = netdev->n_txq = 1;
+    netdev->n_rxq = dev->requested_n_rxq;
+    netdev->n_txq = dev->requested_n_txq;
     VLOG_INFO("%s: %s vhost-user port created", name,
               client_mode ? "client-mode" : "server-mode");
     return 0;

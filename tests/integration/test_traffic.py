@@ -147,6 +147,11 @@ class TrafficTest(unittest.TestCase):
                                         "%s:%s is not documented" % (column, key))
             out = ovs.appctl("ovs-vswitchd", "vhostuser/show", "vhu0")
             self.assertIn("vring 1 (guest tx 0): started, enabled", out)
+            # The guest brought the port its receive queue, which a PMD thread polls.
+            self.assertIn("OVS queues: rx 1, tx 1", out)
+            rxqs = ovs.appctl("ovs-vswitchd", "dpif-netdev/pmd-rxq-show")
+            self.assertIn("port: vhu0", rxqs)
+            self.assertIn("port: vhu1", rxqs)
             # The packets vhu1 has sent went back to the PMD thread's cache for vhu0's
             # next receive, rather than to malloc().  PMD threads publish their
             # coverage counters every few seconds.
