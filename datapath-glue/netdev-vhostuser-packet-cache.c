@@ -45,6 +45,9 @@ packet_cache_destroy(void *cache_)
         free(cache->packets[i]);
     }
     free(cache);
+    /* Destructors run on the exiting thread: one that still sends after this starts
+     * a new cache, which the key frees in its next round. */
+    thread_cache = NULL;
 }
 
 static struct packet_cache *

@@ -264,11 +264,11 @@ update_from_backend(struct netdev_vhostuser *dev)
 
     /* One OVS rx and tx queue per queue pair the guest set up, from the first guest
      * on; kept while no guest is connected, so that a reconnecting guest does not
-     * reshuffle the PMDs.  A change,
-     * like transmit queues coming up, reloads the PMD threads, which every port on
-     * them feels, so a frontend gets at most one reload per QUEUE_CHANGE_INTERVAL_MS:
-     * later ones wait and are taken together (a frontend flapping its queue count, or
-     * a guest bringing its queue pairs up one by one). */
+     * reshuffle the PMDs.  A change, like transmit queues coming up, reloads the PMD
+     * threads, which every port on them feels, so a frontend gets at most one reload
+     * per QUEUE_CHANGE_INTERVAL_MS: later ones wait and are taken together (a
+     * frontend flapping its queue count, or a guest bringing its queue pairs up one by
+     * one). */
     int n_pairs = dev->requested_n_rxq;
 
     if (status.state != VHU_STATE_DISCONNECTED && status.num_vrings) {

@@ -34,6 +34,11 @@ inline void PrefetchForWrite(const void* p) {
 #endif
 }
 
+// Whether 'a' and 'b' are in one 64-byte cache line.
+inline bool SameLine(const void* a, const void* b) {
+  return ((reinterpret_cast<uintptr_t>(a) ^ reinterpret_cast<uintptr_t>(b)) >> 6) == 0;
+}
+
 // Frames larger than this are not Ethernet frames any datapath handles (no GSO is
 // negotiated); a guest sending one has them dropped and counted.  A port may set a lower
 // limit (vhu_port_options.max_rx_frame_size).

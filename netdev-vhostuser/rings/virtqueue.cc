@@ -295,7 +295,7 @@ __attribute__((always_inline)) inline void Virtqueue::PrewalkBurst(uint32_t coun
       // that puts the header just below the frame's line boundary, the guest reads
       // it again to transmit from that buffer: taking it for writing would steal it
       // from the guest's cache for nothing.
-      __builtin_prefetch(data, 0);
+      if (!SameLine(data, data + skip)) __builtin_prefetch(data, 0);
       PrefetchForWrite(data + skip);
     } else {
       __builtin_prefetch(data + skip, 0);

@@ -87,12 +87,14 @@ void Virtqueue::PrefetchPackedBurst(uint32_t count, bool writable, uint32_t skip
     const uint32_t len = ReadOnce(&slot->len);
     const uint16_t flags = ReadOnce(&slot->flags);
     if ((flags & kShape) != (writable ? kDescFlagWrite : 0)) break;  // Not one buffer.
-    const uint64_t offset = addr - first.guest_phys_addr;
-    if (len > skip && offset < first.size && len <= first.size - offset) {
-      const uint8_t* data = first.host + offset;
+    const uint64_t offset = addr - first.guest_phys_addr;  // As TranslateGuest().
+    const uint8_t* data = offset < first.size && len <= first.size - offset
+                              ? first.host + offset
+                              : memory_->TranslateGuest(addr, len);
+    if (data != nullptr && len > skip) {
       if (writable) {
         // As in PrewalkBurst(): the header's line is usually only compared.
-        __builtin_prefetch(data, 0);
+        if (!SameLine(data, data + skip)) __builtin_prefetch(data, 0);
         PrefetchForWrite(data + skip);
       } else {
         __builtin_prefetch(data + skip, 0);
