@@ -312,10 +312,9 @@ void Run(const uint8_t* data, size_t size) {
 }  // namespace vhostuser::fuzz
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const int fds_before = vhostuser::fuzz::CountOpenFds();
+  const std::map<int, std::string> fds_before =
+      vhostuser::fuzz::SettledOpenFds();
   vhostuser::fuzz::Run(data, size);
-  if (vhostuser::fuzz::CountOpenFds() != fds_before) {
-    vhostuser::fuzz::Violation("an fd leaked");
-  }
+  vhostuser::fuzz::CheckNoFdLeaked(fds_before);
   return 0;
 }
