@@ -491,12 +491,17 @@ netdev_vhostuser_construct__(struct netdev *netdev, bool client_mode)
     /* Up from the start, as OVS's other NICs: "ovs-ofctl mod-port ... down" takes it
      * down. */
     dev->flags = NETDEV_UP | NETDEV_PROMISC;
-    /* No rx queue until a guest brings one (see netdev_vhostuser_run()): a port that
-     * has never had a guest has nothing to poll, costs the PMD threads nothing and
-     * takes no part in their rx queue assignment, which OVS redoes, and logs, for
-     * every port on every port added.  One tx queue, for the drops to count. */
+    /* No queue until a guest brings them (update_from_backend()).  A port that has
+     * never had a guest has nothing to poll: with no rx queue it takes no part in the
+     * PMD threads' rx queue assignment, which OVS redoes, and logs, for every port on
+     * every port added.  With no tx queue it stays out of each PMD thread's send
+     * cache, which dpif-netdev walks on every iteration that has output: a thousand
+     * ports added ahead of their guests would otherwise slow every busy port.  What
+     * flows send such a port, the datapath drops and counts itself (coverage counter
+     * datapath_drop_invalid_port), as OVS-DPDK's port does not count it either; from
+     * the first guest on, the port counts its own drops in tx_dropped. */
     dev->requested_n_rxq = 0;
-    dev->requested_n_txq = 1;
+    dev->requested_n_txq = 0;
     atomic_init(&dev->admin_up, true);
     atomic_init(&dev->carrier, false);
     atomic_init(&dev->recheck_at, 0);

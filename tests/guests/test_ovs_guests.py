@@ -274,6 +274,18 @@ class OvsGuestTest(unittest.TestCase):
                       % (what, result[0], result[1], count, count, result.output,
                          self.switch_state()))
 
+    @staticmethod
+    def coverage(ovs, counter, at_least=0, timeout=10):
+        """The daemon's coverage counter 'counter' (a total since it started), once it
+        reaches 'at_least' or 'timeout' s have passed: a PMD thread adds its counts to
+        the totals only about once a second."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = int(ovs.appctl("ovs-vswitchd", "coverage/read-counter", counter))
+            if value >= at_least or time.monotonic() > deadline:
+                return value
+            time.sleep(0.2)
+
     def switch_state(self):
         """vhostuser/show and the ports' statistics, for a failure message."""
         ovs = self.ovs
@@ -362,9 +374,11 @@ class OvsGuestTest(unittest.TestCase):
         with self.sandbox() as ovs:
             self.add_port(ovs, "vhu0", ofport=1)
             self.add_port(ovs, "vhu1", ofport=2)
-            # Nobody connects to vhu2: whatever the bridge floods counts as dropped
-            # there, which shows what was flooded and what went to a learned port.
+            # Nobody connects to vhu2: it has no transmit queue, so whatever the bridge
+            # floods there the datapath drops and counts as sent to an invalid port,
+            # which shows what was flooded and what went to a learned port.
             self.add_port(ovs, "vhu2", ofport=3)
+            invalid_port_drops = self.coverage(ovs, "datapath_drop_invalid_port")
             flows = ovs.ofctl("dump-flows", "br0")
             self.assertIn("actions=NORMAL", flows)
             a, b = self.boot(ovs, [
@@ -398,11 +412,16 @@ class OvsGuestTest(unittest.TestCase):
             self.assertEqual(s0["rx_packets"], s1["tx_packets"])
             self.assertEqual(s1["rx_packets"], s0["tx_packets"])
             # Learning: only the broadcasts (ARP requests) were flooded, to vhu2 as
-            # well, where they are dropped; the unicast frames were not.
+            # well, where the datapath drops them; the unicast frames were not.  vhu2,
+            # never sent anything, counts nothing itself.
             broadcasts = s0["rx_broadcast_packets"] + s1["rx_broadcast_packets"]
             self.assertGreaterEqual(broadcasts, 1)
-            self.assertEqual(port_stats(ovs, "vhu2").get("tx_dropped"), broadcasts,
-                             "frames flooded to the unconnected port")
+            self.assertEqual(
+                self.coverage(ovs, "datapath_drop_invalid_port",
+                              at_least=invalid_port_drops + broadcasts)
+                - invalid_port_drops,
+                broadcasts, "frames flooded to the never-connected port")
+            self.assertEqual(port_stats(ovs, "vhu2").get("tx_dropped"), 0)
             self.assertEqual(s0["rx_1024_to_1522_packets"], 5)
             self.assertEqual(s0["rx_q0_good_packets"], s0["rx_packets"])
             self.assertEqual(s1["tx_q0_good_packets"], s1["tx_packets"])

@@ -87,12 +87,13 @@ class PortLifecycleTest(unittest.TestCase):
             self.assertIn("(dpdkvhostuser)", datapath)
             self.assertIn(f"(dpdkvhostuserclient: vhost-server-path={guest_socket})",
                           datapath)
-            # PMD ports, but without a guest yet they have no receive queue for a PMD
-            # thread to poll (test_traffic sees them appear with their guests).
+            # PMD ports, but without a guest yet they have no queue at all: no receive
+            # queue for a PMD thread to poll, no transmit queue in its send cache
+            # (test_traffic sees them appear with their guests).
             rxqs = ovs.appctl("ovs-vswitchd", "dpif-netdev/pmd-rxq-show")
             self.assertNotIn("port: vhu0", rxqs)
             self.assertNotIn("port: vhu1", rxqs)
-            self.assertIn("OVS queues: rx 0, tx 1",
+            self.assertIn("OVS queues: rx 0, tx 0",
                           ovs.appctl("ovs-vswitchd", "vhostuser/show", "vhu0"))
 
             ovs.vsctl("del-port", "br0", "vhu0")
