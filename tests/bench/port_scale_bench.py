@@ -16,7 +16,8 @@ connects: the ports are idle, listening.  Printed per switch:
     per idle port" is RSS plus the larger of those two.
 With --with-traffic, also the PMD's processing cycles per packet of the busy two-port
 loop of switch_bench.py (testpmd with two virtio_user ports, io mode, 64 B), with 0
-and with 100 idle ports beside it on the bridge and the same PMD (--in-flight 512).
+and with 100 idle ports beside it on the bridge and the same PMD (--in-flight 512),
+and the ratio of the two within each run.
 
 The switches alternate (ours, OVS-DPDK; ours, ...) over --runs (2), each run in a
 fresh sandbox; each figure is the median, with the spread (min-max), and the ratio
@@ -118,7 +119,8 @@ ROWS = [("add_s", "add all ports, s", 1),
         ("heap_kb_port", "DPDK heap per idle port, KB", 1),
         ("all_kb_port", "all memory per idle port, KB", 1),
         ("cycles0", "cycles/pkt, 0 idle ports", 0),
-        ("cycles100", "cycles/pkt, 100 idle ports", 0)]
+        ("cycles100", "cycles/pkt, 100 idle ports", 0),
+        ("idle_cost", "  100 idle / 0 idle, per run", 2)]
 
 
 def print_table(results, args):
@@ -170,6 +172,9 @@ def main():
                     r["cycles%d" % idle] = run_switch(
                         "t%d-%d-%d" % (i, run, idle), daemon, config, args.seconds,
                         WORKDIR, 512, idle_ports=idle)[1]
+                # Within one run, so that the two loops had the same daemon and the
+                # same minute of this machine: what 100 idle ports add to a packet.
+                r["idle_cost"] = r["cycles100"] / r["cycles0"] if r["cycles0"] else 0
             results[name].append(r)
             print("run %d %s: add %.1f s, %.1f KB RSS + %.1f KB DPDK heap per port%s"
                   % (run + 1, name, r["add_s"], r["kb_port"], r["heap_kb_port"],
