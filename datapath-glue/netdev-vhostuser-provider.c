@@ -498,8 +498,9 @@ netdev_vhostuser_construct__(struct netdev *netdev, bool client_mode)
      * cache, which dpif-netdev walks on every iteration that has output: a thousand
      * ports added ahead of their guests would otherwise slow every busy port.  What
      * flows send such a port, the datapath drops and counts itself (coverage counter
-     * datapath_drop_invalid_port), as OVS-DPDK's port does not count it either; from
-     * the first guest on, the port counts its own drops in tx_dropped. */
+     * datapath_drop_invalid_port); OVS-DPDK's port counts it but reports no
+     * statistics until a guest comes.  From the first guest on, the port counts its
+     * own drops in tx_dropped. */
     dev->requested_n_rxq = 0;
     dev->requested_n_txq = 0;
     atomic_init(&dev->admin_up, true);

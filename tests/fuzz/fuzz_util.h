@@ -77,8 +77,8 @@ inline std::map<int, std::string> OpenFds() {
   return fds;
 }
 
-// OpenFds() once two listings in a row agree: the listing a leak check starts from
-// must not hold a pipe that is only passing through (see CheckNoFdLeaked).
+// OpenFds() once two listings in a row agree, so that the listing a leak check starts
+// from rarely holds a pipe only passing through (see FdsDiffer()).
 inline std::map<int, std::string> SettledOpenFds() {
   std::map<int, std::string> fds = OpenFds();
   for (int i = 0; i < 100; ++i) {
@@ -89,18 +89,33 @@ inline std::map<int, std::string> SettledOpenFds() {
   return fds;
 }
 
-// Fails the input if the fds open now differ from 'before' for good.  A difference
-// that goes away is not a leak: each thread the library starts (the closers and their
-// watcher, fd_closer.h) opens and closes a pipe as it comes up, on its own schedule,
-// for UBSan's vptr check (__sanitizer::IsAccessibleMemoryRange probes memory through a
-// pipe), and a listing can catch the pipe open.  A leaked fd stays.
+// Whether the fds open 'now' differ from those open 'before' by more than a passing
+// pipe.  UBSan's vptr check (-fsanitize=vptr) probes memory through a pipe it opens and
+// closes at once (__sanitizer::IsAccessibleMemoryRange), on any thread, whenever its
+// type cache misses: each thread the library starts (the closers and their watcher,
+// fd_closer.h) does it as it comes up, on its own schedule, and a listing can catch the
+// pipe open.  One caught in 'now' goes away on a second look; one caught in 'before'
+// shows as a pipe closed since, which no leak looks like (a leak is an fd too many).
+inline bool FdsDiffer(const std::map<int, std::string>& before,
+                      const std::map<int, std::string>& now) {
+  for (const auto& [fd, what] : now) {
+    auto it = before.find(fd);
+    if (it == before.end() || it->second != what) return true;
+  }
+  for (const auto& [fd, what] : before) {
+    if (!now.count(fd) && what.rfind("pipe:", 0) != 0) return true;
+  }
+  return false;
+}
+
+// Fails the input if the fds open now differ from 'before' (FdsDiffer()) for 2 s.
 inline void CheckNoFdLeaked(const std::map<int, std::string>& before) {
   std::map<int, std::string> now = OpenFds();
-  for (int wait = 0; now != before && wait < 200; ++wait) {
+  for (int wait = 0; FdsDiffer(before, now) && wait < 200; ++wait) {
     usleep(10000);
     now = OpenFds();
   }
-  if (now == before) return;
+  if (!FdsDiffer(before, now)) return;
   for (const auto& [fd, what] : before) {
     auto it = now.find(fd);
     if (it == now.end()) {

@@ -62,8 +62,9 @@ MAX_LOST_PINGS = 20
 MAX_RARPS = 5
 RARP_FRAME_BYTES = 60
 # Port counters that must stay 0 on the migrating guest's ports.  tx_dropped is left
-# out: frames the switch still sends to the old port after the switch-over, or that
-# it floods to the new one before the guest runs there, are dropped (and reported).
+# out: frames the switch still sends to the old port after the switch-over are
+# dropped and reported there (those it floods to the new one before the guest first
+# connects there, the datapath drops: that port has no queue yet).
 ERROR_COUNTERS = ["rx_dropped", "rx_errors", "tx_errors"]
 # Lines of the guest's kernel log that mean its virtio ring saw something wrong.
 BAD_KERNEL_LOG = re.compile(r"(?i)virtio.*(error|not a head|bad|unexpected|invalid)"
