@@ -17,7 +17,9 @@ connects: the ports are idle, listening.  Printed per switch:
 With --with-traffic, also the PMD's processing cycles per packet of the busy two-port
 loop of switch_bench.py (testpmd with two virtio_user ports, io mode, 64 B), with 0
 and with 100 idle ports beside it on the bridge and the same PMD (--in-flight 512),
-and the ratio of the two within each run.
+and the ratio of the two within each run.  --idle-toggle ROUNDS measures only that
+ratio, better: the loop keeps running while the idle ports are added and deleted
+again, and each ratio compares two slices back to back.
 
 The switches alternate (ours, OVS-DPDK; ours, ...) over --runs (2), each run in a
 fresh sandbox; each figure is the median, with the spread (min-max), and the ratio
@@ -36,6 +38,8 @@ Not a test: it prints figures and ratios and asserts nothing about speed.
 usage: port_scale_bench.py --daemon build/bin/ovs-vswitchd-vhostuser [--ports N]
                            [--batch N] [--runs N] [--with-traffic] [--quiet-rxq-log]
                            [--perf FILE]
+       port_scale_bench.py --daemon build/bin/ovs-vswitchd-vhostuser --idle-toggle 6
+                           [--idle 100] [--seconds S]
 """
 
 import argparse
@@ -50,9 +54,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from switch_bench import (OVS_DPDK_CONFIG, OvsSandbox, add_vhost_ports,  # noqa: E402
-                          check_prerequisites, daemon_pid, memory_kb, ovs_dpdk_daemon,
-                          run_switch)
+from switch_bench import (OVS_DPDK_CONFIG, OvsSandbox, SwitchSetup,  # noqa: E402
+                          add_vhost_ports, check_prerequisites, daemon_pid, memory_kb,
+                          ovs_dpdk_daemon, run_switch)
 
 WORKDIR = "/tmp/vhu-port-scale-bench"
 OURS = "ours"
@@ -123,6 +127,41 @@ ROWS = [("add_s", "add all ports, s", 1),
         ("idle_cost", "  100 idle / 0 idle, per run", 2)]
 
 
+IDLE_SETTLE = 2.0   # s after adding or deleting the idle ports: the PMD reloads.
+
+
+def idle_toggle(name, daemon, config, args):
+    """One switch with the busy two-port loop kept running while --idle ports are
+    added and deleted again, --idle-toggle times: each round measures the loop's PMD
+    cycles/packet with and without them, back to back (ABBA, so that a drift of the
+    machine cancels), and gives their ratio.  Adjacent slices share the hypervisor's
+    placement of our CPUs, which separate runs do not.  Returns the ratios."""
+    idle = ["idle%d" % i for i in range(args.idle)]
+    delete = ["ovs-vsctl", "--timeout=600"]
+    for port in idle:
+        delete += ["--", "del-port", "br0", port]
+    setup = SwitchSetup(name, daemon, config, WORKDIR, 512)
+    ratios = []
+    try:
+        time.sleep(3)   # Warm-up.
+        for round_ in range(args.idle_toggle):
+            cycles = {}
+            for with_idle in ((False, True) if round_ % 2 == 0 else (True, False)):
+                if with_idle:
+                    add_vhost_ports(setup.ovs, idle)
+                time.sleep(IDLE_SETTLE)
+                cycles[with_idle] = setup.measure(args.seconds)[1]
+                if with_idle:
+                    setup.ovs.run(delete, timeout=610)
+            ratios.append(cycles[True] / cycles[False] if cycles[False] else 0)
+            print("%s round %d: %.0f cycles/pkt beside 0 idle ports, %.0f beside %d: "
+                  "%.2f" % (name, round_ + 1, cycles[False], cycles[True], args.idle,
+                            ratios[-1]), flush=True)
+    finally:
+        setup.close()
+    return ratios
+
+
 def print_table(results, args):
     print("%d dpdkvhostuser ports added in batches of %d to a netdev bridge, 1 PMD; "
           "median (min-max) of %d runs:" % (args.ports, args.batch, args.runs))
@@ -154,6 +193,10 @@ def main():
     ap.add_argument("--quiet-rxq-log", action="store_true",
                     help="dpif_netdev logs at WARN in both switches during the add")
     ap.add_argument("--perf", help="perf record our daemon's first add into this file")
+    ap.add_argument("--idle-toggle", type=int, metavar="ROUNDS",
+                    help="only this: the busy loop's cycles/packet without and with "
+                    "--idle ports, added and deleted ROUNDS times under a running loop")
+    ap.add_argument("--idle", type=int, default=100, help="idle ports for --idle-toggle")
     args = ap.parse_args()
     check_prerequisites()
 
@@ -161,6 +204,17 @@ def main():
     os.makedirs(WORKDIR)
     contenders = [(OURS, os.path.abspath(args.daemon), {}),
                   (REF, ovs_dpdk_daemon(WORKDIR), OVS_DPDK_CONFIG)]
+    if args.idle_toggle:
+        ratios = {name: idle_toggle(name.replace("-", ""), daemon, config, args)
+                  for name, daemon, config in contenders}
+        print("busy loop, 1 PMD: PMD cycles/packet beside %d idle ports / beside none, "
+              "each pair back to back; median (min-max) of %d rounds:"
+              % (args.idle, args.idle_toggle))
+        for name, values in ratios.items():
+            print("  %-9s %.2f (%.2f-%.2f)" % (name, statistics.median(values),
+                                               min(values), max(values)))
+        shutil.rmtree(WORKDIR, ignore_errors=True)
+        return
     results = {name: [] for name, _, _ in contenders}
     for run in range(args.runs):
         for i, (name, daemon, config) in enumerate(contenders):
