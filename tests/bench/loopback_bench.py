@@ -31,6 +31,11 @@ case.  In the enqueue direction it also prints how often the producer found the 
 ring full (ours: enqueue calls that found no free buffer; DPDK: txonly packets the PMD
 could not place): above zero means the guest, not the producer, sets the pace.
 
+Where the vhost side dequeues (both, dequeue), each run also counts how many of its
+dequeue calls found nothing (ours: its own counters; DPDK: testpmd's
+--record-burst-stats): near 100% means it waits for the guest, which then sets the
+pace, and a gap between the two is in what the guest spends per packet.
+
 Each case runs --runs times (3 by default), each run measuring --seconds (5; 3 with
 --matrix) after a 2 s warm-up, alternating the contenders (ours, the baseline build if
 given, DPDK; ours, ...); each figure is the median with the spread (min-max) beside
@@ -162,6 +167,19 @@ class Backend:
             time.sleep(0.01)
         raise RuntimeError("vhostuser-loopback printed no counters:\n" + "".join(self.lines))
 
+    def polls(self):
+        """(dequeue calls, those that came back empty) so far, in forwarding modes."""
+        seen = len(self.lines)
+        self.proc.send_signal(signal.SIGUSR2)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            for line in self.lines[seen:]:
+                m = re.match(r"stats .* rx_polls=(\d+) rx_empty=(\d+)", line)
+                if m:
+                    return int(m.group(1)), int(m.group(2))
+            time.sleep(0.01)
+        raise RuntimeError("vhostuser-loopback printed no poll counts:\n" + "".join(self.lines))
+
     def features(self):
         """(mergeable, packed) from the backend's 'ready features=' line."""
         for line in self.lines:
@@ -243,6 +261,17 @@ class Setup:
     """A vhost side ('server', a process serving the socket) and its guest, running
     the case; 'tag' names their files.  Subclasses start the server."""
 
+    # Whether the vhost side's polls are counted: in the directions where it
+    # dequeues (both, dequeue), the share of its dequeue calls that found nothing says
+    # who sets the pace.  Near 100%: it waits for the guest.
+    def idle_start(self):
+        pass
+
+    def idle_share(self):
+        """Share of the vhost side's dequeue calls since idle_start() that came back
+        empty, or None where not counted."""
+        return None
+
     def start_guest(self, workdir, tag, prepare):
         """Runs 'prepare' (the server's own setup), then starts the guest once the
         socket exists; stops everything if either fails."""
@@ -295,6 +324,16 @@ class OursSetup(Setup):
         self.check_features()
         return pps
 
+    def idle_start(self):
+        if self.case.direction != "enqueue":
+            self.polls0 = self.backend.polls()
+
+    def idle_share(self):
+        if self.case.direction == "enqueue":
+            return None
+        polls, empty = (b - a for a, b in zip(self.polls0, self.backend.polls()))
+        return empty / polls if polls else None
+
     def check_features(self):
         self.checks.features(*self.backend.features())
 
@@ -315,7 +354,8 @@ class DpdkSetup(Setup):
                              hugepages=True, descs=QUEUE_SIZE,
                              file_prefix="bench-vhost-" + tag,
                              log_path=os.path.join(workdir, tag + "-vhost.log"),
-                             eal_args=["--log-level", "lib.vhost.config:info"])
+                             eal_args=["--log-level", "lib.vhost.config:info"],
+                             extra_args=["--record-burst-stats"])
         self.server = self.vhost.proc
 
         def prepare():
@@ -349,6 +389,25 @@ class DpdkSetup(Setup):
         self.check_features()
         return pps
 
+    def idle_start(self):
+        if self.case.direction != "enqueue":
+            self.vhost.command("clear fwd stats all")
+
+    def idle_share(self):
+        """testpmd's own count (--record-burst-stats): "RX-bursts : N [P% of 0 pkts"."""
+        if self.case.direction == "enqueue":
+            return None
+        mark = len(self.vhost.output())
+        self.vhost.command("show fwd stats all")
+        try:
+            self.vhost.wait_for(r"RX-bursts : \d+ \[", 10, mark)
+        except Exception:
+            return None
+        m = re.search(r"RX-bursts : (\d+) \[(?:(\d+)% of 0 pkts)?", self.vhost.output()[mark:])
+        if not m or not int(m.group(1)):
+            return None
+        return int(m.group(2) or 0) / 100.0
+
     def check_features(self):
         m = re.findall(r"negotiated Virtio features: (0x[0-9a-f]+)", self.vhost.output())
         features = int(m[-1], 16) if m else None
@@ -363,10 +422,13 @@ class DpdkSetup(Setup):
 
 
 def bench_once(make_setup, seconds):
-    """(pps, checks) of one run: a contender started, measured and stopped."""
+    """(pps, checks, idle share or None) of one run: a contender started, measured and
+    stopped."""
     setup = make_setup()
     try:
-        return setup.measure(seconds), setup.checks
+        setup.idle_start()
+        pps = setup.measure(seconds)
+        return pps, setup.checks, setup.idle_share()
     finally:
         setup.close()
 
@@ -402,6 +464,7 @@ def run_interleaved(args, workdir, case):
     makers.append(("dpdk", lambda: DpdkSetup(workdir, case, "dpdk")))
     setups = []
     results = {name: [] for name, _ in makers}
+    idle = {name: [] for name, _ in makers}
     try:
         for name, make in makers:
             setup = make()
@@ -413,8 +476,12 @@ def run_interleaved(args, workdir, case):
             for name, setup in order:
                 signal_all(setup, signal.SIGCONT)
                 time.sleep(SLICE_SETTLE)
+                setup.idle_start()
                 pps, first, last = rate(setup.counter, args.seconds)
+                share = setup.idle_share()
                 signal_all(setup, signal.SIGSTOP)
+                if share is not None:
+                    idle[name].append(share)
                 if first[2] is not None:
                     setup.checks.frame(last[1] - first[1], last[2] - first[2])
                 results[name].append(pps)
@@ -425,7 +492,7 @@ def run_interleaved(args, workdir, case):
         for name, setup in setups:
             setup.check_features()
             problems.update(setup.checks.problems)
-        return results, sorted(problems)
+        return results, sorted(problems), idle
     finally:
         for _, setup in setups:
             signal_all(setup, signal.SIGCONT)
@@ -460,19 +527,33 @@ def run_case(args, workdir, case):
     contenders.append(("dpdk", lambda: bench_dpdk(workdir, case, args.seconds)))
     results = {name: [] for name, _ in contenders}
     problems = set()
+    idle = {name: [] for name, _ in contenders}
     for run in range(args.runs):
         line = []
         for name, bench in contenders:
-            pps, checks = bench()
+            pps, checks, share = bench()
             results[name].append(pps)
+            if share is not None:
+                idle[name].append(share)
             problems.update(checks.problems)
             line.append("%s %.2f%s" % (name, pps / 1e6, "".join(
                 " [%s]" % n for n in checks.notes + checks.problems)))
         print("%s run %d (Mpps): %s" % (describe(case), run + 1, ", ".join(line)), flush=True)
-    return results, sorted(problems)
+    return results, sorted(problems), idle
 
 
-def print_single(args, case, results, problems):
+def idle_summary(idle):
+    """'ours 98% (97-99), dpdk 95% (95-96)': the vhost sides' empty dequeue calls."""
+    parts = []
+    for name, shares in idle.items():
+        if shares:
+            v = sorted(shares)
+            parts.append("%s %.0f%% (%.0f-%.0f)" % (name, 100 * statistics.median(v),
+                                                   100 * v[0], 100 * v[-1]))
+    return ", ".join(parts)
+
+
+def print_single(args, case, results, problems, idle):
     print("loopback (%s, queue_size %d, median of %d, Mpps):"
           % (describe(case), QUEUE_SIZE, args.runs))
     print("  ovs-vhostuser backend : %s" % summary(results["ours"]))
@@ -485,6 +566,8 @@ def print_single(args, case, results, problems):
         print("  ratio (ours / baseline): %5.2f; within each run %s"
               % (ratio(results["ours"], results["baseline"]),
                  paired(results["ours"], results["baseline"])))
+    if idle_summary(idle):
+        print("  vhost side's dequeue calls that found nothing: %s" % idle_summary(idle))
     for p in problems:
         print("  ! " + p)
 
@@ -500,7 +583,7 @@ def print_table(args, rows, elapsed):
     head += "DPDK vhost PMD | ours / DPDK | per run |"
     print(head)
     print("|" + " --- |" * (head.count("|") - 1))
-    for case, results, problems in rows:
+    for case, results, problems, _ in rows:
         cells = [describe(case), summary(results["ours"])]
         if args.baseline:
             cells.append(summary(results["baseline"]))
