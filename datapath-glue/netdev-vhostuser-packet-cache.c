@@ -84,39 +84,18 @@ packet_init(struct dp_packet *packet, size_t allocated, size_t headroom,
     return packet;
 }
 
-/* Readies a packet from the cache for another frame.  packet_is_reusable() vouched
- * for its base, allocation and source, which dp_packet_use_stub() set when it was
- * first made, so this only resets what a trip through the switch may have changed.
- * Not the metadata: dpif-netdev initialises that for every packet a port receives
- * (pkt_metadata_init() in dfc_processing(), as received packets have no valid
- * metadata), just as it does for netdev-dpdk's mbufs, which come back from their pool
- * with the last packet's.  Doing it here as well cost the PMD thread about one cycle
- * in twenty of the two-port loop, in stores the switch then makes again. */
-static struct dp_packet *
-packet_reuse(struct dp_packet *packet, uint32_t size, uint8_t **data)
-{
-    dp_packet_set_data(packet,
-                       (char *) (packet + 1) + VHOSTUSER_PACKET_HEADROOM);
-    dp_packet_set_size(packet, size);
-    dp_packet_reset_offsets(packet);
-    dp_packet_reset_cutlen(packet);
-    dp_packet_reset_offload(packet);
-    packet->packet_type = htonl(PT_ETH);
-    *data = dp_packet_data(packet);
-    return packet;
-}
-
 struct dp_packet *
 vhostuser_packet_alloc(uint32_t size, uint8_t **data)
 {
     if (OVS_LIKELY(size <= VHOSTUSER_PACKET_CACHED_FRAME)) {
         struct packet_cache *cache = packet_cache_get();
+        struct dp_packet *packet;
 
-        if (OVS_LIKELY(cache->n)) {
-            return packet_reuse(cache->packets[--cache->n], size, data);
-        }
-        return packet_init(xmalloc(sizeof(struct dp_packet) + CACHED_ALLOCATED),
-                           CACHED_ALLOCATED, VHOSTUSER_PACKET_HEADROOM, size, data);
+        packet = (cache->n
+                  ? cache->packets[--cache->n]
+                  : xmalloc(sizeof *packet + CACHED_ALLOCATED));
+        return packet_init(packet, CACHED_ALLOCATED, VHOSTUSER_PACKET_HEADROOM,
+                           size, data);
     }
 
     /* Jumbo frames are rare enough for malloc(); the provider's max_rx_frame_size

@@ -27,9 +27,7 @@ struct dp_packet_batch;
 #define VHOSTUSER_PACKET_CACHED_FRAME 2048
 
 /* Returns a packet holding 'size' bytes of uninitialised data at '*data', with the
- * headroom dpif-netdev expects; the caller fills in the frame.  For a port's receive
- * path only: a reused packet's metadata is left for dpif-netdev to initialise, as it
- * does for every packet a port receives. */
+ * headroom dpif-netdev expects; the caller fills in the frame. */
 struct dp_packet *vhostuser_packet_alloc(uint32_t size, uint8_t **data);
 
 /* Frees every packet in 'batch', keeping those the cache can reuse. */
