@@ -580,17 +580,19 @@ def print_table(args, rows, elapsed):
     head = "| case | ours | "
     if args.baseline:
         head += "baseline | "
-    head += "DPDK vhost PMD | ours / DPDK | per run |"
+    head += "DPDK vhost PMD | ours / DPDK | per run | vhost side idle, ours / DPDK |"
     print(head)
     print("|" + " --- |" * (head.count("|") - 1))
-    for case, results, problems, _ in rows:
+    for case, results, problems, idle in rows:
         cells = [describe(case), summary(results["ours"])]
         if args.baseline:
             cells.append(summary(results["baseline"]))
         cells += [summary(results["dpdk"]), "%.2f" % ratio(results["ours"], results["dpdk"]),
-                  paired(results["ours"], results["dpdk"])]
+                  paired(results["ours"], results["dpdk"]),
+                  " / ".join("%.0f%%" % (100 * statistics.median(idle[name]))
+                             if idle[name] else "-" for name in ("ours", "dpdk"))]
         print("| " + " | ".join(cells) + " |")
-    for case, _, problems in rows:
+    for case, _, problems, _ in rows:
         for p in problems:
             print("! %s: %s" % (describe(case), p))
 
