@@ -261,11 +261,10 @@ class Setup:
     """A vhost side ('server', a process serving the socket) and its guest, running
     the case; 'tag' names their files.  Subclasses start the server."""
 
-    # Whether the vhost side's polls are counted: in the directions where it
-    # dequeues (both, dequeue), the share of its dequeue calls that found nothing says
-    # who sets the pace.  Near 100%: it waits for the guest.
     def idle_start(self):
-        pass
+        """Starts counting the vhost side's dequeue calls, where it dequeues (both,
+        dequeue): the share that finds nothing says who sets the pace.  Near 100%, it
+        waits for the guest."""
 
     def idle_share(self):
         """Share of the vhost side's dequeue calls since idle_start() that came back
