@@ -187,6 +187,9 @@ static_assert(sizeof(VringDesc) == 16);
 inline constexpr uint16_t kDescFlagNext = 1;
 inline constexpr uint16_t kDescFlagWrite = 2;
 inline constexpr uint16_t kDescFlagIndirect = 4;
+// Packed rings only: a descriptor's availability, against the wrap counters.
+inline constexpr uint16_t kPackedFlagAvail = 1u << 7;
+inline constexpr uint16_t kPackedFlagUsed = 1u << 15;
 
 inline constexpr uint16_t kAvailFlagNoInterrupt = 1;
 inline constexpr uint16_t kUsedFlagNoNotify = 1;

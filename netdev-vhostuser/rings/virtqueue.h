@@ -49,6 +49,15 @@ struct BurstEntry {
   uint16_t head;  // From the avail ring, read once; not yet checked against the size.
 };
 
+// One buffer of a packed ring's burst as PrewalkPackedBurst() found it: an available
+// descriptor that is a whole buffer on its own (the usual shape), its fields read
+// once, checked and translated.
+struct PackedBurstEntry {
+  uint8_t* data;
+  uint32_t len;  // Not 0.
+  uint16_t id;   // Below the ring size.
+};
+
 class Virtqueue {
  public:
   // Segments one descriptor chain may have; a longer chain is refused.  Linux guests use
@@ -268,12 +277,50 @@ class Virtqueue {
     uint32_t len;
   };
   absl::Status RemapPacked(const GuestMemory* memory);
-  bool PackedDescAvailable(uint16_t position, bool wrap) const;
-  // Packed rings: prefetches the buffers of the next 'count' available descriptors
-  // that are each a buffer of their own (the usual shape), as PrewalkBurst() does for
-  // split rings, so that their misses overlap.  Only a hint: what it reads is read
-  // again, and checked, by WalkPackedChain().
-  void PrefetchPackedBurst(uint32_t count, bool writable, uint32_t skip) const;
+  // Whether the descriptor at ring position 'position' is available to us, 'wrap' being
+  // our wrap counter there (the driver's when it made the descriptor available).
+  bool PackedDescAvailable(uint16_t position, bool wrap) const {
+    // Acquire: the rest of the buffer's descriptors were written before these flags.
+    const uint16_t flags =
+        __atomic_load_n(&packed_desc_[position].flags, __ATOMIC_ACQUIRE);
+    const bool avail = flags & kPackedFlagAvail;
+    const bool used = flags & kPackedFlagUsed;
+    return avail == wrap && used != wrap;
+  }
+  // Packed rings, as PrewalkBurst() for split ones: reads the next 'count' (at most
+  // kMaxBurstEntries) available descriptors from our position on, as long as each is
+  // a buffer of its own of the wanted kind, into 'entries', checked and translated, and
+  // prefetches each buffer's line where the frame starts, 'skip' bytes in, so that the
+  // misses overlap.  The first descriptor of another shape ends the pre-walk; from
+  // there on NextPackedChain() walks in full.
+  void PrewalkPackedBurst(uint32_t count, bool writable, uint32_t skip,
+                          PackedBurstEntry* entries);
+  // The pre-walked entry for ring position 'position' with wrap counter 'wrap', or
+  // nullptr if the pre-walk did not reach it or this call's walk budget is spent.
+  const PackedBurstEntry* PrewalkedAt(uint16_t position, bool wrap) const {
+    const uint32_t k = uint32_t{position} + (wrap != packed_burst_wrap_ ? size_ : 0) -
+                       packed_burst_start_;
+    if (__builtin_expect(k < burst_count_ && walk_budget_ != 0, 1)) {
+      return &packed_burst_[k];
+    }
+    return nullptr;
+  }
+  // The buffer at ring position 'position' (known to be available), from the pre-walk
+  // or walked in full, as WalkPackedChain() gives it.
+  bool NextPackedChain(uint16_t position, bool writable, uint16_t* n_descs,
+                       uint32_t* n_segments, uint64_t* total, uint16_t* id,
+                       const PackedBurstEntry* entry) {
+    if (entry != nullptr) {
+      --walk_budget_;
+      segments_[0] = Segment{entry->data, entry->len};
+      *n_descs = 1;
+      *n_segments = 1;
+      *total = entry->len;
+      *id = entry->id;
+      return true;
+    }
+    return WalkPackedChain(position, writable, n_descs, n_segments, total, id);
+  }
   bool WalkPackedChain(uint16_t position, bool writable, uint16_t* n_descs,
                        uint32_t* n_segments, uint64_t* total, uint16_t* id);
   // Queues a used element for FlushPackedUsed(); false, with nothing queued, when the
@@ -345,7 +392,13 @@ class Virtqueue {
   static constexpr uint32_t kMaxBurstEntries = 64;
   const BurstEntry* burst_ = nullptr;
   uint16_t burst_avail_start_ = 0;
-  uint32_t burst_count_ = 0;
+  uint32_t burst_count_ = 0;  // Split or packed: entries in burst_ or packed_burst_.
+  // Packed: the current burst's pre-walked buffers (PrewalkPackedBurst), likewise, for
+  // the burst_count_ ring positions from packed_burst_start_ (wrap counter
+  // packed_burst_wrap_) on.
+  const PackedBurstEntry* packed_burst_ = nullptr;
+  uint16_t packed_burst_start_ = 0;
+  bool packed_burst_wrap_ = false;
 
   uint32_t walk_budget_ = 0;  // Descriptor reads left in this call.
 

@@ -23,9 +23,6 @@
 namespace vhostuser {
 namespace {
 
-constexpr uint16_t kPackedFlagAvail = 1u << 7;
-constexpr uint16_t kPackedFlagUsed = 1u << 15;
-
 // Event suppression (virtio 1.x 2.8.10): {off_wrap, flags}.
 constexpr uint16_t kEventFlagsEnable = 0;
 constexpr uint16_t kEventFlagsDisable = 1;
@@ -64,34 +61,42 @@ absl::Status Virtqueue::RemapPacked(const GuestMemory* memory) {
   return absl::OkStatus();
 }
 
-bool Virtqueue::PackedDescAvailable(uint16_t position, bool wrap) const {
-  // Acquire: the rest of the buffer's descriptors were written before these flags.
-  const uint16_t flags = __atomic_load_n(&packed_desc_[position].flags, __ATOMIC_ACQUIRE);
-  const bool avail = flags & kPackedFlagAvail;
-  const bool used = flags & kPackedFlagUsed;
-  return avail == wrap && used != wrap;
-}
-
-void Virtqueue::PrefetchPackedBurst(uint32_t count, bool writable, uint32_t skip) const {
+void Virtqueue::PrewalkPackedBurst(uint32_t count, bool writable, uint32_t skip,
+                                   PackedBurstEntry* entries) {
+  burst_count_ = 0;
+  packed_burst_ = entries;
+  packed_burst_start_ = last_avail_idx_;
+  packed_burst_wrap_ = avail_wrap_;
   const std::span<const GuestMemory::Region> regions = memory_->regions();
-  if (regions.empty()) return;
-  const GuestMemory::Region& first = regions[0];  // Where a guest's buffers usually are.
+  if (regions.empty()) return;  // Nothing translates; the full walk fails the ring.
+  // The first region, where a guest's buffers usually all are, kept in registers.
+  const uint64_t first_base = regions[0].guest_phys_addr;
+  const uint64_t first_size = regions[0].size;
+  uint8_t* const first_host = regions[0].host;
   constexpr uint16_t kShape = kDescFlagNext | kDescFlagIndirect | kDescFlagWrite;
   uint16_t position = last_avail_idx_;
   bool wrap = avail_wrap_;
-  count = std::min(count, size_);
-  for (uint32_t i = 0; i < count; ++i) {
+  count = std::min({count, size_, kMaxBurstEntries});
+  uint32_t i = 0;
+  for (; i < count; ++i) {
     if (!PackedDescAvailable(position, wrap)) break;
     const PackedDesc* slot = &packed_desc_[position];
     const uint64_t addr = ReadOnce(&slot->addr);
     const uint32_t len = ReadOnce(&slot->len);
+    const uint16_t id = ReadOnce(&slot->id);
     const uint16_t flags = ReadOnce(&slot->flags);
-    if ((flags & kShape) != (writable ? kDescFlagWrite : 0)) break;  // Not one buffer.
-    const uint64_t offset = addr - first.guest_phys_addr;  // As TranslateGuest().
-    const uint8_t* data = offset < first.size && len <= first.size - offset
-                              ? first.host + offset
-                              : memory_->TranslateGuest(addr, len);
-    if (data != nullptr && len > skip) {
+    // Anything else (a chain, an indirect table, an empty buffer, a bad id) is left to
+    // WalkPackedChain(), which accepts it or fails the ring with the reason.
+    if ((flags & kShape) != (writable ? kDescFlagWrite : 0) || len == 0 || id >= size_) {
+      break;
+    }
+    const uint64_t offset = addr - first_base;  // As GuestMemory::TranslateGuest().
+    uint8_t* data = offset < first_size && len <= first_size - offset
+                        ? first_host + offset
+                        : memory_->TranslateGuest(addr, len);
+    if (data == nullptr) break;
+    entries[i] = PackedBurstEntry{data, len, id};
+    if (len > skip) {
       if (writable) {
         // As in PrewalkBurst(): the header's line is usually only compared.
         if (!SameLine(data, data + skip)) __builtin_prefetch(data, 0);
@@ -105,6 +110,7 @@ void Virtqueue::PrefetchPackedBurst(uint32_t count, bool writable, uint32_t skip
       wrap = !wrap;
     }
   }
+  burst_count_ = i;
 }
 
 bool Virtqueue::WalkPackedChain(uint16_t position, bool writable, uint16_t* n_descs,
@@ -259,14 +265,16 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
   uint32_t received = 0, dropped = 0;
   uint64_t bytes = 0;
   StartWalkBudget(max);
-  PrefetchPackedBurst(max, /*writable=*/false, features_.net_header_size);
+  PackedBurstEntry entries[kMaxBurstEntries];
+  PrewalkPackedBurst(max, /*writable=*/false, features_.net_header_size, entries);
   for (uint32_t i = 0; i < max; ++i) {
-    if (!PackedDescAvailable(last_avail_idx_, avail_wrap_)) break;
+    const PackedBurstEntry* entry = PrewalkedAt(last_avail_idx_, avail_wrap_);
+    if (entry == nullptr && !PackedDescAvailable(last_avail_idx_, avail_wrap_)) break;
     uint16_t n_descs, id;
     uint32_t n_segments;
     uint64_t total;
-    if (!WalkPackedChain(last_avail_idx_, /*writable=*/false, &n_descs, &n_segments,
-                         &total, &id)) {
+    if (!NextPackedChain(last_avail_idx_, /*writable=*/false, &n_descs, &n_segments,
+                         &total, &id, entry)) {
       break;
     }
     if (n_pending_ == size_) break;  // A ring's worth in this burst already.
@@ -280,6 +288,7 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
       avail_wrap_ = !avail_wrap_;
     }
   }
+  burst_count_ = 0;
   FlushPackedUsed();
   FinishPackedBurst(old_used, old_wrap);
   CountBurst(received, bytes, dropped);
@@ -300,7 +309,8 @@ bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
   uint64_t written = 0;
   bool num_buffers_known = false;
   while (written < need) {
-    if (!PackedDescAvailable(position, wrap)) {
+    const PackedBurstEntry* entry = PrewalkedAt(position, wrap);
+    if (entry == nullptr && !PackedDescAvailable(position, wrap)) {
       *fits = false;  // The guest has not posted enough buffers yet.
       return false;
     }
@@ -311,8 +321,8 @@ bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
     uint16_t n_descs, id;
     uint32_t n_segments;
     uint64_t capacity;
-    if (!WalkPackedChain(position, /*writable=*/true, &n_descs, &n_segments, &capacity,
-                         &id)) {
+    if (!NextPackedChain(position, /*writable=*/true, &n_descs, &n_segments, &capacity,
+                         &id, entry)) {
       *fits = false;
       return false;
     }
@@ -372,7 +382,8 @@ uint32_t Virtqueue::EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n,
     const bool old_wrap = used_wrap_;
     uint64_t bytes = 0;
     StartWalkBudget(n);
-    PrefetchPackedBurst(n, /*writable=*/true, features_.net_header_size);
+    PackedBurstEntry entries[kMaxBurstEntries];
+    PrewalkPackedBurst(n, /*writable=*/true, features_.net_header_size, entries);
     for (; consumed < n; ++consumed) {
       bool fits;
       if (!EnqueueOnePacked(pkts[consumed], &fits)) {
@@ -382,6 +393,7 @@ uint32_t Virtqueue::EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n,
         bytes += pkts[consumed].size;
       }
     }
+    burst_count_ = 0;
     FlushPackedUsed();
     FinishPackedBurst(old_used, old_wrap);
     CountBurst(consumed - dropped, bytes, dropped);

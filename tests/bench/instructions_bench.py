@@ -5,7 +5,8 @@ Wall-clock figures on a small shared machine move by a factor of two from run to
 (loopback_bench.py prints the spread), which hides any change worth less than that.
 The instructions the backend executes per packet do not move: this runs
 vhostuser-loopback --mac-swap under valgrind's callgrind, with DPDK testpmd's
-virtio_user port (64 B, queue 1024, the ring kept full) as the guest, and divides the
+virtio_user port (64 B unless --frame says otherwise, split ring, no mergeable buffers
+unless asked; queue 1024, the ring kept full) as the guest, and divides the
 instructions counted by the packets the backend forwarded.  Under callgrind the backend
 is the slow side, so the ring stays full and few polls come back empty.
 
@@ -14,7 +15,8 @@ cross cores.  Keep a change when this and an interleaved loopback_bench.py agree
 this improves and the wall-clock A/B is within its noise.
 
 usage: instructions_bench.py --loopback BIN [--baseline BIN] [--seconds S] [--runs N]
-                             [--top N] [--cache-sim]
+                             [--top N] [--cache-sim] [--frame 64|512|1518] [--mrg on]
+                             [--packed]
   --top N: also print the N functions whose instructions per packet differ most
            between the two binaries.
   --cache-sim: also simulate this machine's L1 data cache and L2 (as callgrind's last
@@ -54,7 +56,7 @@ def cache_geometry(level):
     return "%d,%d,%d" % (size, assoc, line)
 
 
-def run_once(loopback, workdir, tag, seconds, cache_sim):
+def run_once(loopback, workdir, tag, seconds, cache_sim, case):
     """({event: count}, packets, callgrind output file) of one run of 'loopback'."""
     sock = os.path.join(workdir, tag + ".sock")
     out = os.path.join(workdir, tag + ".callgrind")
@@ -69,13 +71,14 @@ def run_once(loopback, workdir, tag, seconds, cache_sim):
             if os.path.exists(sock):
                 break
             time.sleep(0.05)
-        guest = TestPmd([sock], queue_size=QUEUE_SIZE, mrg_rxbuf=0, in_order=0,
-                        forward_mode="mac", cpu=1, hugepages=True, descs=QUEUE_SIZE,
+        guest = TestPmd([sock], queue_size=QUEUE_SIZE, mrg_rxbuf=int(case.mrg == "on"),
+                        in_order=0, packed_vq=int(case.packed), forward_mode="mac", cpu=1, hugepages=True, descs=QUEUE_SIZE,
                         file_prefix="ipp-" + tag,
                         log_path=os.path.join(workdir, tag + "-guest.log"))
         try:
             guest.wait_ready()
             guest.wait_link_up()
+            guest.command("set txpkts %d" % case.frame)
             guest.command("start tx_first 32")
             time.sleep(seconds)
             guest.command("stop")
@@ -119,6 +122,10 @@ def main():
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--top", type=int, default=0)
     ap.add_argument("--cache-sim", action="store_true")
+    ap.add_argument("--frame", type=int, default=64, choices=(64, 512, 1518))
+    ap.add_argument("--mrg", choices=("on", "off"), default="off",
+                    help="mergeable receive buffers")
+    ap.add_argument("--packed", action="store_true", help="packed virtqueues")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("needs valgrind (apt-get install valgrind)")
@@ -136,7 +143,7 @@ def main():
         line = []
         for name, binary in contenders:
             events, packets, out = run_once(binary, workdir, "%s-%d" % (name, run),
-                                            args.seconds, args.cache_sim)
+                                            args.seconds, args.cache_sim, args)
             results[name].append(events["Ir"] / packets)
             last[name] = (out, packets)
             text = "%s %.1f (%d packets)" % (name, events["Ir"] / packets, packets)
@@ -147,8 +154,9 @@ def main():
                                                                l2_misses[name][-1])
             line.append(text)
         print("run %d (per packet): %s" % (run + 1, ", ".join(line)), flush=True)
-    print("backend instructions per packet (64 B, ring full, callgrind, median of %d):"
-          % args.runs)
+    print("backend instructions per packet (%d B, %s ring, mergeable buffers %s, ring full, "
+          "callgrind, median of %d):" % (args.frame, "packed" if args.packed else "split",
+                                         args.mrg, args.runs))
     for name, _ in contenders:
         v = results[name]
         print("  %-9s: %7.1f (%.1f-%.1f)" % (name, statistics.median(v), min(v), max(v)))

@@ -143,6 +143,40 @@ TEST_F(PackedRingTest, DequeuesEveryShapeAndWrapsAroundTheRing) {
   EXPECT_EQ(vs.packets, 200u);
 }
 
+TEST_F(PackedRingTest, BurstOfLoneBuffersAroundAChainAcrossTheWrap) {
+  // The device pre-walks a burst's lone buffers and stops at the first descriptor of
+  // another shape; the rest is walked in full.  One burst that starts near the end of
+  // the ring, wraps, and has a chain in the middle must come out whole and in order.
+  Start(kPacked);
+  for (uint16_t i = 0; i < 50; ++i) {  // To position 50 of 64.
+    GuestSend(TestFrame(60, i), i);
+    ASSERT_EQ(Dequeue().size(), 1u);
+    VringUsedElem e;
+    ASSERT_TRUE(tx_.PopUsed(1, &e));
+  }
+  std::vector<std::vector<uint8_t>> sent;
+  std::vector<std::pair<uint16_t, uint16_t>> ids;  // Buffer id, descriptors.
+  for (uint16_t i = 0; i < 21; ++i) {
+    sent.push_back(TestFrame(60 + i, 100 + i));
+    if (i == 10) {
+      GuestSend(sent.back(), i, {kHeader, kHeader + 20});  // 3 descriptors
+      ids.push_back({i, 3});
+    } else {
+      GuestSend(sent.back(), i);
+      ids.push_back({i, 1});
+    }
+  }
+  auto got = Dequeue();
+  ASSERT_EQ(got.size(), sent.size());
+  for (size_t i = 0; i < sent.size(); ++i) EXPECT_EQ(got[i], sent[i]) << "packet " << i;
+  VringUsedElem e;
+  for (auto [id, descs] : ids) {
+    ASSERT_TRUE(tx_.PopUsed(descs, &e));
+    EXPECT_EQ(e.id, id);
+  }
+  EXPECT_FALSE(tx_.PopUsed(1, &e));
+}
+
 TEST_F(PackedRingTest, ABurstBecomesVisibleToTheDriverWhole) {
   // The device returns a burst's buffers with the first one's flags written last, so
   // that a driver polling that descriptor never finds the burst half returned.  A
@@ -301,6 +335,8 @@ TEST_F(PackedRingTest, BufferIdOutOfRangeDisconnects) {
   GuestSend(TestFrame(64, 1), 64);
   EXPECT_TRUE(Dequeue().empty());
   EXPECT_TRUE(frontend_->WaitClosed(5000));
+  // The port's status changes after the socket is closed, not before.
+  EXPECT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_DISCONNECTED; }));
   EXPECT_THAT(Status().last_error, ::testing::HasSubstr("buffer id"));
 }
 
