@@ -10,10 +10,11 @@ dpdkvhostuser ports:
     (in_port=1,actions=2,3 and in_port=2,actions=1,3), so its receive ring matters.
 A hostile frontend (build/bin/vhostuser-hostile --attack NAME, or a squatting process)
 works on vhu3 for a few seconds.  Per case:
-  - the neighbours' rate (the sum of testpmd's receive counters over a window) in two
-    clean windows before the attack, during the attack, and in two clean windows after
-    it; the attack's rate must be at least VHU_ISOLATION_MIN_RATIO (0.9) times the
-    median of the clean windows;
+  - the neighbours' rate (the sum of testpmd's receive counters over a window) in clean
+    windows and attack windows taken in turn, clean first and last (C A C A C A C: each
+    attack window a fresh attack, the switch back to idle before the next clean one);
+    each attack window is compared with the mean of the two clean windows beside it,
+    and the median of those ratios must be at least VHU_ISOLATION_MIN_RATIO (0.9);
   - `ovs-appctl` (vhostuser/show and version in turn, ten times a second) must answer in
     less than VHU_ISOLATION_MAX_APPCTL_MS (500 ms) throughout;
   - afterwards the daemon is alive and its fds, guest-memory mappings and VmSize are
@@ -69,7 +70,11 @@ MAX_APPCTL_MS = env_float("VHU_ISOLATION_MAX_APPCTL_MS", 500)
 MAX_ADD_PORT_S = env_float("VHU_ISOLATION_MAX_ADD_PORT_S", 3)
 WINDOW_S = env_float("VHU_ISOLATION_WINDOW_S", 2)     # each clean window
 IN_FLIGHT_BURSTS = int(env_float("VHU_ISOLATION_BURSTS", 16))  # tx_first N, per port
-ATTACK_S = env_float("VHU_ISOLATION_ATTACK_S", 3)       # the measured attack window
+ATTACK_S = env_float("VHU_ISOLATION_ATTACK_S", 2)       # each measured attack window
+# Attack windows per measurement, each between two clean windows: this VM's rate drifts
+# by a fifth over seconds, so an attack is judged against the windows beside it, and
+# by the median of several such pairs rather than by one window.
+ATTACK_WINDOWS = int(env_float("VHU_ISOLATION_ATTACK_WINDOWS", 3))
 ATTACKER_NICE = int(os.environ.get("VHU_ISOLATION_ATTACKER_NICE", "19"))
 MAX_LOG_LINES = os.environ.get("VHU_ISOLATION_MAX_LOG_LINES")  # unset: report only
 # A case whose only failure is the neighbours' rate is measured again, up to
@@ -100,7 +105,10 @@ class Case:
         self.squat = squat
 
     def seconds(self):
-        return self.attack_s if self.attack_s is not None else ATTACK_S
+        """One attack window; a case's attack_s is its attacks' total."""
+        if self.attack_s is not None:
+            return self.attack_s / ATTACK_WINDOWS
+        return ATTACK_S
 
 
 CASES = [
@@ -113,7 +121,7 @@ CASES = [
     Case("zero_length_rx_chain_packed", "the packed-ring variant: the whole ring one "
          "chain of zero-length descriptors, posted again whenever it comes back"),
     Case("connect_hangup_loop", "connect and hang up in a tight loop for 10 s; the "
-         "daemon's log lines are counted", attack_s=max(ATTACK_S, 10.0)),
+         "daemon's log lines are counted", attack_s=max(ATTACK_S * ATTACK_WINDOWS, 10.0)),
     Case("queue_flapping", "connect, negotiate multiqueue, set up queue pairs 0 and 7 "
          "(vrings 14 and 15), hang up, again"),
     Case("squat_socket", "a foreign process listens on the port's socket path before "
@@ -460,8 +468,8 @@ class Result:
     def __init__(self, case, label):
         self.case = case
         self.label = label
-        self.clean = []
-        self.attack_rate = None
+        self.clean = []     # Clean windows, in order: one before each attack, one after.
+        self.attacks = []   # Attack windows.
         self.appctl = (0.0, "-", 0.0, True)
         self.appctl_calls = 0
         self.problems = []
@@ -478,9 +486,31 @@ class Result:
         return statistics.median(self.clean) if self.clean else 0.0
 
     @property
+    def attack_rate(self):
+        return statistics.median(self.attacks) if self.attacks else None
+
+    def pair_ratios(self):
+        """Each attack window over the mean of the clean windows on either side."""
+        ratios = []
+        for k, attack in enumerate(self.attacks):
+            beside = self.clean[k:k + 2]
+            if len(beside) == 2 and sum(beside) > 0:
+                ratios.append(attack / (sum(beside) / 2))
+        return ratios
+
+    @property
     def ratio(self):
-        return self.attack_rate / self.clean_rate if self.clean_rate and \
-            self.attack_rate is not None else 0.0
+        ratios = self.pair_ratios()
+        return statistics.median(ratios) if ratios else 0.0
+
+    def windows(self):
+        """The windows in the order they were taken, in Mpps: 'C 3.12 A 2.98 C ...'."""
+        out = []
+        for k, clean in enumerate(self.clean):
+            out.append("C %.2f" % (clean / 1e6))
+            if k < len(self.attacks):
+                out.append("A %.2f" % (self.attacks[k] / 1e6))
+        return " ".join(out)
 
     @property
     def ok(self):
@@ -522,59 +552,42 @@ def run_case(bed, case):
     probe.start()
     t_start = time.monotonic()
     try:
-        r.clean += [bed.measure(WINDOW_S) for _ in range(2)]
+        r.clean.append(bed.measure(WINDOW_S))
         log_mark = bed.log_size()
         t_attack = time.monotonic()
-        threads_before = bed.thread_times()
-        if case.squat:
-            attack_squat(bed, case, r)
-        else:
-            attack_hostile(bed, case, r)
-        t_attack_end = time.monotonic()
-        threads_after = bed.thread_times()
-        used = {name: threads_after[name] - threads_before.get(name, 0.0)
-                for name in threads_after}
-        r.notes.append("daemon threads' CPU during the attack (%.1f s): %s" % (
-            t_attack_end - t_attack, ", ".join(
-                "%s %.0f ms" % (name, 1000 * t) for name, t in
-                sorted(used.items(), key=lambda kv: -kv[1]) if t >= 0.005) or "none"))
-        # Back to normal: the daemon alive, vhu3 free, the footprint as before.
-        if not bed.alive():
-            r.problems.append("the daemon died (exit status %s)" % ovs.vswitchd.returncode)
-            return r
-        # OVS-DPDK's figures are only reported: it gets less time to settle.
-        settle = 5 if bed.reference else SETTLE_S
-        # The footprint judged is the one that was looked at: a second look could catch
-        # a socket the daemon holds for a moment (syslog(3)'s, opened in between the
-        # reads of /proc/net/unix and of the fds, counts as an unknown 'socket').
-        deadline = time.monotonic() + settle
-        while True:
-            now = bed.footprint()
-            if bed.port_idle() and bed.same_footprint(now, base):
-                break
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.1)
-        r.settle_s = time.monotonic() - t_attack_end
-        if not bed.same_footprint(now, base):
-            r.problems.append(
-                "footprint not back within %d s of the attack: fds %d (before %d), "
-                "guest-memory mappings %d (before %d), threads %d (before %d), VmSize "
-                "%+d kB; fds now %s, before %s" % (
-                    settle, now["fds"], base["fds"], now["memfd_maps"],
-                    base["memfd_maps"], now["threads"], base["threads"],
-                    now["vmsize_kb"] - base["vmsize_kb"],
-                    {k: v for k, v in now["fd_kinds"].items()
-                     if v != base["fd_kinds"].get(k)},
-                    {k: v for k, v in base["fd_kinds"].items()
-                     if v != now["fd_kinds"].get(k)}))
-        r.notes.append("footprint after: fds %d (%+d), threads %d (%+d), VmSize %+d MiB" % (
-            now["fds"], now["fds"] - base["fds"], now["threads"],
-            now["threads"] - base["threads"],
-            (now["vmsize_kb"] - base["vmsize_kb"]) // 1024))
-        r.log_lines = bed.log_since(log_mark)
-        check_reason(bed, case, r)
-        r.clean += [bed.measure(WINDOW_S) for _ in range(2)]
+        used = {}
+        attack_s = 0.0
+        for window in range(ATTACK_WINDOWS):
+            threads_before = bed.thread_times()
+            t0 = time.monotonic()
+            if case.squat:
+                attack_squat(bed, case, r)
+            else:
+                attack_hostile(bed, case, r)
+            t_attack_end = time.monotonic()
+            attack_s += t_attack_end - t0
+            for name, t in bed.thread_times().items():
+                used[name] = used.get(name, 0.0) + t - threads_before.get(name, 0.0)
+            # Back to normal: the daemon alive, vhu3 free, the footprint as before.
+            if not bed.alive():
+                r.problems.append("the daemon died (exit status %s)"
+                                  % ovs.vswitchd.returncode)
+                return r
+            now = settle(bed, base, r, t_attack_end)
+            if window == ATTACK_WINDOWS - 1:
+                r.notes.append("daemon threads' CPU during the attacks (%.1f s): %s" % (
+                    attack_s, ", ".join(
+                        "%s %.0f ms" % (name, 1000 * t) for name, t in
+                        sorted(used.items(), key=lambda kv: -kv[1]) if t >= 0.005)
+                    or "none"))
+                r.notes.append("footprint after: fds %d (%+d), threads %d (%+d), "
+                               "VmSize %+d MiB" % (
+                                   now["fds"], now["fds"] - base["fds"], now["threads"],
+                                   now["threads"] - base["threads"],
+                                   (now["vmsize_kb"] - base["vmsize_kb"]) // 1024))
+                r.log_lines = bed.log_since(log_mark)
+                check_reason(bed, case, r)
+            r.clean.append(bed.measure(WINDOW_S))
         if not bed.alive():
             r.problems.append("the daemon died after the attack")
     finally:
@@ -588,10 +601,10 @@ def run_case(bed, case):
     elif r.ratio < MIN_RATIO:
         r.rate_failed = True
         r.problems.append(
-            "neighbours' rate during the attack %s = %.2fx their clean rate %s (clean "
-            "windows %s; required >= %.2fx)" % (
-                mpps(r.attack_rate), r.ratio, mpps(r.clean_rate),
-                ", ".join("%.2f" % (c / 1e6) for c in r.clean), MIN_RATIO))
+            "neighbours' rate during the attacks %.2fx of the clean windows beside them "
+            "(median of %s; windows in Mpps %s; required >= %.2fx)" % (
+                r.ratio, ", ".join("%.2f" % x for x in r.pair_ratios()), r.windows(),
+                MIN_RATIO))
     if r.appctl[0] * 1000 >= MAX_APPCTL_MS or not r.appctl[3]:
         r.problems.append(
             "ovs-appctl %s took %.0f ms (started %+.1f s from the attack's start; "
@@ -604,6 +617,39 @@ def run_case(bed, case):
     return r
 
 
+def settle(bed, base, r, t_attack_end):
+    """Waits for vhu3 to be idle and the daemon's footprint to be back to 'base' (a
+    problem in 'r' if it is not, noted once); returns the footprint last seen."""
+    # OVS-DPDK's figures are only reported: it gets less time to settle.
+    settle_s = 5 if bed.reference else SETTLE_S
+    # The footprint judged is the one that was looked at: a second look could catch a
+    # socket the daemon holds for a moment (syslog(3)'s, opened in between the reads of
+    # /proc/net/unix and of the fds, counts as an unknown 'socket').
+    deadline = time.monotonic() + settle_s
+    while True:
+        now = bed.footprint()
+        if bed.port_idle() and bed.same_footprint(now, base):
+            break
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    r.settle_s = max(r.settle_s or 0.0, time.monotonic() - t_attack_end)
+    if not bed.same_footprint(now, base) and not any(
+            p.startswith("footprint not back") for p in r.problems):
+        r.problems.append(
+            "footprint not back within %d s of the attack: fds %d (before %d), "
+            "guest-memory mappings %d (before %d), threads %d (before %d), VmSize "
+            "%+d kB; fds now %s, before %s" % (
+                settle_s, now["fds"], base["fds"], now["memfd_maps"],
+                base["memfd_maps"], now["threads"], base["threads"],
+                now["vmsize_kb"] - base["vmsize_kb"],
+                {k: v for k, v in now["fd_kinds"].items()
+                 if v != base["fd_kinds"].get(k)},
+                {k: v for k, v in base["fd_kinds"].items()
+                 if v != now["fd_kinds"].get(k)}))
+    return now
+
+
 def attack_hostile(bed, case, r):
     seconds = case.seconds()
     argv = bed.attacker_argv([bed.hostile, "--socket", bed.socks[ATTACKED], "--attack",
@@ -614,7 +660,7 @@ def attack_hostile(bed, case, r):
                                 text=True)
     try:
         time.sleep(LEAD_S)
-        r.attack_rate = bed.measure(seconds)
+        r.attacks.append(bed.measure(seconds))
         out, err = attacker.communicate(timeout=seconds + 60)
     except subprocess.TimeoutExpired:
         attacker.kill()
@@ -653,7 +699,7 @@ def attack_squat(bed, case, r):
         # The squatter stays; the window starts once add-port has returned (or given
         # up), so that it holds the squatter's cost and not the reload of the PMD
         # thread that any new port makes.
-        r.attack_rate = bed.measure(case.seconds())
+        r.attacks.append(bed.measure(case.seconds()))
         # What the port says while the squatter is there.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -714,11 +760,12 @@ def log_summary(lines):
 
 def describe(r):
     a = r.attacker
-    lines = ["%s [%s] %s: neighbours %s during the attack, %.2fx of clean %s "
-             "(windows %s); ovs-appctl max %.0f ms over %d calls (%s)" % (
+    lines = ["%s [%s] %s: neighbours %s during the attacks, %.2fx of the clean windows "
+             "beside them (median of %s; windows in Mpps %s); ovs-appctl max %.0f ms "
+             "over %d calls (%s)" % (
                  "ok  " if r.ok else "FAIL", r.label, r.case.name, mpps(r.attack_rate),
-                 r.ratio, mpps(r.clean_rate), " ".join("%.2f" % (c / 1e6) for c in r.clean),
-                 r.appctl[0] * 1000, r.appctl_calls, r.appctl[1])]
+                 r.ratio, ", ".join("%.2f" % x for x in r.pair_ratios()) or "-",
+                 r.windows(), r.appctl[0] * 1000, r.appctl_calls, r.appctl[1])]
     if a:
         lines.append("    attacker: %s" % json.dumps(a))
     lines.append("    daemon log lines during the attack and recovery: %d; settled %s"
@@ -833,9 +880,10 @@ def main():
                      "utilities/install-deps.sh --hugepages 1024")
     cases = [c for c in CASES + EXTRA if (c.name in args.case if args.case
                                            else c not in EXTRA)] * max(1, args.repeat)
-    log("isolation: min ratio %.2f, appctl < %.0f ms, windows %.1f s clean, %.1f s attack, "
-        "attacker on CPU %d at nice %d" % (MIN_RATIO, MAX_APPCTL_MS, WINDOW_S, ATTACK_S,
-                                           ATTACKER_CPU, ATTACKER_NICE))
+    log("isolation: min ratio %.2f, appctl < %.0f ms, windows %.1f s clean, %.1f s attack "
+        "(%d attack windows, each between clean ones), attacker on CPU %d at nice %d" % (
+            MIN_RATIO, MAX_APPCTL_MS, WINDOW_S, ATTACK_S, ATTACK_WINDOWS, ATTACKER_CPU,
+            ATTACKER_NICE))
     ours = run_cases(daemon, hostile, cases)
     ref = run_cases(OVS_DPDK, hostile, cases, reference=True) if args.reference else []
     print()
