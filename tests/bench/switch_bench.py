@@ -5,7 +5,8 @@ The usual OVS-DPDK vhost-user baseline topology: one PMD thread (pmd-cpu-mask=0x
 a netdev bridge with two dpdkvhostuser ports and the flows 1->2 and 2->1; one testpmd
 on CPU 1 with two virtio_user ports (queue_size 1024) in io mode, started with
 tx_first, burst 32, 1024 descriptors: packets circle VM -> switch -> VM.  64-byte
-packets.  --in-flight: 512 per port (`start tx_first 16`, the ring kept fed: the
+packets, split virtqueues, no mergeable buffers, unless --frame 512|1518, --mrg on or
+--packed say otherwise (virtio_user negotiates what both sides offer).  --in-flight: 512 per port (`start tx_first 16`, the ring kept fed: the
 throughput regime, default) or 32 (one burst: the latency regime).  Throughput is the
 sum of both virtio_user ports' receive rates, measured over an interval after a
 warm-up; beside it, the PMD's processing cycles per packet from
@@ -28,6 +29,7 @@ Not a test: it prints figures and ratios and asserts nothing about speed.
 
 usage: switch_bench.py --daemon build/bin/ovs-vswitchd-vhostuser [--baseline DAEMON]
                        [--in-flight 512|32] [--seconds S] [--runs N] [--interleave]
+                       [--frame 64|512|1518] [--mrg on] [--packed]
 """
 
 import argparse
@@ -143,8 +145,10 @@ class SwitchSetup:
     1->2 and 2->1, and testpmd forwarding.  'idle_ports': so many more dpdkvhostuser
     ports on the bridge, no guest on them."""
 
-    def __init__(self, name, daemon, other_config, workdir, in_flight, idle_ports=0):
+    def __init__(self, name, daemon, other_config, workdir, in_flight, idle_ports=0,
+                 frame=64, mrg=False, packed=False):
         self.name, self.workdir = name, workdir
+        self.frame, self.mrg, self.packed = frame, mrg, packed
         config = {"pmd-cpu-mask": "0x1"}
         config.update(other_config)
         self.ovs = OvsSandbox(daemon, other_config=config, command_timeout=90,
@@ -171,6 +175,7 @@ class SwitchSetup:
         for sock in socks:
             ovs.wait_for(lambda: os.path.exists(sock), "socket " + sock)
         self.vm = TestPmd(socks, queue_size=QUEUE_SIZE, descs=QUEUE_SIZE, burst=32,
+                          mrg_rxbuf=int(self.mrg), packed_vq=int(self.packed),
                           forward_mode="io", cpu=1, hugepages=True,
                           file_prefix="bench-" + self.name,
                           log_path=os.path.join(self.workdir, self.name + "-testpmd.log"))
@@ -179,6 +184,7 @@ class SwitchSetup:
         self.vm.wait_link_up(1)
         ovs.wait_for(lambda: all(ovs.get("Interface", p, "link_state") == "up"
                                  for p in ("vhu1", "vhu2")), "links up", timeout=60)
+        self.vm.command("set txpkts %d" % self.frame)
         self.vm.command("start tx_first %d" % (in_flight // 32))
 
     def pids(self):
@@ -207,10 +213,12 @@ class SwitchSetup:
             self.ovs.__exit__(None, None, None)
 
 
-def run_switch(name, daemon, other_config, seconds, workdir, in_flight, idle_ports=0):
+def run_switch(name, daemon, other_config, seconds, workdir, in_flight, idle_ports=0,
+               **shape):
     """One switch, one measurement after a warm-up: (pps, cycles/pkt, RSS kB,
-    hugepages kB)."""
-    setup = SwitchSetup(name, daemon, other_config, workdir, in_flight, idle_ports)
+    hugepages kB).  'shape': SwitchSetup's frame, mrg and packed."""
+    setup = SwitchSetup(name, daemon, other_config, workdir, in_flight, idle_ports,
+                        **shape)
     try:
         time.sleep(3)   # Warm-up.
         return setup.measure(seconds)
@@ -228,7 +236,8 @@ def run_interleaved(contenders, args, workdir):
     results = {name: [] for name, _, _ in contenders}
     try:
         for i, (name, daemon, config) in enumerate(contenders):
-            setup = SwitchSetup("c%d" % i, daemon, config, workdir, args.in_flight)
+            setup = SwitchSetup("c%d" % i, daemon, config, workdir, args.in_flight,
+                                frame=args.frame, mrg=args.mrg == "on", packed=args.packed)
             setups.append((name, setup))
             signal_all(setup, signal.SIGSTOP)
         for round_ in range(args.runs):
@@ -263,6 +272,10 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--interleave", action="store_true",
                     help="keep every switch running and take turns in slices")
+    ap.add_argument("--frame", type=int, choices=(64, 512, 1518), default=64)
+    ap.add_argument("--mrg", choices=("on", "off"), default="off",
+                    help="mergeable receive buffers")
+    ap.add_argument("--packed", action="store_true", help="packed virtqueues")
     args = ap.parse_args()
     check_prerequisites(1280 if args.interleave and args.baseline else 1024)
 
@@ -283,7 +296,8 @@ def main():
         line = []
         for i, (name, daemon, config) in enumerate(contenders):
             r = run_switch("c%d-%d" % (i, run), daemon, config, args.seconds, workdir,
-                           args.in_flight)
+                           args.in_flight, frame=args.frame, mrg=args.mrg == "on",
+                           packed=args.packed)
             results[name].append(r)
             line.append("%s %.2f Mpps %.0f cycles/pkt" % (name, r[0] / 1e6, r[1]))
         print("run %d: %s" % (run + 1, ", ".join(line)), flush=True)
@@ -295,8 +309,10 @@ def main():
         v = [r[j] / scale for r in results[name]]
         return "%.*f-%.*f" % (digits, min(v), digits, max(v))
 
-    print("two vhost-user ports, flows 1->2 and 2->1, 1 PMD, testpmd io loop, 64 B, "
-          "%d in flight per port, median of %d:" % (args.in_flight, args.runs))
+    print("two vhost-user ports, flows 1->2 and 2->1, 1 PMD, testpmd io loop, %d B, %s "
+          "rings, mergeable buffers %s, %d in flight per port, median of %d:" % (
+              args.frame, "packed" if args.packed else "split", args.mrg, args.in_flight,
+              args.runs))
     print("  %-22s %18s %20s %9s %14s" % ("", "Mpps (spread)", "cycles/pkt (spread)",
                                           "RSS MiB", "hugepages MiB"))
     for name, _, _ in contenders:
