@@ -49,6 +49,7 @@ RingFeatures RingFeaturesFrom(uint64_t features) {
   f.event_idx = features & Bit(feature::kRingEventIdx);
   f.indirect = features & Bit(feature::kRingIndirectDesc);
   f.packed = features & Bit(feature::kRingPacked);
+  f.in_order = features & Bit(feature::kInOrder);
   return f;
 }
 

@@ -36,6 +36,9 @@ struct RingFeatures {
   bool event_idx = false;
   bool indirect = false;
   bool packed = false;
+  // VIRTIO_F_IN_ORDER: the driver knows we use its buffers in the order it made them
+  // available, so a packed ring's transmit burst can go back as one used descriptor.
+  bool in_order = false;
   // The largest frame the guest may transmit (the port's max_rx_frame_size).
   uint32_t max_frame_size = kMaxFrameSize;
 };

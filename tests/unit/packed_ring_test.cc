@@ -177,6 +177,51 @@ TEST_F(PackedRingTest, BurstOfLoneBuffersAroundAChainAcrossTheWrap) {
   EXPECT_FALSE(tx_.PopUsed(1, &e));
 }
 
+TEST_F(PackedRingTest, InOrderTransmitBurstGoesBackAsOneUsedDescriptor) {
+  // With VIRTIO_F_IN_ORDER a transmit burst goes back as a single used descriptor in
+  // the first buffer's slot, with the last buffer's id; the driver skips the others.
+  Start(kPacked | Bit(feature::kInOrder));
+  PackedDriverRing::Desc* descs = tx_.desc();
+  for (uint16_t round = 0; round < 20; ++round) {  // 7 descriptors a round: wraps twice.
+    const uint16_t first = tx_.next_position();
+    std::vector<std::vector<uint8_t>> sent;
+    for (uint16_t i = 0; i < 5; ++i) {
+      sent.push_back(TestFrame(60 + i, round * 5 + i));
+      if (i == 2) {
+        GuestSend(sent.back(), 10 + i, {kHeader, kHeader + 20});  // 3 descriptors
+      } else {
+        GuestSend(sent.back(), 10 + i);
+      }
+    }
+    auto got = Dequeue();
+    ASSERT_EQ(got, sent) << "round " << round;
+    for (uint16_t k = 1; k < 7; ++k) {
+      const uint16_t flags = descs[(first + k) % tx_.size()].flags;
+      EXPECT_NE(static_cast<bool>(flags & PackedDriverRing::kAvail),
+                static_cast<bool>(flags & PackedDriverRing::kUsed))
+          << "round " << round << ": slot " << k << " of the burst was written back";
+    }
+    VringUsedElem e;
+    ASSERT_TRUE(tx_.PopUsed(7, &e)) << "round " << round;
+    EXPECT_EQ(e.id, 14u);
+    EXPECT_FALSE(tx_.PopUsed(1, &e));
+  }
+  vhu_vring_status vs;
+  vhu_vring_get_status(port_, 1, &vs);
+  EXPECT_EQ(vs.packets, 100u);
+}
+
+TEST_F(PackedRingTest, WithoutInOrderEveryTransmitBufferGoesBack) {
+  Start(kPacked);
+  for (uint16_t i = 0; i < 3; ++i) GuestSend(TestFrame(60, i), 20 + i);
+  ASSERT_EQ(Dequeue().size(), 3u);
+  VringUsedElem e;
+  for (uint16_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(tx_.PopUsed(1, &e));
+    EXPECT_EQ(e.id, 20u + i);
+  }
+}
+
 TEST_F(PackedRingTest, ABurstBecomesVisibleToTheDriverWhole) {
   // The device returns a burst's buffers with the first one's flags written last, so
   // that a driver polling that descriptor never finds the burst half returned.  A
