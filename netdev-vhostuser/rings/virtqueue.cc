@@ -288,19 +288,7 @@ __attribute__((always_inline)) inline void Virtqueue::PrewalkBurst(uint32_t coun
     if (data == nullptr) continue;
     e.data = data;
     e.len = len;
-    if (len <= skip) continue;
-    if (writable) {
-      // The frame's first line is written: ask for it to be ours.  The header's is
-      // usually only compared (StoreHeader writes what differs, which in a steady
-      // stream is nothing), and when it is a line of its own, as in DPDK's virtio PMD
-      // that puts the header just below the frame's line boundary, the guest reads
-      // it again to transmit from that buffer: taking it for writing would steal it
-      // from the guest's cache for nothing.
-      if (!SameLine(data, data + skip)) __builtin_prefetch(data, 0);
-      PrefetchForWrite(data + skip);
-    } else {
-      __builtin_prefetch(data + skip, 0);
-    }
+    PrefetchBuffer(data, len, skip, writable);
   }
   burst_ = entries;
   burst_avail_start_ = last_avail_idx_;

@@ -96,15 +96,7 @@ void Virtqueue::PrewalkPackedBurst(uint32_t count, bool writable, uint32_t skip,
                         : memory_->TranslateGuest(addr, len);
     if (data == nullptr) break;
     entries[i] = PackedBurstEntry{data, len, id};
-    if (len > skip) {
-      if (writable) {
-        // As in PrewalkBurst(): the header's line is usually only compared.
-        if (!SameLine(data, data + skip)) __builtin_prefetch(data, 0);
-        PrefetchForWrite(data + skip);
-      } else {
-        __builtin_prefetch(data + skip, 0);
-      }
-    }
+    PrefetchBuffer(data, len, skip, writable);
     if (++position == size_) {
       position = 0;
       wrap = !wrap;
