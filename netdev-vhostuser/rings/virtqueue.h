@@ -301,8 +301,10 @@ class Virtqueue {
   // our wrap counter there (the driver's when it made the descriptor available).
   bool PackedDescAvailable(uint16_t position, bool wrap) const {
     // Acquire: the rest of the buffer's descriptors were written before these flags.
-    const uint16_t flags =
-        __atomic_load_n(&packed_desc_[position].flags, __ATOMIC_ACQUIRE);
+    return PackedFlagsAvailable(
+        __atomic_load_n(&packed_desc_[position].flags, __ATOMIC_ACQUIRE), wrap);
+  }
+  static bool PackedFlagsAvailable(uint16_t flags, bool wrap) {
     const bool avail = flags & kPackedFlagAvail;
     const bool used = flags & kPackedFlagUsed;
     return avail == wrap && used != wrap;
@@ -315,11 +317,18 @@ class Virtqueue {
   // there on NextPackedChain() walks in full.
   void PrewalkPackedBurst(uint32_t count, bool writable, uint32_t skip,
                           PackedBurstEntry* entries);
+  // Descriptors the current packed burst has taken before ring position 'position'
+  // (wrap counter 'wrap'): below 2 * size_ while a burst takes at most size_, which
+  // DequeuePacked() and EnqueueOnePacked() see to; a position a whole lap ahead gives
+  // a huge value.
+  uint32_t BurstDescs(uint16_t position, bool wrap) const {
+    return uint32_t{position} + (wrap != packed_burst_wrap_ ? size_ : 0) -
+           packed_burst_start_;
+  }
   // The pre-walked entry for ring position 'position' with wrap counter 'wrap', or
   // nullptr if the pre-walk did not reach it or this call's walk budget is spent.
   const PackedBurstEntry* PrewalkedAt(uint16_t position, bool wrap) const {
-    const uint32_t k = uint32_t{position} + (wrap != packed_burst_wrap_ ? size_ : 0) -
-                       packed_burst_start_;
+    const uint32_t k = BurstDescs(position, wrap);
     if (__builtin_expect(k < burst_count_ && walk_budget_ != 0, 1)) {
       return &packed_burst_[k];
     }

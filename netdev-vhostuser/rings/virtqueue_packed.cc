@@ -79,12 +79,14 @@ void Virtqueue::PrewalkPackedBurst(uint32_t count, bool writable, uint32_t skip,
   count = std::min({count, size_, kMaxBurstEntries});
   uint32_t i = 0;
   for (; i < count; ++i) {
-    if (!PackedDescAvailable(position, wrap)) break;
     const PackedDesc* slot = &packed_desc_[position];
+    // Acquire, as in PackedDescAvailable(); the one read of the flags decides both
+    // availability and shape.
+    const uint16_t flags = __atomic_load_n(&slot->flags, __ATOMIC_ACQUIRE);
+    if (!PackedFlagsAvailable(flags, wrap)) break;
     const uint64_t addr = ReadOnce(&slot->addr);
     const uint32_t len = ReadOnce(&slot->len);
     const uint16_t id = ReadOnce(&slot->id);
-    const uint16_t flags = ReadOnce(&slot->flags);
     // Anything else (a chain, an indirect table, an empty buffer, a bad id) is left to
     // WalkPackedChain(), which accepts it or fails the ring with the reason.
     if ((flags & kShape) != (writable ? kDescFlagWrite : 0) || len == 0 || id >= size_) {
@@ -276,10 +278,12 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
                          &total, &id, entry)) {
       break;
     }
-    if (n_pending_ == size_) break;  // A ring's worth in this burst already.
-    // Likewise for the in-order batch: a guest that re-posts descriptors we have not
-    // returned cannot make one burst take more than the ring.
-    if (features_.in_order && in_order_descs + n_descs > size_) break;
+    // A ring's worth in this burst already, in buffers or in descriptors: a guest that
+    // re-posts descriptors we have not returned, or chains that run into the next lap,
+    // cannot make one burst take more (nor the in-order batch count more).
+    if (n_pending_ == size_ || BurstDescs(last_avail_idx_, avail_wrap_) + n_descs > size_) {
+      break;
+    }
     if (!TakeFrame(n_segments, total, alloc, aux, pkts, &received, &bytes, &dropped)) {
       break;
     }
@@ -345,7 +349,7 @@ bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
       *fits = true;
       return false;
     }
-    if (n_pending_ + n_buffers == size_) {
+    if (n_pending_ + n_buffers == size_ || BurstDescs(position, wrap) + n_descs > size_) {
       *fits = false;  // A ring's worth in this burst already: the next one takes it.
       return false;
     }

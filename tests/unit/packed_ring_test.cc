@@ -222,6 +222,40 @@ TEST_F(PackedRingTest, WithoutInOrderEveryTransmitBufferGoesBack) {
   }
 }
 
+TEST_F(PackedRingTest, ABurstTakesAtMostARingOfDescriptors) {
+  // A chain that runs on into the next lap of the ring, over descriptors this burst
+  // already took, ends the burst: one burst never takes more than the ring.  A is a
+  // 63-descriptor chain at positions 0-62; B's head at 63 says NEXT, so its chain goes
+  // on through A's descriptors, 64 in all.
+  Start(kPacked);
+  const auto a = TestFrame(60, 1);
+  std::vector<uint32_t> splits;
+  for (uint32_t i = 1; i < 63; ++i) splits.push_back(i);
+  GuestSend(a, 1, splits);  // 63 descriptors: 1 byte each, then the rest.
+  ASSERT_EQ(tx_.next_position(), 63);
+  const uint64_t header = ram_.Alloc(kHeader);
+  memset(ram_.host(header), 0, kHeader);
+  tx_.Post({{header, kHeader}}, false, 2);
+  tx_.desc()[63].flags |= kDescFlagNext;
+  auto got = Dequeue();
+  ASSERT_EQ(got.size(), 1u) << "B would have taken A's descriptors a second time";
+  EXPECT_EQ(got[0], a);
+  VringUsedElem e;
+  ASSERT_TRUE(tx_.PopUsed(63, &e));
+  EXPECT_EQ(e.id, 1u);
+  EXPECT_EQ(Status().state, VHU_STATE_READY);
+  // The next burst takes B on its own.  A's returned descriptor at position 0 no longer
+  // says NEXT (the used flags replaced it) and holds length 0, so B ends there with
+  // nothing in it: a frame of no bytes, dropped and counted.  (Its buffer id is that
+  // last descriptor's, now A's.)
+  EXPECT_TRUE(Dequeue().empty());
+  EXPECT_TRUE(tx_.PopUsed(2, &e));
+  vhu_vring_status vs;
+  vhu_vring_get_status(port_, 1, &vs);
+  EXPECT_EQ(vs.packets, 1u);
+  EXPECT_EQ(vs.drops, 1u);
+}
+
 TEST_F(PackedRingTest, ABurstBecomesVisibleToTheDriverWhole) {
   // The device returns a burst's buffers with the first one's flags written last, so
   // that a driver polling that descriptor never finds the burst half returned.  A
