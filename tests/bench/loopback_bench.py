@@ -52,7 +52,11 @@ round.  Where the hypervisor runs this VM's two CPUs changes every few seconds t
 minutes, and with it everyone's throughput, by 2x or more; slices a second apart see
 the same placement, so the ratios within a round hold still where those of separate
 runs do not.  Use it with --runs 10 or more for an A/B; it needs 512 MB of huge pages
-per testpmd that is kept running (1024 pages with --baseline).
+per testpmd that is kept running (1024 pages with --baseline).  Before and after each
+slice, everyone stopped, vhostuser-cpu-pair-latency (built beside --loopback) times a
+cache line's trip between the two CPUs, which tells the placement apart (near, mid,
+far: placement.py); each slice line shows it, and the summary compares ours with DPDK
+within each placement, since how many slices of each a contender meets is luck.
 
 --matrix runs the cases of issue 14 and prints one table: direction both at 64, 512
 and 1518 B, mergeable buffers off and on, split and packed rings (12 cases), then the
@@ -82,6 +86,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers"))
 from testpmd import TestPmd  # noqa: E402
+
+import placement  # noqa: E402
 
 QUEUE_SIZE = 1024
 WARM_UP = 2
@@ -464,6 +470,8 @@ def run_interleaved(args, workdir, case):
     setups = []
     results = {name: [] for name, _ in makers}
     idle = {name: [] for name, _ in makers}
+    labels = {name: [] for name, _ in makers}
+    probe = placement.Probe.beside(args.loopback)
     try:
         for name, make in makers:
             setup = make()
@@ -473,25 +481,32 @@ def run_interleaved(args, workdir, case):
             order = setups[round_ % len(setups):] + setups[:round_ % len(setups)]
             line = []
             for name, setup in order:
+                before = probe.measure()  # Everyone stopped: the placement alone.
                 signal_all(setup, signal.SIGCONT)
                 time.sleep(SLICE_SETTLE)
                 setup.idle_start()
                 pps, first, last = rate(setup.counter, args.seconds)
                 share = setup.idle_share()
                 signal_all(setup, signal.SIGSTOP)
+                after = probe.measure()
                 if share is not None:
                     idle[name].append(share)
                 if first[2] is not None:
                     setup.checks.frame(last[1] - first[1], last[2] - first[2])
                 results[name].append(pps)
-                line.append("%s %.2f" % (name, pps / 1e6))
+                labels[name].append(placement.label(before, after))
+                line.append("%s %.2f%s" % (name, pps / 1e6,
+                                           placement.describe_slice(before, after)))
             print("%s slice %d (Mpps): %s" % (describe(case), round_ + 1, ", ".join(line)),
                   flush=True)
         problems = set()
         for name, setup in setups:
             setup.check_features()
             problems.update(setup.checks.problems)
-        return results, sorted(problems), idle
+        if probe.binary is None:
+            problems.add("no %s beside --loopback: slices not labelled with the CPUs' "
+                         "placement" % placement.PROBE_NAME)
+        return results, sorted(problems), idle, labels
     finally:
         for _, setup in setups:
             signal_all(setup, signal.SIGCONT)
@@ -516,7 +531,8 @@ def paired(a, b):
 
 
 def run_case(args, workdir, case):
-    """{contender: [pps per run]} and the problems seen, runs alternating contenders."""
+    """{contender: [pps per run]}, the problems seen, the vhost sides' idle shares and
+    (--interleave) each slice's placement, runs alternating contenders."""
     if args.interleave:
         return run_interleaved(args, workdir, case)
     contenders = [("ours", lambda: bench_ours(args.loopback, workdir, case, args.seconds))]
@@ -538,7 +554,7 @@ def run_case(args, workdir, case):
             line.append("%s %.2f%s" % (name, pps / 1e6, "".join(
                 " [%s]" % n for n in checks.notes + checks.problems)))
         print("%s run %d (Mpps): %s" % (describe(case), run + 1, ", ".join(line)), flush=True)
-    return results, sorted(problems), idle
+    return results, sorted(problems), idle, {}
 
 
 def idle_summary(idle):
@@ -552,7 +568,7 @@ def idle_summary(idle):
     return ", ".join(parts)
 
 
-def print_single(args, case, results, problems, idle):
+def print_single(args, case, results, problems, idle, labels):
     print("loopback (%s, queue_size %d, median of %d, Mpps):"
           % (describe(case), QUEUE_SIZE, args.runs))
     print("  ovs-vhostuser backend : %s" % summary(results["ours"]))
@@ -565,6 +581,11 @@ def print_single(args, case, results, problems, idle):
         print("  ratio (ours / baseline): %5.2f; within each run %s"
               % (ratio(results["ours"], results["baseline"]),
                  paired(results["ours"], results["baseline"])))
+    by_placement = placement.summary(results["ours"], results["dpdk"],
+                                     labels.get("ours"), labels.get("dpdk"))
+    if by_placement:
+        print("  ours against DPDK by where the VM's CPUs were (a cache line's one-way "
+              "trip between them: %s): %s" % (placement.legend(), by_placement))
     if idle_summary(idle):
         print("  vhost side's dequeue calls that found nothing: %s" % idle_summary(idle))
     for p in problems:
@@ -580,9 +601,11 @@ def print_table(args, rows, elapsed):
     if args.baseline:
         head += "baseline | "
     head += "DPDK vhost PMD | ours / DPDK | per run | vhost side idle, ours / DPDK |"
+    if args.interleave:
+        head += " ours / DPDK by placement (slices) |"
     print(head)
     print("|" + " --- |" * (head.count("|") - 1))
-    for case, results, problems, idle in rows:
+    for case, results, problems, idle, labels in rows:
         cells = [describe(case), summary(results["ours"])]
         if args.baseline:
             cells.append(summary(results["baseline"]))
@@ -590,8 +613,11 @@ def print_table(args, rows, elapsed):
                   paired(results["ours"], results["dpdk"]),
                   " / ".join("%.0f%%" % (100 * statistics.median(idle[name]))
                              if idle[name] else "-" for name in ("ours", "dpdk"))]
+        if args.interleave:
+            cells.append(placement.cell(results["ours"], results["dpdk"],
+                                        labels.get("ours"), labels.get("dpdk")))
         print("| " + " | ".join(cells) + " |")
-    for case, _, problems, _ in rows:
+    for case, _, problems, _, _ in rows:
         for p in problems:
             print("! %s: %s" % (describe(case), p))
 

@@ -48,6 +48,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from ovs_sandbox import OvsSandbox  # noqa: E402
 from testpmd import TestPmd  # noqa: E402
 
+import placement  # noqa: E402
+
 OVS_DPDK = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
 # OVS-DPDK's other_config: DPDK initialised with 512 MB of hugepages, no NICs.
 OVS_DPDK_CONFIG = {"dpdk-init": "true", "dpdk-socket-mem": "512", "dpdk-extra": "--no-pci"}
@@ -227,13 +229,16 @@ def run_switch(name, daemon, other_config, seconds, workdir, in_flight, idle_por
 
 
 def run_interleaved(contenders, args, workdir):
-    """{name: [(pps, cycles, rss, huge) per slice]}: every switch started once and kept,
-    SIGSTOPped (daemon and testpmd) but for the one whose turn it is; each round gives
-    each switch the CPUs for --seconds after SLICE_SETTLE s, the order rotating.  Where
-    the hypervisor runs our two CPUs changes over seconds to minutes and moves every
-    figure by up to 2x; back-to-back slices see the same placement."""
+    """{name: [(pps, cycles, rss, huge) per slice]} and {name: [placement per slice]}:
+    every switch started once and kept, SIGSTOPped (daemon and testpmd) but for the one
+    whose turn it is; each round gives each switch the CPUs for --seconds after
+    SLICE_SETTLE s, the order rotating.  Where the hypervisor runs our two CPUs changes
+    over seconds to minutes and moves every figure by up to 2x; back-to-back slices see
+    the same placement, which placement.py reads before and after each slice."""
     setups = []
     results = {name: [] for name, _, _ in contenders}
+    labels = {name: [] for name, _, _ in contenders}
+    probe = placement.Probe.beside(args.daemon)
     try:
         for i, (name, daemon, config) in enumerate(contenders):
             setup = SwitchSetup("c%d" % i, daemon, config, workdir, args.in_flight,
@@ -244,14 +249,18 @@ def run_interleaved(contenders, args, workdir):
             k = round_ % len(setups)
             line = []
             for name, setup in setups[k:] + setups[:k]:
+                before = probe.measure()  # Everyone stopped: the placement alone.
                 signal_all(setup, signal.SIGCONT)
                 time.sleep(SLICE_SETTLE)
                 r = setup.measure(args.seconds)
                 signal_all(setup, signal.SIGSTOP)
+                after = probe.measure()
                 results[name].append(r)
-                line.append("%s %.2f Mpps %.0f cycles/pkt" % (name, r[0] / 1e6, r[1]))
+                labels[name].append(placement.label(before, after))
+                line.append("%s %.2f Mpps %.0f cycles/pkt%s" % (
+                    name, r[0] / 1e6, r[1], placement.describe_slice(before, after)))
             print("slice %d: %s" % (round_ + 1, ", ".join(line)), flush=True)
-        return results
+        return results, labels
     finally:
         for _, setup in setups:
             signal_all(setup, signal.SIGCONT)
@@ -288,8 +297,9 @@ def main():
     if args.baseline:
         contenders.append(("baseline", args.baseline, {}))
     contenders.append(("OVS-DPDK 3.1 (Debian)", ovs_dpdk, dpdk_config))
+    labels = {}
     if args.interleave:
-        results = run_interleaved(contenders, args, workdir)
+        results, labels = run_interleaved(contenders, args, workdir)
     else:
         results = {name: [] for name, _, _ in contenders}
     for run in range(0 if args.interleave else args.runs):
@@ -333,6 +343,14 @@ def main():
              (med(ours, 2) + med(ours, 3)) / (med(ref, 2) + med(ref, 3))))
     print("    within each %s: throughput %s, cycles/pkt %s"
           % ("slice" if args.interleave else "run", paired(ref, 0), paired(ref, 1)))
+    for j, what in ((0, "throughput"), (1, "cycles/pkt")):
+        by_placement = placement.summary([r[j] for r in results[ours]],
+                                         [r[j] for r in results[ref]],
+                                         labels.get(ours), labels.get(ref),
+                                         *((1e6, "Mpps") if j == 0 else (1, "cycles")))
+        if by_placement:
+            print("    %s, ours against OVS-DPDK, by where the VM's CPUs were (%s): %s"
+                  % (what, placement.legend(), by_placement))
     if args.baseline:
         print("  ratio (ours / baseline): throughput %.2f, cycles/pkt %.2f"
               % (med(ours, 0) / med("baseline", 0),
