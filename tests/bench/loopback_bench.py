@@ -54,7 +54,7 @@ the same placement, so the ratios within a round hold still where those of separ
 runs do not.  Use it with --runs 10 or more for an A/B; it needs 512 MB of huge pages
 per testpmd that is kept running (1024 pages with --baseline).  Before and after each
 slice, everyone stopped, vhostuser-cpu-pair-latency (built beside --loopback) times a
-cache line's trip between the two CPUs, which tells the placement apart (near, mid,
+cache line's trip between the two CPUs, which tells the placement apart (near or
 far: placement.py); each slice line shows it, and the summary compares ours with DPDK
 within each placement, since how many slices of each a contender meets is luck.
 
@@ -452,16 +452,16 @@ def signal_all(setup, sig):
 
 
 def run_interleaved(args, workdir, case):
-    """{contender: [pps per slice]}, the contenders running side by side and taking
-    turns at the CPUs.
+    """{contender: [pps per slice]}, the problems seen, {contender: [idle share per
+    slice]} and {contender: [placement per slice]}, the contenders running side by side
+    and taking turns at the CPUs.
 
     Every contender (backend and guest) is started once and then stopped with SIGSTOP;
     each round gives each one the machine in turn (SIGCONT), lets it settle, measures
     it for --seconds and stops it again, the order rotating from round to round.  The
-    machine's mode (where the hypervisor runs our two CPUs) changes over seconds to
-    minutes and moves the throughput of any contender by 2x or more; slices of a second
-    or so, back to back, see the same mode, so their ratios are steady when separate
-    runs' ratios are not."""
+    placement of our two CPUs changes over seconds to minutes and moves the throughput
+    of any contender by 2x or more; slices of a second or so, back to back, mostly see
+    the same one, and placement.py reads it before and after each slice."""
     makers = [("ours", lambda: OursSetup(args.loopback, workdir, case, "ours"))]
     if args.baseline:
         makers.append(("baseline",
@@ -586,6 +586,12 @@ def print_single(args, case, results, problems, idle, labels):
     if by_placement:
         print("  ours against DPDK by where the VM's CPUs were (a cache line's one-way "
               "trip between them: %s): %s" % (placement.legend(), by_placement))
+    if args.baseline:
+        against_baseline = placement.summary(results["ours"], results["baseline"],
+                                             labels.get("ours"), labels.get("baseline"),
+                                             count_mixed=False)
+        if against_baseline:
+            print("  ours against the baseline by placement: %s" % against_baseline)
     if idle_summary(idle):
         print("  vhost side's dequeue calls that found nothing: %s" % idle_summary(idle))
     for p in problems:

@@ -239,6 +239,9 @@ def run_interleaved(contenders, args, workdir):
     results = {name: [] for name, _, _ in contenders}
     labels = {name: [] for name, _, _ in contenders}
     probe = placement.Probe.beside(args.daemon)
+    if probe.binary is None:
+        print("! no %s beside --daemon: slices not labelled with the CPUs' placement"
+              % placement.PROBE_NAME, flush=True)
     try:
         for i, (name, daemon, config) in enumerate(contenders):
             setup = SwitchSetup("c%d" % i, daemon, config, workdir, args.in_flight,
@@ -343,14 +346,18 @@ def main():
              (med(ours, 2) + med(ours, 3)) / (med(ref, 2) + med(ref, 3))))
     print("    within each %s: throughput %s, cycles/pkt %s"
           % ("slice" if args.interleave else "run", paired(ref, 0), paired(ref, 1)))
-    for j, what in ((0, "throughput"), (1, "cycles/pkt")):
-        by_placement = placement.summary([r[j] for r in results[ours]],
-                                         [r[j] for r in results[ref]],
-                                         labels.get(ours), labels.get(ref),
-                                         *((1e6, "Mpps") if j == 0 else (1, "cycles")))
-        if by_placement:
-            print("    %s, ours against OVS-DPDK, by where the VM's CPUs were (%s): %s"
-                  % (what, placement.legend(), by_placement))
+    def print_by_placement(other, against):
+        for j, what in ((0, "throughput"), (1, "cycles/pkt")):
+            line = placement.summary([r[j] for r in results[ours]],
+                                     [r[j] for r in results[other]],
+                                     labels.get(ours), labels.get(other),
+                                     *((1e6, "Mpps") if j == 0 else (1, "cycles")),
+                                     count_mixed=j == 0)
+            if line:
+                print("    %s, ours against %s, by where the VM's CPUs were (%s): %s"
+                      % (what, against, placement.legend(), line))
+
+    print_by_placement(ref, "OVS-DPDK")
     if args.baseline:
         print("  ratio (ours / baseline): throughput %.2f, cycles/pkt %.2f"
               % (med(ours, 0) / med("baseline", 0),
@@ -358,6 +365,7 @@ def main():
         print("    within each %s: throughput %s, cycles/pkt %s"
               % ("slice" if args.interleave else "run", paired("baseline", 0),
                  paired("baseline", 1)))
+        print_by_placement("baseline", "the baseline")
     shutil.rmtree(workdir, ignore_errors=True)
 
 
