@@ -11,9 +11,10 @@ meanwhile.  The benchmarks then compare the contenders within each placement: th
 median of each one's slices there, and their ratio.
 
 The placement a slice starts in is the one the slice before it left, and it can move
-with the work that runs (in one OVS loop run it was mostly near after our switch's
-slices and far after OVS-DPDK's): how much each contender meets of each placement is not
-under the benchmark's control, which is why the comparison is made within each."""
+with the work that runs (in one OVS loop run, read with the probe's first version, it
+was mostly the faster one after our switch's slices and the slower after OVS-DPDK's):
+how much each contender meets of each placement is not under the benchmark's control,
+which is why the comparison is made within each."""
 
 import os
 import re
