@@ -8,36 +8,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "rings/receive_header.h"
 #include "rings/ring_access.h"
 
 namespace vhostuser {
-namespace {
-
-// Stores the virtio-net header in a receive buffer, leaving alone each word the buffer
-// already holds.  A guest that reuses its buffers finds the header it saw last time
-// (DPDK's virtio PMD puts its own transmit header in the same bytes and clears it the
-// same way): the header's cache line then stays clean, shared by both CPUs, instead of
-// being taken into ours and fetched back by the guest on every packet.  Reading the
-// guest's bytes is harmless: a guest that changes them meanwhile only races itself.
-inline void StoreWordUnlessEqual(uint8_t* dst, const uint8_t* src, size_t n) {
-  uint64_t have = 0, want = 0;
-  memcpy(&have, dst, n);
-  memcpy(&want, src, n);
-  if (have != want) memcpy(dst, src, n);
-}
-
-inline void StoreHeader(uint8_t* dst, const uint8_t* header, uint32_t header_size) {
-  static_assert(sizeof(VirtioNetHeader) == 12 && kLegacyNetHeaderSize == 10);
-  // Two words of constant size each: a few moves and compares, no call.
-  StoreWordUnlessEqual(dst, header, 8);
-  if (header_size == sizeof(VirtioNetHeader)) {
-    StoreWordUnlessEqual(dst + 8, header + 8, 4);
-  } else {
-    StoreWordUnlessEqual(dst + 8, header + 8, 2);
-  }
-}
-
-}  // namespace
 
 RingFeatures RingFeaturesFrom(uint64_t features) {
   RingFeatures f;

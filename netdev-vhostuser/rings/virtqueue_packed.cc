@@ -270,6 +270,22 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
   PrewalkPackedBurst(max, /*writable=*/false, features_.net_header_size, entries);
   for (uint32_t i = 0; i < max; ++i) {
     const PackedBurstEntry* entry = PrewalkedAt(last_avail_idx_, avail_wrap_);
+    if (entry != nullptr && IsUsualTransmitBuffer(entry->len) && n_pending_ < size_) {
+      // A lone buffer: one descriptor, within the ring's worth the pre-walk allows.
+      void* pkt = CopyUsualFrame(entry->data, entry->len, alloc, aux);
+      if (pkt == nullptr) break;
+      --walk_budget_;
+      pkts[received++] = pkt;
+      bytes += entry->len - features_.net_header_size;
+      if (features_.in_order) {
+        ++in_order_descs;
+        in_order_id = entry->id;
+      } else {
+        pending_[n_pending_++] = PendingUsed{entry->id, 1, 0};
+      }
+      AdvanceAvail(1);
+      continue;
+    }
     if (entry == nullptr && !PackedDescAvailable(last_avail_idx_, avail_wrap_)) break;
     uint16_t n_descs, id;
     uint32_t n_segments;
@@ -293,11 +309,7 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
     } else {
       QueuePackedUsed(PendingUsed{id, n_descs, 0});
     }
-    last_avail_idx_ = static_cast<uint16_t>(last_avail_idx_ + n_descs);
-    if (last_avail_idx_ >= size_) {
-      last_avail_idx_ = static_cast<uint16_t>(last_avail_idx_ - size_);
-      avail_wrap_ = !avail_wrap_;
-    }
+    AdvanceAvail(n_descs);
   }
   burst_count_ = 0;
   if (in_order_descs != 0) {
@@ -399,6 +411,17 @@ uint32_t Virtqueue::EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n,
     PackedBurstEntry entries[kMaxBurstEntries];
     PrewalkPackedBurst(n, /*writable=*/true, features_.net_header_size, entries);
     for (; consumed < n; ++consumed) {
+      const PackedBurstEntry* entry = PrewalkedAt(last_avail_idx_, avail_wrap_);
+      if (entry != nullptr && n_pending_ < size_) {
+        // A lone buffer, within the ring's worth the pre-walk allows.
+        if (uint32_t written = FillUsualBuffer(entry->data, entry->len, pkts[consumed])) {
+          --walk_budget_;
+          pending_[n_pending_++] = PendingUsed{entry->id, 1, written};
+          AdvanceAvail(1);
+          bytes += pkts[consumed].size;
+          continue;
+        }
+      }
       bool fits;
       if (!EnqueueOnePacked(pkts[consumed], &fits)) {
         if (!fits) break;

@@ -222,6 +222,74 @@ TEST_F(PackedRingTest, WithoutInOrderEveryTransmitBufferGoesBack) {
   }
 }
 
+// A lone buffer holding the whole packet takes a shorter path than the general walk
+// (EnqueuePacked, DequeuePacked); what the guest sees must not differ: the header
+// rewritten over stale bytes with num_buffers 1, the frame, the used lengths and
+// counters, and a buffer one byte short going the general way.
+TEST_F(PackedRingTest, LoneBuffersGiveWhatTheGeneralWalkGives) {
+  Start(kPacked | Bit(feature::kNetMrgRxbuf));
+  const uint64_t exact = ram_.Alloc(kHeader + 60);
+  const uint64_t short_by_one = ram_.Alloc(kHeader + 59);
+  const uint64_t rest = ram_.Alloc(1000);
+  memset(ram_.host(exact), 0xee, kHeader + 60);
+  memset(ram_.host(short_by_one), 0xee, kHeader + 59);
+  rx_.Post({{exact, kHeader + 60}}, true, 7);
+  rx_.Post({{short_by_one, kHeader + 59}}, true, 8);
+  rx_.Post({{rest, 1000}}, true, 9);
+  auto f1 = TestFrame(60, 1), f2 = TestFrame(60, 2);
+  vhu_tx_packet pkts[] = {{f1.data(), 60}, {f2.data(), 60}};
+  uint32_t dropped = 9;
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, pkts, 2, &dropped), 2u);
+  EXPECT_EQ(dropped, 0u);
+  VirtioNetHeader h;
+  memcpy(&h, ram_.host(exact), sizeof h);
+  EXPECT_EQ(h.flags, 0);
+  EXPECT_EQ(h.gso_type, 0);
+  EXPECT_EQ(h.hdr_len, 0);
+  EXPECT_EQ(h.gso_size, 0);
+  EXPECT_EQ(h.csum_start, 0);
+  EXPECT_EQ(h.csum_offset, 0);
+  EXPECT_EQ(h.num_buffers, 1);
+  EXPECT_EQ(0, memcmp(ram_.host(exact) + kHeader, f1.data(), 60));
+  memcpy(&h, ram_.host(short_by_one), sizeof h);
+  EXPECT_EQ(h.num_buffers, 2);
+  EXPECT_EQ(0, memcmp(ram_.host(short_by_one) + kHeader, f2.data(), 59));
+  EXPECT_EQ(ram_.host(rest)[0], f2[59]);
+  VringUsedElem e;
+  ASSERT_TRUE(rx_.PopUsed(1, &e));
+  EXPECT_EQ(e.id, 7u);
+  EXPECT_EQ(e.len, kHeader + 60);
+  ASSERT_TRUE(rx_.PopUsed(1, &e));
+  EXPECT_EQ(e.id, 8u);
+  EXPECT_EQ(e.len, kHeader + 59);
+  ASSERT_TRUE(rx_.PopUsed(1, &e));
+  EXPECT_EQ(e.id, 9u);
+  EXPECT_EQ(e.len, 1u);
+  vhu_vring_status vs;
+  vhu_vring_get_status(port_, 0, &vs);
+  EXPECT_EQ(vs.packets, 2u);
+  EXPECT_EQ(vs.bytes, 120u);
+
+  // Transmit: an empty frame (the header alone) is dropped and counted, between two
+  // lone buffers that are taken; all three go back.
+  auto f3 = TestFrame(60, 3), f4 = TestFrame(1514, 4);
+  GuestSend(f3, 1);
+  GuestSend({}, 2);
+  GuestSend(f4, 3);
+  auto got = Dequeue();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0], f3);
+  EXPECT_EQ(got[1], f4);
+  for (uint16_t id = 1; id <= 3; ++id) {
+    ASSERT_TRUE(tx_.PopUsed(1, &e));
+    EXPECT_EQ(e.id, id);
+  }
+  vhu_vring_get_status(port_, 1, &vs);
+  EXPECT_EQ(vs.packets, 2u);
+  EXPECT_EQ(vs.bytes, 60u + 1514u);
+  EXPECT_EQ(vs.drops, 1u);
+}
+
 TEST_F(PackedRingTest, ABurstTakesAtMostARingOfDescriptors) {
   // A chain that runs on into the next lap of the ring, over descriptors this burst
   // already took, ends the burst: one burst never takes more than the ring.  A is a
