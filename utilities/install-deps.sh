@@ -3,11 +3,26 @@
 # and its tests need.  Idempotent: when every package is already there it only checks
 # (dpkg-query) and returns within a second or two.
 #
-# Usage: utilities/install-deps.sh [--hugepages N]
+# Usage: utilities/install-deps.sh [--bench] [--hugepages N]
+#   --bench         also install what the benchmarks compare with and the tests do not
+#                   need: Debian's OVS-DPDK (openvswitch-switch-dpdk), the baseline of
+#                   switch_bench.py, port_scale_bench.py and afxdp_pvp_bench.py.
 #   --hugepages N   also reserve N 2 MiB hugepages and mount hugetlbfs on /dev/hugepages
 #                   (the DPDK vhost PMD baseline in the benchmarks wants them; our own
 #                   switch never does).
 set -euo pipefail
+
+bench=false
+hugepages=0
+while (($#)); do
+  case $1 in
+    --bench) bench=true; shift ;;
+    --hugepages)
+      [[ ${2:-} =~ ^[0-9]+$ ]] || { echo "install-deps: --hugepages wants a count" >&2; exit 2; }
+      hugepages=$2; shift 2 ;;
+    *) echo "install-deps: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   build-essential g++ cmake pkg-config ninja-build
@@ -23,6 +38,9 @@ packages=(
   clang clang-14 libclang-rt-14-dev
   ccache
 )
+# Its ovs-vswitchd is an alternative of lower priority than openvswitch-switch's, so
+# installing it leaves the system's OVS as it was.
+if $bench; then packages+=(openvswitch-switch-dpdk); fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -64,13 +82,6 @@ if [[ -x /usr/share/ovn/scripts/ovn-ctl ]]; then
   /usr/share/ovn/scripts/ovn-ctl stop_northd >/dev/null 2>&1 || true
 fi
 
-hugepages=0
-while (($#)); do
-  case $1 in
-    --hugepages) hugepages=$2; shift 2 ;;
-    *) echo "install-deps: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
 if ((hugepages > 0)); then
   have=$(cat /proc/sys/vm/nr_hugepages)
   if ((have < hugepages)); then echo "$hugepages" > /proc/sys/vm/nr_hugepages; fi

@@ -175,7 +175,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     if not os.path.exists(OVS_DPDK):
-        sys.exit("install Debian's openvswitch-switch-dpdk for the baseline")
+        sys.exit("no OVS-DPDK for the baseline: utilities/install-deps.sh --bench "
+                 "installs Debian's openvswitch-switch-dpdk")
     if int(open("/proc/sys/vm/nr_hugepages").read()) < 1024:
         sys.exit("reserve hugepages first: utilities/install-deps.sh --hugepages 1024")
     for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:

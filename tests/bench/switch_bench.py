@@ -60,7 +60,8 @@ SLICE_SETTLE = 0.5  # --interleave: seconds a resumed switch runs before it is m
 def check_prerequisites(pages=1024):
     """Exits with a hint unless OVS-DPDK is installed and 'pages' hugepages reserved."""
     if not os.path.exists(OVS_DPDK):
-        sys.exit("install Debian's openvswitch-switch-dpdk for the baseline")
+        sys.exit("no OVS-DPDK for the baseline: utilities/install-deps.sh --bench "
+                 "installs Debian's openvswitch-switch-dpdk")
     if int(open("/proc/sys/vm/nr_hugepages").read()) < pages:
         sys.exit("reserve hugepages first: utilities/install-deps.sh --hugepages %d" % pages)
 
