@@ -446,7 +446,7 @@ bool Virtqueue::TakeFrame(uint32_t n_segments, uint64_t total, vhu_alloc_fn* all
     return false;
   }
   const uint64_t frame_size = total - header_size;
-  if (frame_size > features_.max_frame_size || frame_size == 0) {
+  if (!TakesFrameOf(frame_size)) {
     ++*dropped;
     return true;
   }

@@ -182,35 +182,38 @@ class Virtqueue {
   // Returns the bytes written to this buffer.
   uint32_t FillBuffer(uint32_t n_segments, const uint8_t* header, const uint8_t* frame,
                       uint64_t need, uint64_t* written, uint8_t** num_buffers_bytes);
-  // The usual packet of a packed ring's burst, in one pre-walked buffer, without the
-  // general walk and copy loops above: they cost a 64-byte packet as many instructions
-  // again as its copy and bookkeeping (packed loopback under callgrind: 768 -> 491 per
-  // packet forwarded).  What those loops would do for it, these do the same.  Split
-  // rings keep the general loops: the same shortcut there made the split loopback,
-  // where the guest sets the pace and our side is 99% idle, slower (0.84-0.92 of the
-  // unchanged build in four interleaved runs, against 0.97 for an A/A run), for a
-  // reason not yet found.
+  // Whether a transmitted frame of 'frame_size' bytes is one this queue takes; an
+  // empty or oversized one is dropped and counted.
+  bool TakesFrameOf(uint64_t frame_size) const {
+    return frame_size != 0 && frame_size <= features_.max_frame_size;
+  }
+  // A packet in one buffer the pre-walk has already checked and translated, the usual
+  // case on packed rings, goes through these instead of the segment loops above, which
+  // cost a small packet about as much again as its copy.  Each does exactly what those
+  // loops would do for it.
   //
   // Whether a lone transmit buffer of 'len' bytes holds the header and a frame this
-  // queue takes (not empty, not oversized: TakeFrame() counts those).
-  bool IsUsualTransmitBuffer(uint32_t len) const {
-    return len > features_.net_header_size &&
-           len - features_.net_header_size <= features_.max_frame_size;
+  // queue takes.
+  bool TransmitBufferTaken(uint32_t len) const {
+    const uint32_t header_size = features_.net_header_size;
+    return len > header_size && TakesFrameOf(len - header_size);
   }
   // Copies the frame of such a buffer into a packet from 'alloc', which it returns;
   // nullptr if 'alloc' had none (the burst ends there, as in TakeFrame()).
-  void* CopyUsualFrame(const uint8_t* data, uint32_t len, vhu_alloc_fn* alloc,
-                       void* aux) const {
+  void* CopyTransmitFrame(const uint8_t* data, uint32_t len, vhu_alloc_fn* alloc,
+                          void* aux) const {
     const uint32_t size = len - features_.net_header_size;
     uint8_t* out;
     void* pkt = alloc(aux, size, &out);
     if (pkt != nullptr) memcpy(out, data + features_.net_header_size, size);
     return pkt;
   }
-  // Writes the header and the frame of 'pkt' into a receive buffer of 'len' bytes at
-  // 'data' if they fit (num_buffers 1), as FillBuffer() and EnqueueOne() do; returns
-  // the bytes written, 0 if they do not fit.
-  uint32_t FillUsualBuffer(uint8_t* data, uint32_t len, const vhu_tx_packet& pkt) const {
+  // Writes the header (kOneBufferHeader: num_buffers 1 where the header has that
+  // field) and the frame of 'pkt' into a lone receive buffer of 'len' bytes at 'data'
+  // if both fit, as EnqueueOnePacked() would; returns the bytes written, 0 if they do
+  // not fit.
+  uint32_t FillLoneReceiveBuffer(uint8_t* data, uint32_t len,
+                                 const vhu_tx_packet& pkt) const {
     const uint32_t header_size = features_.net_header_size;
     const uint64_t need = uint64_t{header_size} + pkt.size;
     if (len < need) return 0;

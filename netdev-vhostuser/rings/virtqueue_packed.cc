@@ -270,9 +270,10 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
   PrewalkPackedBurst(max, /*writable=*/false, features_.net_header_size, entries);
   for (uint32_t i = 0; i < max; ++i) {
     const PackedBurstEntry* entry = PrewalkedAt(last_avail_idx_, avail_wrap_);
-    if (entry != nullptr && IsUsualTransmitBuffer(entry->len) && n_pending_ < size_) {
-      // A lone buffer: one descriptor, within the ring's worth the pre-walk allows.
-      void* pkt = CopyUsualFrame(entry->data, entry->len, alloc, aux);
+    // A pre-walked entry is a lone buffer below burst_count_ <= size_ descriptors into
+    // the burst, so of the ring's-worth limits below only n_pending_'s can bind.
+    if (entry != nullptr && TransmitBufferTaken(entry->len) && n_pending_ < size_) {
+      void* pkt = CopyTransmitFrame(entry->data, entry->len, alloc, aux);
       if (pkt == nullptr) break;
       --walk_budget_;
       pkts[received++] = pkt;
@@ -412,9 +413,11 @@ uint32_t Virtqueue::EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n,
     PrewalkPackedBurst(n, /*writable=*/true, features_.net_header_size, entries);
     for (; consumed < n; ++consumed) {
       const PackedBurstEntry* entry = PrewalkedAt(last_avail_idx_, avail_wrap_);
+      // As in DequeuePacked(): of EnqueueOnePacked()'s ring's-worth limits, only
+      // n_pending_'s can bind a pre-walked lone buffer.
       if (entry != nullptr && n_pending_ < size_) {
-        // A lone buffer, within the ring's worth the pre-walk allows.
-        if (uint32_t written = FillUsualBuffer(entry->data, entry->len, pkts[consumed])) {
+        if (uint32_t written =
+                FillLoneReceiveBuffer(entry->data, entry->len, pkts[consumed])) {
           --walk_budget_;
           pending_[n_pending_++] = PendingUsed{entry->id, 1, written};
           AdvanceAvail(1);

@@ -290,6 +290,66 @@ TEST_F(PackedRingTest, LoneBuffersGiveWhatTheGeneralWalkGives) {
   EXPECT_EQ(vs.drops, 1u);
 }
 
+// The same, with the legacy 10-byte header (no VIRTIO_F_VERSION_1, no mergeable
+// buffers): no num_buffers field, so the frame starts at byte 10.
+TEST_F(PackedRingTest, LoneReceiveBufferWithTheLegacyHeader) {
+  Start(Bit(feature::kRingPacked));
+  constexpr uint32_t kLegacy = 10;
+  const uint64_t buffer = ram_.Alloc(kLegacy + 60);
+  memset(ram_.host(buffer), 0xee, kLegacy + 60);
+  rx_.Post({{buffer, kLegacy + 60}}, true, 3);
+  auto frame = TestFrame(60, 5);
+  vhu_tx_packet pkt{frame.data(), 60};
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  const uint8_t zeros[kLegacy] = {};
+  EXPECT_EQ(0, memcmp(ram_.host(buffer), zeros, kLegacy));
+  EXPECT_EQ(0, memcmp(ram_.host(buffer) + kLegacy, frame.data(), 60));
+  VringUsedElem e;
+  ASSERT_TRUE(rx_.PopUsed(1, &e));
+  EXPECT_EQ(e.id, 3u);
+  EXPECT_EQ(e.len, kLegacy + 60);
+}
+
+// The largest frame a port takes goes through a lone buffer; one byte more is dropped
+// and counted, and both buffers go back.
+TEST_F(PackedRingTest, LoneTransmitBufferAtTheFrameSizeLimit) {
+  Start(kPacked);
+  auto largest = TestFrame(VHU_MAX_FRAME_SIZE, 1);
+  auto too_large = TestFrame(VHU_MAX_FRAME_SIZE + 1, 2);
+  GuestSend(largest, 1);
+  GuestSend(too_large, 2);
+  auto got = Dequeue();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], largest);
+  VringUsedElem e;
+  for (uint16_t id = 1; id <= 2; ++id) {
+    ASSERT_TRUE(tx_.PopUsed(1, &e));
+    EXPECT_EQ(e.id, id);
+  }
+  vhu_vring_status vs;
+  vhu_vring_get_status(port_, 1, &vs);
+  EXPECT_EQ(vs.packets, 1u);
+  EXPECT_EQ(vs.drops, 1u);
+}
+
+// No packet to copy a lone buffer's frame into: the buffer stays with us, unreturned,
+// and the next burst takes it.
+TEST_F(PackedRingTest, LoneTransmitBufferWaitsWhenNoPacketCanBeHad) {
+  Start(kPacked);
+  auto frame = TestFrame(60, 9);
+  GuestSend(frame, 4);
+  auto no_packet = [](void*, uint32_t, uint8_t**) -> void* { return nullptr; };
+  void* pkts[4];
+  EXPECT_EQ(vhu_dequeue_burst(port_, 0, no_packet, nullptr, pkts, 4), 0u);
+  VringUsedElem e;
+  EXPECT_FALSE(tx_.PopUsed(1, &e));
+  auto got = Dequeue();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], frame);
+  ASSERT_TRUE(tx_.PopUsed(1, &e));
+  EXPECT_EQ(e.id, 4u);
+}
+
 TEST_F(PackedRingTest, ABurstTakesAtMostARingOfDescriptors) {
   // A chain that runs on into the next lap of the ring, over descriptors this burst
   // already took, ends the burst: one burst never takes more than the ring.  A is a
