@@ -40,6 +40,10 @@ show_port(struct ds *out, struct netdev_vhostuser *dev)
     vhu_port_get_status(dev->port, &status);
     ds_put_format(out, "  state: %s, connects %"PRIu64", disconnects %"PRIu64"\n",
                   state_name(status.state), status.connects, status.disconnects);
+    if (status.accept_pauses) {
+        ds_put_format(out, "  accept pauses: %"PRIu64" (short connections came faster "
+                      "than %d a second)\n", status.accept_pauses, VHU_DEFAULT_CHURN_RATE);
+    }
     if (status.last_error[0]) {
         ds_put_format(out, "  last error: %s\n", status.last_error);
     }

@@ -28,6 +28,11 @@ constexpr int kMaxMessagesPerWakeup = 256;
 constexpr size_t kMaxQueuedEvents = 256;
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(1);
+// A connection that ends sooner than this after it was accepted counts against the
+// port's churn budget (vhu_port_options.churn_rate).
+constexpr absl::Duration kShortConnection = absl::Seconds(1);
+// How often, at most, a port logs that it paused accepting.
+constexpr absl::Duration kPauseLogInterval = absl::Seconds(10);
 
 absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
   sockaddr_un addr{};
@@ -64,6 +69,9 @@ Port::Port(const vhu_port_options& options)
       notify_(options.notify),
       aux_(options.aux),
       backoff_(kFirstBackoff),
+      churn_rate_(options.churn_rate == UINT32_MAX ? 0
+                  : options.churn_rate           ? options.churn_rate
+                                                 : VHU_DEFAULT_CHURN_RATE),
       device_([this](vhu_event e) { Post(e); }, absl::StrCat("vhost-user ", path_),
               options.max_guest_memory ? options.max_guest_memory
                                        : VHU_DEFAULT_MAX_GUEST_MEMORY,
@@ -183,6 +191,7 @@ void Port::Accept() {
   if (!fd.valid()) return;
   if (conn_fd_.valid()) {
     Log(VHU_LOG_WARN, path_, ": refusing a second frontend while one is connected");
+    ChargeShortConnection(absl::Now());
     return;  // Closing it tells the newcomer.
   }
   Connected(std::move(fd));
@@ -209,6 +218,7 @@ void Port::TryConnect(absl::Time now) {
 
 void Port::Connected(UniqueFd fd) {
   conn_fd_ = std::move(fd);
+  connected_at_ = absl::Now();
   ucred peer{};
   socklen_t peer_len = sizeof peer;
   if (getsockopt(conn_fd_.get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0) {
@@ -270,6 +280,42 @@ void Port::Disconnect(const absl::Status& why) {
     backoff_ = kFirstBackoff;
   }
   Post(vhu_event{VHU_EVENT_DISCONNECTED, -1});
+  if (const absl::Time now = absl::Now(); now - connected_at_ < kShortConnection) {
+    ChargeShortConnection(now);
+  }
+}
+
+// Each connection costs the switch work on threads other ports need (this one, which
+// serves every port's control messages; the owner's main thread, which takes in the
+// port's new state; the database), whatever the frontend does with it.  So short
+// connections draw on a budget, a token bucket of VHU_CHURN_BURST refilled at
+// churn_rate_ a second, and when it is spent the listener leaves the epoll set until
+// the bucket holds one again: meanwhile the kernel turns further connects away (the
+// backlog is one), at no cost to us.  Only the churning frontend's own port waits.
+void Port::ChargeShortConnection(absl::Time now) {
+  if (churn_rate_ == 0 || !listen_fd_.valid()) return;
+  churn_budget_ = std::min<double>(
+      VHU_CHURN_BURST,
+      churn_budget_ + absl::ToDoubleSeconds(now - churn_refilled_) * churn_rate_);
+  churn_refilled_ = now;
+  churn_budget_ -= 1;
+  if (churn_budget_ >= 1 || accept_paused_) return;
+  ControlLoop::Get().Unwatch(listen_fd_.get());
+  accept_paused_ = true;
+  accept_resumes_ = now + absl::Seconds((1 - churn_budget_) / churn_rate_);
+  {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    ++accept_pauses_;
+  }
+  ++pauses_unlogged_;
+  if (now - pause_logged_ >= kPauseLogInterval) {
+    Log(VHU_LOG_WARN, path_, ": frontend connections end within ",
+        absl::FormatDuration(kShortConnection), " more than ", churn_rate_,
+        " times a second; accepting at that rate (", pauses_unlogged_,
+        pauses_unlogged_ == 1 ? " pause" : " pauses", " since the last report)");
+    pause_logged_ = now;
+    pauses_unlogged_ = 0;
+  }
 }
 
 absl::Time Port::OnTick(absl::Time now) {
@@ -295,6 +341,11 @@ absl::Time Port::OnTick(absl::Time now) {
       });
     }
     if (!reason.empty()) Disconnect(absl::InvalidArgumentError(reason));
+  }
+  if (accept_paused_) {
+    if (now < accept_resumes_) return accept_resumes_;
+    accept_paused_ = false;
+    ControlLoop::Get().Watch(this, listen_fd_.get(), ControlLoop::FdKind::kListener);
   }
   if (mode_ == VHU_MODE_CLIENT && !conn_fd_.valid()) {
     if (now >= next_connect_) TryConnect(now);
@@ -350,6 +401,7 @@ void Port::GetStatus(vhu_port_status* status) {
             status->enabled_tx_queues);
   status->connects = connects_;
   status->disconnects = disconnects_;
+  status->accept_pauses = accept_pauses_;
   size_t n = std::min(last_error_.size(), sizeof status->last_error - 1);
   last_error_.copy(status->last_error, n);
   status->last_error[n] = '\0';

@@ -57,6 +57,7 @@ class Port {
   void Connected(UniqueFd fd);
   void Disconnect(const absl::Status& why);
   void Post(vhu_event event);
+  void ChargeShortConnection(absl::Time now);
 
   const std::string path_;
   const vhu_mode mode_;
@@ -76,6 +77,15 @@ class Port {
   absl::Duration backoff_;
   bool logged_connect_failure_ = false;
   std::atomic<bool> ring_failure_{false};
+  // Server mode: the budget of short connections (ChargeShortConnection()).
+  const double churn_rate_;  // Refill per second; 0: no limit.
+  double churn_budget_ = VHU_CHURN_BURST;
+  absl::Time churn_refilled_ = absl::InfinitePast();
+  absl::Time connected_at_ = absl::InfinitePast();
+  bool accept_paused_ = false;  // The listener is out of the control loop's epoll set.
+  absl::Time accept_resumes_ = absl::InfinitePast();
+  absl::Time pause_logged_ = absl::InfinitePast();
+  uint64_t pauses_unlogged_ = 0;
 
   // Status and Device state read by other threads.
   // Guards connected_, the counters, last_error_ and the Device's non-vring state.
@@ -85,6 +95,7 @@ class Port {
   bool connected_ = false;
   uint64_t connects_ = 0;
   uint64_t disconnects_ = 0;
+  uint64_t accept_pauses_ = 0;
   std::string last_error_;
 
   std::mutex events_mu_;  // Guards events_ and notify_pending_.

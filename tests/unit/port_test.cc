@@ -80,11 +80,12 @@ class PortTest : public ::testing::Test {
   }
 
   vhu_port* CreatePort(const std::string& path, vhu_mode mode,
-                       uint32_t max_rx_frame_size = 0) {
+                       uint32_t max_rx_frame_size = 0, uint32_t churn_rate = 0) {
     vhu_port_options options{};
     options.socket_path = path.c_str();
     options.mode = mode;
     options.max_rx_frame_size = max_rx_frame_size;
+    options.churn_rate = churn_rate;
     char error[256] = "";
     vhu_port* port = vhu_port_create(&options, error, sizeof error);
     last_create_error_ = error;
@@ -528,6 +529,59 @@ TEST_F(PortTest, SecondFrontendIsRefusedWhileOneIsConnected) {
   ASSERT_TRUE(second.ok());
   EXPECT_TRUE((*second)->WaitClosed(5000));
   EXPECT_EQ(Status().state, VHU_STATE_READY) << "the first one is untouched";
+}
+
+// Connects and hangs up as fast as the port lets it for 'seconds'; returns how many
+// connects succeeded.
+int ConnectAndHangUpFor(const std::string& path, double seconds) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  int connected = 0;
+  const auto end = std::chrono::steady_clock::now() +
+                   std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));
+  while (std::chrono::steady_clock::now() < end) {
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      ++connected;
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));  // Backlog full.
+    }
+  }
+  return connected;
+}
+
+TEST_F(PortTest, ChurningFrontendIsServedAtTheChurnRate) {
+  const double seconds = 1.5;
+  ConnectAndHangUpFor(path_, seconds);
+  ASSERT_TRUE(WaitFor([&] {
+    vhu_port_status s = Status();
+    return s.state == VHU_STATE_DISCONNECTED && s.connects == s.disconnects;
+  }));
+  const vhu_port_status s = Status();
+  EXPECT_GE(s.accept_pauses, 1u);
+  EXPECT_GE(s.connects, static_cast<uint64_t>(VHU_CHURN_BURST));
+  // The burst, the refill over the loop and the connections the backlog still held.
+  EXPECT_LE(s.connects, VHU_CHURN_BURST + VHU_DEFAULT_CHURN_RATE * (seconds + 0.5) + 2)
+      << "accept pauses " << s.accept_pauses;
+  // Then it takes a frontend that stays, and that works.
+  Start(kModernFeatures);
+}
+
+TEST_F(PortTest, ChurnLimitCanBeLifted) {
+  vhu_port_destroy(port_);
+  port_ = CreatePort(path_, VHU_MODE_SERVER, 0, UINT32_MAX);
+  ASSERT_NE(port_, nullptr);
+  const int rounds = 3 * VHU_CHURN_BURST;
+  for (int i = 0; i < rounds; ++i) {
+    auto fe = Frontend::Connect(path_);
+    ASSERT_TRUE(fe.ok()) << fe.status();
+    const uint64_t seen = static_cast<uint64_t>(i + 1);
+    ASSERT_TRUE(WaitFor([&] { return Status().disconnects == seen - 1 &&
+                                     Status().connects == seen; }));
+  }
+  ASSERT_TRUE(WaitFor([&] { return Status().disconnects == rounds; }));
+  EXPECT_EQ(Status().accept_pauses, 0u);
 }
 
 TEST_F(PortTest, DisconnectReleasesEveryFdAndMapping) {

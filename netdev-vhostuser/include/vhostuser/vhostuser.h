@@ -76,12 +76,22 @@ struct vhu_port_options {
      * counted in its vring's drops, before any packet is allocated for it.  0, or more
      * than VHU_MAX_FRAME_SIZE: VHU_MAX_FRAME_SIZE. */
     uint32_t max_rx_frame_size;
+    /* Server mode: how many short connections (ended within a second of being
+     * accepted) a second the port takes, after a first VHU_CHURN_BURST of them.  A
+     * frontend that connects and hangs up over and over makes the library's control
+     * thread and the owner's threads work for every connection; past this rate the
+     * port stops accepting until its budget has refilled by one (the kernel's backlog
+     * of one turns the rest away) and counts a pause in accept_pauses.  0:
+     * VHU_DEFAULT_CHURN_RATE.  UINT32_MAX: no limit. */
+    uint32_t churn_rate;
 };
 
 #define VHU_DEFAULT_MAX_GUEST_MEMORY (UINT64_C(256) << 30)   /* 256 GiB */
 #define VHU_DEFAULT_SOCKET_MODE 0660
 /* No frame is larger: without segmentation offloads, nothing a datapath takes is. */
 #define VHU_MAX_FRAME_SIZE 65535
+#define VHU_DEFAULT_CHURN_RATE 20
+#define VHU_CHURN_BURST 16
 
 /* Creates a port and starts listening (server) or connecting (client).  On failure
  * returns NULL and writes a human-readable reason into 'error' (if non-NULL). */
@@ -116,6 +126,9 @@ struct vhu_port_status {
     uint64_t enabled_tx_queues[VHU_QUEUE_SET_WORDS];
     uint64_t connects;          /* Frontend connections since the port was created. */
     uint64_t disconnects;
+    /* Times the port stopped accepting for a while: short connections came faster
+     * than vhu_port_options.churn_rate. */
+    uint64_t accept_pauses;
     /* Why the last connection ended, when it was for an error ("" otherwise). */
     char last_error[160];
 };
