@@ -30,9 +30,9 @@ constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(1);
 // A connection that ends sooner than this after it was accepted counts against the
 // port's churn budget (vhu_port_options.churn_rate).
-constexpr absl::Duration kShortConnection = absl::Seconds(1);
+constexpr std::chrono::seconds kShortConnection{1};
 // How often, at most, a port logs that it paused accepting.
-constexpr absl::Duration kPauseLogInterval = absl::Seconds(10);
+constexpr std::chrono::seconds kPauseLogInterval{10};
 
 absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
   sockaddr_un addr{};
@@ -191,7 +191,7 @@ void Port::Accept() {
   if (!fd.valid()) return;
   if (conn_fd_.valid()) {
     Log(VHU_LOG_WARN, path_, ": refusing a second frontend while one is connected");
-    ChargeShortConnection(absl::Now());
+    ChargeShortConnection(SteadyClock::now());
     return;  // Closing it tells the newcomer.
   }
   Connected(std::move(fd));
@@ -218,7 +218,7 @@ void Port::TryConnect(absl::Time now) {
 
 void Port::Connected(UniqueFd fd) {
   conn_fd_ = std::move(fd);
-  connected_at_ = absl::Now();
+  connected_at_ = SteadyClock::now();
   ucred peer{};
   socklen_t peer_len = sizeof peer;
   if (getsockopt(conn_fd_.get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0) {
@@ -280,7 +280,7 @@ void Port::Disconnect(const absl::Status& why) {
     backoff_ = kFirstBackoff;
   }
   Post(vhu_event{VHU_EVENT_DISCONNECTED, -1});
-  if (const absl::Time now = absl::Now(); now - connected_at_ < kShortConnection) {
+  if (const auto now = SteadyClock::now(); now - connected_at_ < kShortConnection) {
     ChargeShortConnection(now);
   }
 }
@@ -292,27 +292,32 @@ void Port::Disconnect(const absl::Status& why) {
 // churn_rate_ a second, and when it is spent the listener leaves the epoll set until
 // the bucket holds one again: meanwhile the kernel turns further connects away (the
 // backlog is one), at no cost to us.  Only the churning frontend's own port waits.
-void Port::ChargeShortConnection(absl::Time now) {
+void Port::ChargeShortConnection(SteadyClock::time_point now) {
   if (churn_rate_ == 0 || !listen_fd_.valid()) return;
-  churn_budget_ = std::min<double>(
-      VHU_CHURN_BURST,
-      churn_budget_ + absl::ToDoubleSeconds(now - churn_refilled_) * churn_rate_);
+  if (churn_refilled_ != SteadyClock::time_point{}) {
+    const std::chrono::duration<double> elapsed = now - churn_refilled_;
+    churn_budget_ = std::min<double>(VHU_CHURN_BURST,
+                                     churn_budget_ + elapsed.count() * churn_rate_);
+  }
   churn_refilled_ = now;
   churn_budget_ -= 1;
   if (churn_budget_ >= 1 || accept_paused_) return;
   ControlLoop::Get().Unwatch(listen_fd_.get());
   accept_paused_ = true;
-  accept_resumes_ = now + absl::Seconds((1 - churn_budget_) / churn_rate_);
+  accept_resumes_ = now + std::chrono::duration_cast<SteadyClock::duration>(
+                              std::chrono::duration<double>((1 - churn_budget_) /
+                                                            churn_rate_));
   {
     std::lock_guard<std::mutex> lock(status_mu_);
     ++accept_pauses_;
   }
   ++pauses_unlogged_;
-  if (now - pause_logged_ >= kPauseLogInterval) {
+  if (!pause_ever_logged_ || now - pause_logged_ >= kPauseLogInterval) {
     Log(VHU_LOG_WARN, path_, ": frontend connections end within ",
-        absl::FormatDuration(kShortConnection), " more than ", churn_rate_,
+        kShortConnection.count(), " s more than ", churn_rate_,
         " times a second; accepting at that rate (", pauses_unlogged_,
         pauses_unlogged_ == 1 ? " pause" : " pauses", " since the last report)");
+    pause_ever_logged_ = true;
     pause_logged_ = now;
     pauses_unlogged_ = 0;
   }
@@ -343,7 +348,8 @@ absl::Time Port::OnTick(absl::Time now) {
     if (!reason.empty()) Disconnect(absl::InvalidArgumentError(reason));
   }
   if (accept_paused_) {
-    if (now < accept_resumes_) return accept_resumes_;
+    const auto left = accept_resumes_ - SteadyClock::now();
+    if (left > SteadyClock::duration::zero()) return now + absl::FromChrono(left);
     accept_paused_ = false;
     ControlLoop::Get().Watch(this, listen_fd_.get(), ControlLoop::FdKind::kListener);
   }

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -57,7 +58,10 @@ class Port {
   void Connected(UniqueFd fd);
   void Disconnect(const absl::Status& why);
   void Post(vhu_event event);
-  void ChargeShortConnection(absl::Time now);
+  // The churn limit's clock: monotonic, so that a step of the wall clock neither
+  // makes a long connection look short nor stretches a pause.
+  using SteadyClock = std::chrono::steady_clock;
+  void ChargeShortConnection(SteadyClock::time_point now);
 
   const std::string path_;
   const vhu_mode mode_;
@@ -80,11 +84,12 @@ class Port {
   // Server mode: the budget of short connections (ChargeShortConnection()).
   const double churn_rate_;  // Refill per second; 0: no limit.
   double churn_budget_ = VHU_CHURN_BURST;
-  absl::Time churn_refilled_ = absl::InfinitePast();
-  absl::Time connected_at_ = absl::InfinitePast();
+  SteadyClock::time_point churn_refilled_{};  // {}: never charged, the budget is full.
+  SteadyClock::time_point connected_at_{};
   bool accept_paused_ = false;  // The listener is out of the control loop's epoll set.
-  absl::Time accept_resumes_ = absl::InfinitePast();
-  absl::Time pause_logged_ = absl::InfinitePast();
+  SteadyClock::time_point accept_resumes_{};
+  bool pause_ever_logged_ = false;
+  SteadyClock::time_point pause_logged_{};
   uint64_t pauses_unlogged_ = 0;
 
   // Status and Device state read by other threads.
