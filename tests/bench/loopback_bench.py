@@ -94,6 +94,8 @@ WARM_UP = 2
 SLICE_SETTLE = 0.3  # --interleave: seconds a resumed contender runs before it is measured.
 # testpmd forwarding modes of the guest and of DPDK's vhost side, per direction.
 GUEST_MODE = {"both": "mac", "dequeue": "txonly", "enqueue": "rxonly"}
+# testpmd arguments added to every guest's command line (--guest-arg), ours and DPDK's.
+GUEST_ARGS = []
 VHOST_MODE = {"both": "mac", "dequeue": "rxonly", "enqueue": "txonly"}
 MRG_RXBUF, RING_PACKED = 15, 34  # Virtio feature bits.
 
@@ -237,7 +239,7 @@ def start_guest(sock, workdir, name, case):
     guest = TestPmd([sock], queue_size=QUEUE_SIZE, mrg_rxbuf=int(case.mrg), in_order=0,
                     packed_vq=int(case.packed), forward_mode=GUEST_MODE[case.direction],
                     cpu=1, hugepages=True, descs=QUEUE_SIZE,
-                    file_prefix="bench-guest-" + name,
+                    file_prefix="bench-guest-" + name, extra_args=GUEST_ARGS,
                     log_path=os.path.join(workdir, name + "-guest.log"))
     guest.wait_ready()
     guest.wait_link_up()
@@ -569,8 +571,9 @@ def idle_summary(idle):
 
 
 def print_single(args, case, results, problems, idle, labels):
-    print("loopback (%s, queue_size %d, median of %d, Mpps):"
-          % (describe(case), QUEUE_SIZE, args.runs))
+    print("loopback (%s, queue_size %d, median of %d, Mpps%s):"
+          % (describe(case), QUEUE_SIZE, args.runs,
+             ", guest testpmd " + " ".join(GUEST_ARGS) if GUEST_ARGS else ""))
     print("  ovs-vhostuser backend : %s" % summary(results["ours"]))
     if args.baseline:
         print("  baseline backend      : %s" % summary(results["baseline"]))
@@ -601,8 +604,9 @@ def print_single(args, case, results, problems, idle, labels):
 def print_table(args, rows, elapsed):
     print()
     print("loopback matrix: queue_size %d, %d in flight (both), median (min-max) of %d "
-          "runs of %g s, Mpps; %.0f min in all" % (QUEUE_SIZE, args.in_flight, args.runs,
-                                                   args.seconds, elapsed / 60))
+          "runs of %g s, Mpps; %.0f min in all%s" % (
+              QUEUE_SIZE, args.in_flight, args.runs, args.seconds, elapsed / 60,
+              "; guest testpmd " + " ".join(GUEST_ARGS) if GUEST_ARGS else ""))
     head = "| case | ours | "
     if args.baseline:
         head += "baseline | "
@@ -642,7 +646,12 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--interleave", action="store_true",
                     help="run the contenders side by side, taking turns in slices")
+    ap.add_argument("--guest-arg", action="append", default=[], metavar="ARG",
+                    help="a testpmd argument for every guest, for example "
+                    "--guest-arg=--txfreet=1020 (DPDK's virtio PMD then frees transmitted "
+                    "mbufs a few at a time rather than about a ring's worth at once)")
     args = ap.parse_args()
+    GUEST_ARGS.extend(args.guest_arg)
     if args.seconds is None:
         args.seconds = 1 if args.interleave else 3 if args.matrix else 5
     # Each testpmd takes 512 MB of huge pages: two at a time, or, with --interleave, two
