@@ -363,10 +363,11 @@ TEST_F(PortTest, EnqueueOverwritesAStaleHeader) {
 }
 
 // A receive buffer that holds the packet exactly, and one a byte short (the packet
-// then spreads to the next): the same header, bytes, used lengths and counters as the
-// general walk gives.  Then transmit: an empty frame (the header alone) is dropped and
-// counted between two lone buffers that are taken, and all three go back.
-TEST_F(PortTest, LoneBuffersGiveWhatTheGeneralWalkGives) {
+// then spreads to the next): header, bytes, used lengths and counters.  Then transmit:
+// an empty frame (the header alone) is dropped and counted between two one-buffer
+// frames that are taken, and all three go back.  What any shortcut for one-buffer
+// packets on split rings (README: tried, not kept) must give too.
+TEST_F(PortTest, ExactAndOneByteShortBuffersAndAnEmptyFrame) {
   Start(kModernFeatures | Bit(feature::kNetMrgRxbuf));
   const uint64_t exact = PostRxBuffer(kHeader + 60);
   const uint64_t short_by_one = PostRxBuffer(kHeader + 59);
