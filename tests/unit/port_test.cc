@@ -762,6 +762,30 @@ TEST_F(PortTest, HeadIndexOutOfRangeDisconnects) {
   ExpectDropped("out of range");
 }
 
+// A bad chain fails the ring when a burst takes it, not before: whatever reads the
+// guest's rings ahead (the pre-walk, a prefetch) only looks.  The chains posted before
+// it are served first, in either direction.
+TEST_F(PortTest, ChainsPostedPastABurstAreJudgedWhenTaken) {
+  Start(kModernFeatures);
+  auto f1 = TestFrame(64, 1), f2 = TestFrame(64, 2);
+  GuestSend(f1);
+  GuestSend(f2);
+  tx_.avail_ring()[2] = 300;  // Out of range, past a burst of 2.
+  tx_.set_avail_idx(3);
+  auto got = Dequeue(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1], f2);
+  PostRxBuffer(2048);
+  rx_.Publish(rx_.AddChain({{GuestRam::kGuestBase + ram_.size() - 16, 2048}}, true));
+  vhu_tx_packet pkt = {f1.data(), 64};
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  VringUsedElem e;
+  ASSERT_TRUE(rx_.PopUsed(&e));
+  EXPECT_EQ(Status().state, VHU_STATE_READY) << Status().last_error;
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 0u);
+  ExpectDropped("not inside guest memory");
+}
+
 TEST_F(PortTest, ReadOnlyDescriptorInReceiveChainDisconnects) {
   Start(kModernFeatures);
   rx_.Publish(rx_.AddChain({{ram_.Alloc(2048), 2048}}, /*writable=*/false));
