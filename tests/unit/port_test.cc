@@ -583,6 +583,35 @@ TEST_F(PortTest, MemoryTableChangeWhileRunningRemapsAndUnmapsTheOld) {
   EXPECT_EQ(got[0], frame);
 }
 
+// Chains posted and partly served before a new memory table are served after it
+// through the new mapping, in both directions: nothing a ring keeps from one burst to
+// the next (a pre-walked chain, say) may still point into the old one, now unmapped.
+TEST_F(PortTest, ChainsPostedBeforeAMemoryTableChangeAreServedThroughTheNewOne) {
+  Start(kModernFeatures);
+  uint64_t rx_buffers[4];
+  for (uint64_t& gpa : rx_buffers) gpa = PostRxBuffer(2048);
+  auto f1 = TestFrame(64, 1), f2 = TestFrame(64, 2);
+  for (const auto* frame : {&f1, &f1, &f2, &f2}) GuestSend(*frame);
+  vhu_tx_packet first[] = {{f1.data(), 64}, {f1.data(), 64}};
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, first, 2, nullptr), 2u);
+  ASSERT_EQ(Dequeue(2).size(), 2u);
+  struct {
+    MemoryTableHeader header;
+    MemoryRegionDesc region;
+  } table{{1, 0}, ram_.Region()};
+  ASSERT_TRUE(frontend_->Send(Request::kSetMemTable, &table, sizeof table, {ram_.fd()}).ok());
+  ASSERT_TRUE(frontend_->Sync().ok());
+  vhu_tx_packet second[] = {{f2.data(), 64}, {f2.data(), 64}};
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, second, 2, nullptr), 2u);
+  EXPECT_EQ(0, memcmp(ram_.host(rx_buffers[2]) + kHeader, f2.data(), 64));
+  EXPECT_EQ(0, memcmp(ram_.host(rx_buffers[3]) + kHeader, f2.data(), 64));
+  auto got = Dequeue(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0], f2);
+  EXPECT_EQ(got[1], f2);
+  EXPECT_EQ(Status().state, VHU_STATE_READY) << Status().last_error;
+}
+
 TEST_F(PortTest, ReplyAckReportsFailures) {
   auto fe = Frontend::Connect(path_);
   ASSERT_TRUE(fe.ok());
