@@ -84,18 +84,37 @@ packet_init(struct dp_packet *packet, size_t allocated, size_t headroom,
     return packet;
 }
 
+/* Makes a packet from the cache look freshly received, touching only its first
+ * line.  Its base, allocated size and source are still those packet_init() set:
+ * packet_is_reusable() checked them before the cache took it.  Its metadata is left
+ * as it was, as netdev-dpdk leaves an mbuf's: dpif-netdev initializes the metadata of
+ * every packet a port receives before it reads any, and dp_packet_use_stub()'s own
+ * initialization of it stored into two more lines (up to byte 196 of the packet),
+ * while the store buffer was full of the frames being copied. */
+static struct dp_packet *
+packet_reuse(struct dp_packet *packet, uint32_t size, uint8_t **data)
+{
+    dp_packet_set_data(packet, (char *) (packet + 1) + VHOSTUSER_PACKET_HEADROOM);
+    dp_packet_set_size(packet, size);
+    dp_packet_reset_offsets(packet);
+    dp_packet_reset_cutlen(packet);
+    dp_packet_reset_offload(packet);
+    packet->packet_type = htonl(PT_ETH);
+    *data = dp_packet_data(packet);
+    return packet;
+}
+
 struct dp_packet *
 vhostuser_packet_alloc(uint32_t size, uint8_t **data)
 {
     if (OVS_LIKELY(size <= VHOSTUSER_PACKET_CACHED_FRAME)) {
         struct packet_cache *cache = packet_cache_get();
-        struct dp_packet *packet;
 
-        packet = (cache->n
-                  ? cache->packets[--cache->n]
-                  : xmalloc(sizeof *packet + CACHED_ALLOCATED));
-        return packet_init(packet, CACHED_ALLOCATED, VHOSTUSER_PACKET_HEADROOM,
-                           size, data);
+        if (OVS_LIKELY(cache->n)) {
+            return packet_reuse(cache->packets[--cache->n], size, data);
+        }
+        return packet_init(xmalloc(sizeof(struct dp_packet) + CACHED_ALLOCATED),
+                           CACHED_ALLOCATED, VHOSTUSER_PACKET_HEADROOM, size, data);
     }
 
     /* Jumbo frames are rare enough for malloc(); the provider's max_rx_frame_size

@@ -27,7 +27,9 @@ struct dp_packet_batch;
 #define VHOSTUSER_PACKET_CACHED_FRAME 2048
 
 /* Returns a packet holding 'size' bytes of uninitialised data at '*data', with the
- * headroom dpif-netdev expects; the caller fills in the frame. */
+ * headroom dpif-netdev expects; the caller fills in the frame.  Its offsets, cut
+ * length, offload flags and packet type are those of a new packet; its metadata is
+ * not initialized, which dpif-netdev does for every packet a port receives. */
 struct dp_packet *vhostuser_packet_alloc(uint32_t size, uint8_t **data);
 
 /* Frees every packet in 'batch', keeping those the cache can reuse. */

@@ -1022,9 +1022,10 @@ netdev_vhostuser_rxq_recv(struct netdev_rxq *rxq, struct dp_packet_batch *batch,
         vhostuser_counter_add(&dev->rx.dropped, n_policed);
         vhostuser_counter_add(&dev->queues[qid].rx.dropped, n_policed);
     }
+    /* No dp_packet_batch_init_packet_fields(): vhostuser_packet_alloc() has already
+     * reset the cut length and packet type of every packet. */
     vhostuser_count_batch(&dev->rx, &dev->queues[qid].rx, batch->packets,
                           batch->count);
-    dp_packet_batch_init_packet_fields(batch);
     return batch->count ? 0 : EAGAIN;
 }
 
