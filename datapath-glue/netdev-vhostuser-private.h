@@ -29,21 +29,23 @@ enum vhostuser_size_bin {
     VHOSTUSER_N_BINS
 };
 
-/* Counters of one direction of one port.  Any PMD thread may update them (several
- * share a tx queue), so they are atomic; each burst adds once per counter. */
+/* A port's counters of one direction that are not per queue: drops and errors,
+ * rare, from any thread, so atomic adds. */
 struct vhostuser_dir_counters {
-    atomic_uint64_t packets;
-    atomic_uint64_t bytes;
     atomic_uint64_t dropped;
     atomic_uint64_t errors;
+};
+
+/* One queue's counters of one direction; the port's totals are their sums.  What
+ * crosses a queue is counted by the one thread that polls or sends on it (see
+ * vhostuser_count_batch()); drops, from anywhere, with atomic adds.  The packets
+ * are the sum of the size bins, each packet being in one: a burst of one size
+ * adds to two counters. */
+struct vhostuser_queue_counters {
+    atomic_uint64_t bytes;
     atomic_uint64_t multicast;
     atomic_uint64_t broadcast;
     atomic_uint64_t bins[VHOSTUSER_N_BINS];
-};
-
-struct vhostuser_queue_counters {
-    atomic_uint64_t packets;
-    atomic_uint64_t bytes;
     atomic_uint64_t dropped;
 };
 
@@ -166,9 +168,10 @@ void vhostuser_counters_init(struct netdev_vhostuser *);
 /* Makes dev->queues hold at least 'n' queues; new ones count from zero and send
  * nowhere. */
 void vhostuser_queues_reserve(struct netdev_vhostuser *, int n);
-void vhostuser_count_batch(struct vhostuser_dir_counters *,
-                           struct vhostuser_queue_counters *,
-                           struct dp_packet **, int n);
+/* Counts 'n' packets that crossed a queue.  'shared': other threads may count on
+ * the same queue at once (a tx queue OVS sends on with concurrent_txq). */
+void vhostuser_count_batch(struct vhostuser_queue_counters *,
+                           struct dp_packet **, int n, bool shared);
 void vhostuser_counter_add(atomic_uint64_t *, uint64_t n);
 uint64_t vhostuser_counter_read(atomic_uint64_t *);
 int netdev_vhostuser_get_stats(const struct netdev *, struct netdev_stats *);

@@ -264,14 +264,19 @@ update_from_backend(struct netdev_vhostuser *dev)
 
     /* One OVS rx and tx queue per queue pair the guest set up, from the first guest
      * on; kept while no guest is connected, so that a reconnecting guest does not
-     * reshuffle the PMDs.  A change, like transmit queues coming up, reloads the PMD
+     * reshuffle the PMDs.  Taken once the guest is ready, which is when its transmit
+     * queues come up too: one reconfiguration for both.  Taken at connection, they
+     * made a second one follow when the driver started, a second later under the
+     * limit below, by which time traffic was flowing: while dpif-netdev
+     * reconfigures a port, what the datapath sends it is dropped as sent to an
+     * invalid port.  A change, like transmit queues coming up, reloads the PMD
      * threads, which every port on them feels, so a frontend gets at most one reload
      * per QUEUE_CHANGE_INTERVAL_MS: later ones wait and are taken together (a
      * frontend flapping its queue count, or a guest bringing its queue pairs up one by
      * one). */
     int n_pairs = dev->requested_n_rxq;
 
-    if (status.state != VHU_STATE_DISCONNECTED && status.num_vrings) {
+    if (status.state == VHU_STATE_READY && status.num_vrings) {
         n_pairs = MIN((status.num_vrings + 1) / 2, VHU_MAX_QUEUE_PAIRS);
     }
     if (n_pairs != dev->requested_n_rxq || tx_woke || dev->queue_change_pending) {
@@ -1024,8 +1029,7 @@ netdev_vhostuser_rxq_recv(struct netdev_rxq *rxq, struct dp_packet_batch *batch,
     }
     /* No dp_packet_batch_init_packet_fields(): vhostuser_packet_alloc() has already
      * reset the cut length and packet type of every packet. */
-    vhostuser_count_batch(&dev->rx, &dev->queues[qid].rx, batch->packets,
-                          batch->count);
+    vhostuser_count_batch(&dev->queues[qid].rx, batch->packets, batch->count, false);
     return batch->count ? 0 : EAGAIN;
 }
 
@@ -1051,7 +1055,7 @@ count_tx_drops(struct netdev_vhostuser *dev, int q, atomic_uint64_t *reason, int
 
 static int
 netdev_vhostuser_send(struct netdev *netdev, int qid, struct dp_packet_batch *batch,
-                      bool concurrent_txq OVS_UNUSED)
+                      bool concurrent_txq)
 {
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
     struct vhu_tx_packet pkts[NETDEV_MAX_BURST];
@@ -1125,7 +1129,10 @@ netdev_vhostuser_send(struct netdev *netdev, int qid, struct dp_packet_batch *ba
     count_tx_drops(dev, q, &dev->drops.tx_mtu_exceeded, n_unfit);
     count_tx_drops(dev, q, &dev->drops.tx_failure, n - done);
     if (n_sent) {
-        vhostuser_count_batch(&dev->tx, &dev->queues[q].tx, batch->packets, n_sent);
+        /* Only a tx queue OVS calls no other thread's (static tx queues, one per
+         * thread, all below n_txq) has its counters to itself. */
+        vhostuser_count_batch(&dev->queues[q].tx, batch->packets, n_sent,
+                              concurrent_txq || qid >= n_txq);
     }
     vhostuser_packet_release_batch(batch);
     return 0;

@@ -34,15 +34,8 @@ vhostuser_counter_read(atomic_uint64_t *counter)
 static void
 dir_counters_init(struct vhostuser_dir_counters *c)
 {
-    atomic_init(&c->packets, 0);
-    atomic_init(&c->bytes, 0);
     atomic_init(&c->dropped, 0);
     atomic_init(&c->errors, 0);
-    atomic_init(&c->multicast, 0);
-    atomic_init(&c->broadcast, 0);
-    for (int i = 0; i < VHOSTUSER_N_BINS; i++) {
-        atomic_init(&c->bins[i], 0);
-    }
 }
 
 void
@@ -63,8 +56,12 @@ vhostuser_counters_init(struct netdev_vhostuser *dev)
 static void
 queue_counters_init(struct vhostuser_queue_counters *c)
 {
-    atomic_init(&c->packets, 0);
     atomic_init(&c->bytes, 0);
+    atomic_init(&c->multicast, 0);
+    atomic_init(&c->broadcast, 0);
+    for (int i = 0; i < VHOSTUSER_N_BINS; i++) {
+        atomic_init(&c->bins[i], 0);
+    }
     atomic_init(&c->dropped, 0);
 }
 
@@ -100,12 +97,37 @@ size_bin(uint32_t size)
            : VHOSTUSER_BIN_MAX;
 }
 
-/* Counts 'n' packets that crossed the port, in one pass and with one atomic add per
- * counter that moved. */
+/* Adds 'n' to a counter no other thread writes meanwhile, as a plain load and store.
+ * Readers on other threads see the old value or the new one.  An atomic add would
+ * be a locked instruction, which on x86 waits for every store before it to reach
+ * the cache: after a burst, the copies into the guest's buffers. */
+static void
+counter_add_unshared(atomic_uint64_t *counter, uint64_t n)
+{
+    uint64_t value;
+
+    atomic_read_relaxed(counter, &value);
+    atomic_store_relaxed(counter, value + n);
+}
+
+static void
+add(atomic_uint64_t *counter, uint64_t n, bool shared)
+{
+    if (shared) {
+        vhostuser_counter_add(counter, n);
+    } else {
+        counter_add_unshared(counter, n);
+    }
+}
+
+/* Counts 'n' packets in one pass, adding once to each counter that moved.  An rx
+ * queue is polled by one thread at a time, and a tx queue that OVS does not send on
+ * concurrently is one thread's too ('shared' false): their counters need no atomic
+ * add.  Each burst used to make five, per direction, on the port's totals and the
+ * queue's; a shared tx queue's burst of one size now makes two. */
 void
-vhostuser_count_batch(struct vhostuser_dir_counters *c,
-                      struct vhostuser_queue_counters *q,
-                      struct dp_packet **packets, int n)
+vhostuser_count_batch(struct vhostuser_queue_counters *q,
+                      struct dp_packet **packets, int n, bool shared)
 {
     uint64_t bins[VHOSTUSER_N_BINS] = { 0 };
     uint64_t bytes = 0, multicast = 0, broadcast = 0;
@@ -125,16 +147,49 @@ vhostuser_count_batch(struct vhostuser_dir_counters *c,
             }
         }
     }
-    vhostuser_counter_add(&c->packets, n);
-    vhostuser_counter_add(&c->bytes, bytes);
-    vhostuser_counter_add(&c->multicast, multicast);
-    vhostuser_counter_add(&c->broadcast, broadcast);
-    for (int i = 0; i < VHOSTUSER_N_BINS; i++) {
-        vhostuser_counter_add(&c->bins[i], bins[i]);
+    add(&q->bytes, bytes, shared);
+    if (multicast) {
+        add(&q->multicast, multicast, shared);
     }
-    vhostuser_counter_add(&q->packets, n);
-    vhostuser_counter_add(&q->bytes, bytes);
+    if (broadcast) {
+        add(&q->broadcast, broadcast, shared);
+    }
+    for (int i = 0; i < VHOSTUSER_N_BINS; i++) {
+        if (bins[i]) {
+            add(&q->bins[i], bins[i], shared);
+        }
+    }
 }
+
+static uint64_t
+queue_packets(const struct vhostuser_queue_counters *c)
+{
+    uint64_t packets = 0;
+
+    for (int i = 0; i < VHOSTUSER_N_BINS; i++) {
+        packets += vhostuser_counter_read(CONST_CAST(atomic_uint64_t *, &c->bins[i]));
+    }
+    return packets;
+}
+
+/* The port's total of the counter at 'offset' in each queue's counters. */
+static uint64_t
+sum_queues(const struct netdev_vhostuser *dev, bool rx, size_t offset)
+{
+    uint64_t sum = 0;
+
+    for (int q = 0; q < dev->n_queues; q++) {
+        struct vhostuser_queue_counters *c = (rx
+                                              ? &dev->queues[q].rx
+                                              : &dev->queues[q].tx);
+
+        sum += vhostuser_counter_read((atomic_uint64_t *) ((char *) c + offset));
+    }
+    return sum;
+}
+
+#define SUM_QUEUES(DEV, RX, MEMBER) \
+    sum_queues(DEV, RX, offsetof(struct vhostuser_queue_counters, MEMBER))
 
 int
 netdev_vhostuser_get_stats(const struct netdev *netdev, struct netdev_stats *stats)
@@ -142,18 +197,18 @@ netdev_vhostuser_get_stats(const struct netdev *netdev, struct netdev_stats *sta
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
     struct vhostuser_dir_counters *rx = &dev->rx, *tx = &dev->tx;
 
-    stats->rx_packets = vhostuser_counter_read(&rx->packets);
-    stats->rx_bytes = vhostuser_counter_read(&rx->bytes);
+    stats->rx_packets = 0;   /* Summed over the bins below. */
+    stats->tx_packets = 0;
+    stats->rx_bytes = SUM_QUEUES(dev, true, bytes);
     stats->rx_dropped = vhostuser_counter_read(&rx->dropped);
     stats->rx_errors = vhostuser_counter_read(&rx->errors);
-    stats->multicast = vhostuser_counter_read(&rx->multicast);
-    stats->rx_broadcast_packets = vhostuser_counter_read(&rx->broadcast);
-    stats->tx_packets = vhostuser_counter_read(&tx->packets);
-    stats->tx_bytes = vhostuser_counter_read(&tx->bytes);
+    stats->multicast = SUM_QUEUES(dev, true, multicast);
+    stats->rx_broadcast_packets = SUM_QUEUES(dev, true, broadcast);
+    stats->tx_bytes = SUM_QUEUES(dev, false, bytes);
     stats->tx_dropped = vhostuser_counter_read(&tx->dropped);
     stats->tx_errors = vhostuser_counter_read(&tx->errors);
-    stats->tx_multicast_packets = vhostuser_counter_read(&tx->multicast);
-    stats->tx_broadcast_packets = vhostuser_counter_read(&tx->broadcast);
+    stats->tx_multicast_packets = SUM_QUEUES(dev, false, multicast);
+    stats->tx_broadcast_packets = SUM_QUEUES(dev, false, broadcast);
 
     uint64_t *rx_bins[VHOSTUSER_N_BINS] = {
         &stats->rx_1_to_64_packets, &stats->rx_65_to_127_packets,
@@ -168,8 +223,13 @@ netdev_vhostuser_get_stats(const struct netdev *netdev, struct netdev_stats *sta
         &stats->tx_1523_to_max_packets,
     };
     for (int i = 0; i < VHOSTUSER_N_BINS; i++) {
-        *rx_bins[i] = vhostuser_counter_read(&rx->bins[i]);
-        *tx_bins[i] = vhostuser_counter_read(&tx->bins[i]);
+        size_t bin = (offsetof(struct vhostuser_queue_counters, bins)
+                      + i * sizeof(atomic_uint64_t));
+
+        *rx_bins[i] = sum_queues(dev, true, bin);
+        *tx_bins[i] = sum_queues(dev, false, bin);
+        stats->rx_packets += *rx_bins[i];
+        stats->tx_packets += *tx_bins[i];
     }
     return 0;
 }
@@ -208,13 +268,13 @@ netdev_vhostuser_get_custom_stats(const struct netdev *netdev,
                    vhostuser_counter_read(&dev->drops.tx_retries));
     for (int q = 0; q < n_rxq; q++) {
         snprintf(name, sizeof name, "rx_q%d_good_packets", q);
-        custom_counter(custom, name, vhostuser_counter_read(&dev->queues[q].rx.packets));
+        custom_counter(custom, name, queue_packets(&dev->queues[q].rx));
         snprintf(name, sizeof name, "rx_q%d_good_bytes", q);
         custom_counter(custom, name, vhostuser_counter_read(&dev->queues[q].rx.bytes));
     }
     for (int q = 0; q < n_txq; q++) {
         snprintf(name, sizeof name, "tx_q%d_good_packets", q);
-        custom_counter(custom, name, vhostuser_counter_read(&dev->queues[q].tx.packets));
+        custom_counter(custom, name, queue_packets(&dev->queues[q].tx));
         snprintf(name, sizeof name, "tx_q%d_good_bytes", q);
         custom_counter(custom, name, vhostuser_counter_read(&dev->queues[q].tx.bytes));
         snprintf(name, sizeof name, "tx_q%d_dropped", q);
