@@ -1129,10 +1129,12 @@ netdev_vhostuser_send(struct netdev *netdev, int qid, struct dp_packet_batch *ba
     count_tx_drops(dev, q, &dev->drops.tx_mtu_exceeded, n_unfit);
     count_tx_drops(dev, q, &dev->drops.tx_failure, n - done);
     if (n_sent) {
-        /* Only a tx queue OVS calls no other thread's (static tx queues, one per
-         * thread, all below n_txq) has its counters to itself. */
+        /* Without concurrent_txq, the queue is this thread's alone: dpif-netdev
+         * then gives each thread its own static tx queue id, all below n_txq (it
+         * picks static ids only when the port has a tx queue for every thread), so
+         * 'q' is 'qid' and no other thread counts on it. */
         vhostuser_count_batch(&dev->queues[q].tx, batch->packets, n_sent,
-                              concurrent_txq || qid >= n_txq);
+                              concurrent_txq);
     }
     vhostuser_packet_release_batch(batch);
     return 0;

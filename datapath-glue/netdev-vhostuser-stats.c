@@ -172,7 +172,9 @@ queue_packets(const struct vhostuser_queue_counters *c)
     return packets;
 }
 
-/* The port's total of the counter at 'offset' in each queue's counters. */
+/* The port's total of the counter at 'offset' in each queue's counters.  Read on
+ * the main thread, as reconfigure() that grows 'dev->queues' runs: OVS calls
+ * get_stats and get_custom_stats there only. */
 static uint64_t
 sum_queues(const struct netdev_vhostuser *dev, bool rx, size_t offset)
 {
