@@ -6,7 +6,8 @@
 # Usage: utilities/install-deps.sh [--bench] [--hugepages N]
 #   --bench         also install what the benchmarks compare with and the tests do not
 #                   need: Debian's OVS-DPDK (openvswitch-switch-dpdk), the baseline of
-#                   switch_bench.py, port_scale_bench.py and afxdp_pvp_bench.py.
+#                   switch_bench.py, port_scale_bench.py and afxdp_pvp_bench.py, and
+#                   perf (linux-perf) for pmd_profile.py.
 #   --hugepages N   also reserve N 2 MiB hugepages and mount hugetlbfs on /dev/hugepages
 #                   (the DPDK vhost PMD baseline in the benchmarks wants them; our own
 #                   switch never does).
@@ -40,7 +41,7 @@ packages=(
 )
 # Its ovs-vswitchd is an alternative of lower priority than openvswitch-switch's, so
 # installing it leaves the system's OVS as it was.
-if $bench; then packages+=(openvswitch-switch-dpdk); fi
+if $bench; then packages+=(openvswitch-switch-dpdk linux-perf); fi
 
 missing=()
 for p in "${packages[@]}"; do
