@@ -110,8 +110,9 @@ counter_add_unshared(atomic_uint64_t *counter, uint64_t n)
     atomic_store_relaxed(counter, value + n);
 }
 
+/* Adds 'n' to a queue's counter, atomically if other threads may add to it too. */
 static void
-add(atomic_uint64_t *counter, uint64_t n, bool shared)
+queue_counter_add(atomic_uint64_t *counter, uint64_t n, bool shared)
 {
     if (shared) {
         vhostuser_counter_add(counter, n);
@@ -147,16 +148,16 @@ vhostuser_count_batch(struct vhostuser_queue_counters *q,
             }
         }
     }
-    add(&q->bytes, bytes, shared);
+    queue_counter_add(&q->bytes, bytes, shared);
     if (multicast) {
-        add(&q->multicast, multicast, shared);
+        queue_counter_add(&q->multicast, multicast, shared);
     }
     if (broadcast) {
-        add(&q->broadcast, broadcast, shared);
+        queue_counter_add(&q->broadcast, broadcast, shared);
     }
     for (int i = 0; i < VHOSTUSER_N_BINS; i++) {
         if (bins[i]) {
-            add(&q->bins[i], bins[i], shared);
+            queue_counter_add(&q->bins[i], bins[i], shared);
         }
     }
 }
