@@ -7,10 +7,10 @@
 #define NETDEV_VHOSTUSER_CONTROL_CONTROL_LOOP_H
 
 #include <cstdint>
+#include <mutex>
 #include <thread>
 
 #include "absl/container/flat_hash_map.h"
-#include <mutex>
 #include "absl/time/time.h"
 #include "runtime/unique_fd.h"
 
@@ -32,6 +32,10 @@ class ControlLoop {
   void Unwatch(int fd);
   // Makes the loop run its timers and failure checks now.  Any thread, no locks held.
   void Wake();
+
+  // Test hook: keeps every port callback from running while the lock is held, so a
+  // test can queue several messages before the port reads any.
+  std::unique_lock<std::mutex> HoldForTest() { return std::unique_lock<std::mutex>(mu_); }
 
  private:
   ControlLoop();

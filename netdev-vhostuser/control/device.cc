@@ -337,7 +337,7 @@ absl::Status Device::SetMemTable(Message& m) {
   uint64_t total = 0;
   for (size_t i = 0; i < m.fds.size(); ++i) {
     const std::string what = absl::StrCat("SET_MEM_TABLE region ", i, " fd");
-    if (auto s = CheckMemoryFd(m.fds[i].get(), what, peer_pid_); !s.ok()) return s;
+    if (auto s = CheckMemoryFd(m.fds[i].get(), what); !s.ok()) return s;
     fds.push_back(m.fds[i].get());
     total += regions[i].memory_size;  // Each below 2^64 - address: Map() checks.
     if (regions[i].memory_size > max_memory_ || total > max_memory_) {
@@ -378,10 +378,13 @@ absl::Status Device::SetLogBase(int fd, Message& m, bool* replied) {
     return absl::InvalidArgumentError(
         "SET_LOG_BASE without VHOST_USER_PROTOCOL_F_LOG_SHMFD negotiated");
   }
-  if (auto s = CheckMemoryFd(m.fds[0].get(), "SET_LOG_BASE fd", peer_pid_); !s.ok()) {
+  if (auto s = CheckMemoryFd(m.fds[0].get(), "SET_LOG_BASE fd"); !s.ok()) {
     return s;
   }
-  auto log = DirtyLog::Map(m.fds[0].get(), base.mmap_size, base.mmap_offset);
+  // One bit per 4 KiB page: a log of max_memory_ / 4096 bytes covers eight times the
+  // guest memory the port may map, room for any layout's holes above it.
+  auto log = DirtyLog::Map(m.fds[0].get(), base.mmap_size, base.mmap_offset,
+                           max_memory_ / 4096);
   if (!log.ok()) return log.status();
   std::unique_ptr<DirtyLog> old;
   {

@@ -61,6 +61,8 @@ class Device {
   uint64_t mapped_bytes() const { return memory_ ? memory_->mapped_bytes() : 0; }
   // The memory region whose mapping lost its backing (sigbus_guard.h), or -1.
   int lost_memory_region() const { return memory_ ? memory_->LostRegion() : -1; }
+  // Whether the dirty log's file shrank under the data path's marks.
+  bool log_lost() const { return log_ != nullptr && log_->lost(); }
 
   // Data path, any thread: whether a SEND_RARP waits (one relaxed load), and taking
   // the MAC of one not yet announced.
@@ -72,9 +74,6 @@ class Device {
     return true;
   }
   bool logging() const { return (features_ & Bit(feature::kLogAll)) && log_ != nullptr; }
-
-  // The frontend's process (SO_PEERCRED), to look its memory files' mounts up in.
-  void set_peer_pid(int pid) { peer_pid_ = pid; }
 
   // Re-reads which vrings are usable (after a data-path failure, say) and posts events
   // for what changed.
@@ -102,7 +101,6 @@ class Device {
   std::string log_prefix_;
   const uint64_t max_memory_;
   const uint32_t max_frame_size_;
-  int peer_pid_ = 0;
 
   uint64_t features_ = 0;
   uint64_t protocol_features_ = 0;

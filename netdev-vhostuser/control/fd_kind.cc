@@ -1,17 +1,14 @@
 #include "control/fd_kind.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <string>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 
 namespace vhostuser {
 namespace {
@@ -33,38 +30,6 @@ absl::Status WrongKind(absl::string_view what, absl::string_view wanted,
                    ")"));
 }
 
-// The mount id of the fd's file (/proc/self/fdinfo), or -1.
-int MountId(int fd) {
-  std::ifstream info(absl::StrCat("/proc/self/fdinfo/", fd));
-  std::string line;
-  while (std::getline(info, line)) {
-    absl::string_view rest = line;
-    if (absl::ConsumePrefix(&rest, "mnt_id:")) {
-      int id;
-      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(rest), &id)) return id;
-    }
-  }
-  return -1;
-}
-
-// The filesystem type of mount 'id' as process 'pid' ("self" for us) sees it, or "" if
-// it is not among its mounts.
-std::string MountType(int id, const std::string& pid) {
-  std::ifstream mounts(absl::StrCat("/proc/", pid, "/mountinfo"));
-  std::string line;
-  const std::string prefix = absl::StrCat(id, " ");
-  while (std::getline(mounts, line)) {
-    if (line.compare(0, prefix.size(), prefix) != 0) continue;
-    // "id parent major:minor root mountpoint options [optional...] - fstype source ..."
-    const size_t dash = line.find(" - ");
-    if (dash == std::string::npos) return "";
-    std::vector<absl::string_view> fields = absl::StrSplit(
-        absl::string_view(line).substr(dash + 3), ' ', absl::SkipEmpty());
-    return fields.empty() ? "" : std::string(fields[0]);
-  }
-  return "";
-}
-
 }  // namespace
 
 absl::Status CheckEventFd(int fd, absl::string_view what) {
@@ -73,20 +38,19 @@ absl::Status CheckEventFd(int fd, absl::string_view what) {
   return absl::OkStatus();
 }
 
-absl::Status CheckMemoryFd(int fd, absl::string_view what, int peer_pid) {
-  const std::string target = FdTarget(fd);
-  if (target.rfind("/memfd:", 0) == 0) return absl::OkStatus();
-  if (target.empty() || target[0] != '/') {
-    return WrongKind(what, "a shared-memory file", target);
-  }
-  // Mount ids are unique system-wide, so the frontend's mount table names the mount
-  // when ours does not.
-  const int mount = MountId(fd);
-  std::string type = MountType(mount, "self");
-  if (type.empty() && peer_pid > 0) type = MountType(mount, std::to_string(peer_pid));
-  if (type != "tmpfs" && type != "hugetlbfs") {
-    return WrongKind(what, "a memfd or a file on tmpfs or hugetlbfs",
-                     absl::StrCat(target, " on ", type.empty() ? "unknown" : type));
+absl::Status CheckMemoryFd(int fd, absl::string_view what) {
+  // F_GET_SEALS answers for shmem (memfds, tmpfs) and hugetlbfs files only, from the
+  // inode alone, without calling into the file system, and fails with EINVAL for any
+  // other file and EBADF for an O_PATH fd.  A name is no proof: a frontend in mount and
+  // user namespaces of its own can mount FUSE at "/memfd:x" or "/dev/shm", and a FUSE
+  // file answers fstat(), mmap() faults and close() when its daemon likes.
+  if (fcntl(fd, F_GET_SEALS) < 0) {
+    const std::string target = FdTarget(fd);
+    return WrongKind(what,
+                     !target.empty() && target[0] == '/'
+                         ? "a memfd or a file on tmpfs or hugetlbfs"
+                         : "a shared-memory file",
+                     target);
   }
   return absl::OkStatus();
 }

@@ -19,7 +19,13 @@ void MessageReader::Reset() {
 
 absl::Status MessageReader::ReceiveInto(int fd, uint8_t* buf, size_t len, size_t* got) {
   iovec iov{buf, len};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+  // Room for as many fds as one message can carry at all (the kernel's SCM_MAX_FD),
+  // not just as many as a request takes.  The kernel drops the fds that do not fit
+  // here, and dropping them closes them on this thread, inside recvmsg(): one whose
+  // close() blocks (see fd_closer.h) would stall the control thread.  Received, they
+  // are ours to close through FdCloser, and the message is refused below.
+  constexpr int kMaxFdsTheKernelPasses = 253;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsTheKernelPasses)];
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;

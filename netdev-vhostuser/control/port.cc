@@ -46,6 +46,13 @@ absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
   return addr;
 }
 
+// A non-blocking unix stream socket, closed like the fds a frontend sends: a frontend
+// can queue fds on it (or, for a listener, on the connections in its backlog), and
+// closing it closes those too (unique_fd.h).
+UniqueFd UnixStreamSocket() {
+  return UniqueFd::FromFrontend(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Port>> Port::Create(const vhu_port_options& options) {
@@ -106,7 +113,7 @@ absl::Status Port::Listen() {
     // it.  One with a listener belongs to someone else: leave it alone.  The probe
     // does not block: a listener that never accepts, its backlog full, answers EAGAIN
     // at once, and is just as much someone else's.
-    UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    UniqueFd probe = UnixStreamSocket();
     if (!probe.valid()) {
       return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
     }
@@ -122,7 +129,7 @@ absl::Status Port::Listen() {
     }
     unlink(path_.c_str());
   }
-  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  UniqueFd fd = UnixStreamSocket();
   if (!fd.valid()) {
     return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
   }
@@ -187,7 +194,9 @@ void Port::OnReadable(bool listener) {
 }
 
 void Port::Accept() {
-  UniqueFd fd(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  // Closed like UnixStreamSocket()'s: the frontend may have queued fds on it already.
+  auto fd = UniqueFd::FromFrontend(
+      accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
   if (!fd.valid()) return;
   if (conn_fd_.valid()) {
     Log(VHU_LOG_WARN, path_, ": refusing a second frontend while one is connected");
@@ -199,7 +208,7 @@ void Port::Accept() {
 
 void Port::TryConnect(absl::Time now) {
   auto addr = UnixAddress(path_);
-  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  UniqueFd fd = UnixStreamSocket();
   if (fd.valid() &&
       connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) == 0) {
     backoff_ = kFirstBackoff;
@@ -219,15 +228,9 @@ void Port::TryConnect(absl::Time now) {
 void Port::Connected(UniqueFd fd) {
   conn_fd_ = std::move(fd);
   connected_at_ = SteadyClock::now();
-  ucred peer{};
-  socklen_t peer_len = sizeof peer;
-  if (getsockopt(conn_fd_.get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0) {
-    peer.pid = 0;
-  }
   ControlLoop::Get().Watch(this, conn_fd_.get(), ControlLoop::FdKind::kConnection);
   {
     std::lock_guard<std::mutex> lock(status_mu_);
-    device_.set_peer_pid(peer.pid);
     connected_ = true;
     ++connects_;
   }
@@ -333,6 +336,10 @@ absl::Time Port::OnTick(absl::Time now) {
           "guest memory region ", region,
           " lost its backing under the switch (SIGBUS: its file was truncated after "
           "SET_MEM_TABLE, or its huge pages ran out)")));
+    } else if (device_.log_lost()) {
+      Disconnect(absl::InvalidArgumentError(
+          "the dirty log lost its backing under the switch (SIGBUS: its file was "
+          "truncated after SET_LOG_BASE)"));
     }
   }
   if (ring_failure_.exchange(false, std::memory_order_acq_rel) && conn_fd_.valid()) {

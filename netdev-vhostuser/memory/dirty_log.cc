@@ -1,47 +1,30 @@
 #include "memory/dirty_log.h"
 
-#include <sys/mman.h>
-#include <sys/stat.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace vhostuser {
 
 absl::StatusOr<std::unique_ptr<DirtyLog>> DirtyLog::Map(int fd, uint64_t size,
-                                                        uint64_t offset) {
+                                                        uint64_t offset,
+                                                        uint64_t max_size) {
   if (size == 0 || offset + size < offset) {
     return absl::InvalidArgumentError(
         absl::StrFormat("SET_LOG_BASE size %#x at offset %#x is not a log", size, offset));
   }
-  // The file was checked for its kind (a shared-memory file), so fstat() is safe here.
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      offset + size > static_cast<uint64_t>(st.st_size)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "SET_LOG_BASE log of %#x bytes at offset %#x is beyond its file", size, offset));
+  if (size > max_size) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "SET_LOG_BASE log of %#x bytes is larger than the %#x bytes that cover eight "
+        "times the port's guest memory limit",
+        size, max_size));
   }
-  const uint64_t map_size = offset + size;
-  if (map_size > SIZE_MAX) return absl::InvalidArgumentError("SET_LOG_BASE log too large");
-  void* base = mmap(nullptr, map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("mmap of the dirty log failed: ", strerror(errno)));
-  }
+  absl::StatusOr<FileMapping> file = FileMapping::Map(fd, offset, size, "SET_LOG_BASE log");
+  if (!file.ok()) return file.status();
   std::unique_ptr<DirtyLog> log(new DirtyLog);
-  log->mapping_ = base;
-  log->mapping_size_ = static_cast<size_t>(map_size);
-  log->bitmap_ = static_cast<uint8_t*>(base) + offset;
+  log->bitmap_ = file->data();
   log->size_ = size;
+  log->file_ = *std::move(file);
   return log;
-}
-
-DirtyLog::~DirtyLog() {
-  if (mapping_ != nullptr) munmap(mapping_, mapping_size_);
 }
 
 void DirtyLog::MarkGuest(uint64_t gpa, uint64_t len) const {

@@ -5,8 +5,11 @@
 // the page again.
 //
 // The log is hostile input like the rest: its fd must be a shared-memory file of the
-// size announced, and a page beyond the log's end is never marked (the frontend then
-// sent a log too small for its guest, which costs only its own migration).
+// size announced, its size is bounded, and a page beyond the log's end is never marked
+// (the frontend then sent a log too small for its guest, which costs only its own
+// migration).  The data path marks it from PMD threads, so a frontend that truncates
+// the file under it must lose its port, not kill the switch: the mapping is guarded
+// (file_mapping.h) and lost() tells.
 #ifndef NETDEV_VHOSTUSER_MEMORY_DIRTY_LOG_H
 #define NETDEV_VHOSTUSER_MEMORY_DIRTY_LOG_H
 
@@ -14,6 +17,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "memory/file_mapping.h"
 #include "memory/guest_memory.h"
 
 namespace vhostuser {
@@ -22,10 +26,10 @@ class DirtyLog {
  public:
   static constexpr uint64_t kPageSize = 4096;
 
-  // Maps 'size' bytes at 'offset' of 'fd' (the caller keeps the fd).
+  // Maps 'size' bytes at 'offset' of 'fd' (the caller keeps the fd), refusing a log
+  // larger than 'max_size' bytes.
   static absl::StatusOr<std::unique_ptr<DirtyLog>> Map(int fd, uint64_t size,
-                                                       uint64_t offset);
-  ~DirtyLog();
+                                                       uint64_t offset, uint64_t max_size);
   DirtyLog(const DirtyLog&) = delete;
   DirtyLog& operator=(const DirtyLog&) = delete;
 
@@ -36,11 +40,13 @@ class DirtyLog {
   void MarkHost(const GuestMemory& memory, const void* host, uint64_t len) const;
 
   uint64_t size() const { return size_; }
+  // Whether the log's file shrank under the data path's marks (a SIGBUS was
+  // absorbed: the marks since went nowhere).  Any thread.
+  bool lost() const { return file_.lost(); }
 
  private:
   DirtyLog() = default;
-  void* mapping_ = nullptr;
-  size_t mapping_size_ = 0;
+  FileMapping file_;
   uint8_t* bitmap_ = nullptr;
   uint64_t size_ = 0;
 };

@@ -1,15 +1,9 @@
 #include "memory/guest_memory.h"
 
-#include <sys/mman.h>
-#include <sys/stat.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "memory/sigbus_guard.h"
+#include "memory/file_mapping.h"
 
 namespace vhostuser {
 namespace {
@@ -58,70 +52,33 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Map(
 
   std::unique_ptr<GuestMemory> memory(new GuestMemory);
   memory->regions_.reserve(regions.size());
+  memory->files_.reserve(regions.size());
   for (size_t i = 0; i < regions.size(); ++i) {
     const MemoryRegionDesc& r = regions[i];
-    struct stat st;
-    if (fstat(fds[i], &st) != 0 || !S_ISREG(st.st_mode)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("region ", i, " fd is not a shared-memory file"));
-    }
-    // Mapping past the end of the file would turn the guest's accesses into SIGBUS.
-    uint64_t end = r.mmap_offset + r.memory_size;
-    if (end > static_cast<uint64_t>(st.st_size)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "region %d ends at file offset %#x, beyond the file's %#x bytes", i, end,
-          st.st_size));
-    }
-    // Hugetlbfs wants lengths in whole huge pages; st_blksize is that page size there.
-    uint64_t align = st.st_blksize > 0 ? static_cast<uint64_t>(st.st_blksize) : 4096;
-    if ((align & (align - 1)) != 0) align = 4096;
-    uint64_t map_size = (end + align - 1) & ~(align - 1);
-    if (map_size < end || map_size > SIZE_MAX) {
-      return absl::InvalidArgumentError(absl::StrCat("region ", i, " is too large"));
-    }
-    void* base = mmap(nullptr, map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], 0);
-    if (base == MAP_FAILED) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "mmap of region ", i, " (", map_size, " bytes) failed: ", strerror(errno)));
-    }
-    // The frontend can still shrink the file under the mapping.
-    const int guard = SigbusGuard::Register(base, map_size, align);
-    if (guard < 0) {
-      munmap(base, map_size);
-      return absl::ResourceExhaustedError(
-          absl::StrCat("cannot map region ", i, ": ", SigbusGuard::kMaxMappings,
-                       " guest memory regions are mapped already"));
-    }
+    absl::StatusOr<FileMapping> file =
+        FileMapping::Map(fds[i], r.mmap_offset, r.memory_size, absl::StrCat("region ", i));
+    if (!file.ok()) return file.status();
     memory->regions_.push_back(Region{
         .guest_phys_addr = r.guest_phys_addr,
         .size = r.memory_size,
         .user_addr = r.userspace_addr,
-        .host = static_cast<uint8_t*>(base) + r.mmap_offset,
-        .mapping = base,
-        .mapping_size = static_cast<size_t>(map_size),
-        .sigbus_guard = guard,
+        .host = file->data(),
     });
+    memory->files_.push_back(*std::move(file));
   }
   return memory;
 }
 
-GuestMemory::~GuestMemory() {
-  for (const Region& r : regions_) {
-    SigbusGuard::Unregister(r.sigbus_guard);
-    munmap(r.mapping, r.mapping_size);
-  }
-}
-
 int GuestMemory::LostRegion() const {
-  for (size_t i = 0; i < regions_.size(); ++i) {
-    if (SigbusGuard::Faulted(regions_[i].sigbus_guard)) return static_cast<int>(i);
+  for (size_t i = 0; i < files_.size(); ++i) {
+    if (files_[i].lost()) return static_cast<int>(i);
   }
   return -1;
 }
 
 uint64_t GuestMemory::mapped_bytes() const {
   uint64_t total = 0;
-  for (const Region& r : regions_) total += r.mapping_size;
+  for (const FileMapping& file : files_) total += file.mapped_bytes();
   return total;
 }
 

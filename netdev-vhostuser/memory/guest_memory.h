@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "memory/file_mapping.h"
 #include "protocol/protocol.h"
 
 namespace vhostuser {
@@ -23,19 +24,16 @@ class GuestMemory {
     uint64_t guest_phys_addr;
     uint64_t size;
     uint64_t user_addr;
-    uint8_t* host;       // Host address of guest_phys_addr.
-    void* mapping;       // What mmap returned; unmapped in the destructor.
-    size_t mapping_size;
-    int sigbus_guard;    // SigbusGuard handle of the mapping.
+    uint8_t* host;  // Host address of guest_phys_addr.
   };
 
-  // Validates 'regions' and maps each over the matching fd (the fds stay the caller's).
-  // Refuses zero-sized, overflowing or overlapping regions, a region beyond its fd's
-  // size and an fd that is not a regular file or memfd.
+  // Validates 'regions' and maps each over the matching fd (the fds stay the caller's),
+  // the region's own pages only (file_mapping.h).  Refuses zero-sized, overflowing or
+  // overlapping regions, a region beyond its fd's size and an fd that is not a regular
+  // file or memfd.
   static absl::StatusOr<std::unique_ptr<GuestMemory>> Map(
       std::span<const MemoryRegionDesc> regions, std::span<const int> fds);
 
-  ~GuestMemory();
   GuestMemory(const GuestMemory&) = delete;
   GuestMemory& operator=(const GuestMemory&) = delete;
 
@@ -61,11 +59,14 @@ class GuestMemory {
   int LostRegion() const;
 
   std::span<const Region> regions() const { return regions_; }
+  // What the regions take of our address space.
   uint64_t mapped_bytes() const;
 
  private:
   GuestMemory() = default;
+  // What the data path reads, packed together; files_[i] holds regions_[i]'s pages.
   std::vector<Region> regions_;
+  std::vector<FileMapping> files_;
 };
 
 }  // namespace vhostuser

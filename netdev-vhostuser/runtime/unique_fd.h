@@ -1,6 +1,9 @@
 // An owned file descriptor: closed when the owner goes away, so that no error path of
 // the control code can leak one a frontend sent us.  One that came from a frontend
-// (FromFrontend) is closed through FdCloser, since its close() may block.
+// (FromFrontend) is closed through FdCloser, since its close() may block.  So is every
+// socket a frontend can send to (the connection, the listener, whose backlog holds
+// connections not yet accepted): closing it drops the fds queued on it, and the last
+// close of each runs on the closing thread.
 #ifndef NETDEV_VHOSTUSER_RUNTIME_UNIQUE_FD_H
 #define NETDEV_VHOSTUSER_RUNTIME_UNIQUE_FD_H
 

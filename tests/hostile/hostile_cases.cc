@@ -1038,6 +1038,32 @@ absl::Status MemfdShrunkUnderTheSwitch(Env& env) {
   return Fail("still connected 5 s after handing the switch buffers past the file's end");
 }
 
+// The same with the dirty log of a migration: the switch marks it from its PMD thread
+// as it returns the frontend's buffers.  Its mapping was not guarded, so the first
+// mark past the file's new end was a SIGBUS that ended ovs-vswitchd.
+absl::Status LogShrunkUnderTheSwitch(Env& env) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  UniqueFd log(memfd_create("hostile-log", MFD_CLOEXEC));
+  const uint64_t log_size = 1 << 16;  // One bit per 4 KiB page: 2 GiB of guest.
+  if (!log.valid() || ftruncate(log.get(), static_cast<off_t>(log_size)) != 0) {
+    return Fail("memfd for the log");
+  }
+  uint64_t base[2] = {log_size, 0};  // size, offset
+  RETURN_IF_ERROR(g.fe->Send(Request::kSetLogBase, base, sizeof base, {log.get()}));
+  if (auto reply = g.fe->Receive(Request::kSetLogBase); !reply.ok()) return reply.status();
+  RETURN_IF_ERROR(g.fe->SendU64(Request::kSetFeatures, kFeatures |
+                                                           Bit(feature::kProtocolFeatures) |
+                                                           Bit(feature::kLogAll)));
+  RETURN_IF_ERROR(g.fe->Sync());
+  if (ftruncate(log.get(), 0) != 0) return Fail("ftruncate");
+  const uint64_t tx_buffer = g.ram.Alloc(4096), rx_buffer = g.ram.Alloc(4096);
+  g.rx.Publish(g.rx.AddChain({{rx_buffer, 2048}}, true));
+  g.tx.Publish(g.tx.AddChain({{tx_buffer, kHeader + 64}}, false));
+  if (DroppedWithin(g, env, 5)) return absl::OkStatus();
+  return Fail("still connected 5 s after truncating the dirty log under the switch");
+}
+
 absl::Status WellBehaved(Env& env) {
   Guest g;
   RETURN_IF_ERROR(g.Start(env));
@@ -1661,6 +1687,10 @@ const std::vector<Case>& Cases() {
       {"memfd_shrunk_under_the_switch",
        "the frontend ftruncates its memfd below buffers it then hands the switch",
        O::kError, "lost its backing under the switch", 1, MemfdShrunkUnderTheSwitch},
+      {"log_shrunk_under_the_switch",
+       "during a migration, the frontend ftruncates its dirty log to 0 bytes",
+       O::kError, "the dirty log lost its backing under the switch", 1,
+       LogShrunkUnderTheSwitch},
   };
   return *cases;
 }

@@ -42,6 +42,24 @@ TEST(GuestMemoryTest, TranslatesWholeRangesInsideOneRegion) {
   EXPECT_EQ(byte, 0xab);
 }
 
+// A region far into its file (a sparse memfd costs the frontend nothing at any size)
+// maps its own pages only.  Mapping the file from its start took a terabyte of address
+// space here, and eight such regions most of what a process has.
+TEST(GuestMemoryTest, MapsOnlyTheRegionsOwnPagesOfItsFile) {
+  const uint64_t far = uint64_t{1} << 40;
+  UniqueFd sparse = Memfd(far + 0x20000);
+  // Offsets need not be page-aligned: 0x10 into a page.
+  MemoryRegionDesc regions[] = {{0x100000, 0x8000, 0x7000000, far + 0x10}};
+  int fds[] = {sparse.get()};
+  auto memory = GuestMemory::Map(regions, fds);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  EXPECT_LE((*memory)->mapped_bytes(), 0x9000u);
+  *(*memory)->TranslateGuest(0x100000 + 0x7fff, 1) = 0xcd;
+  uint8_t byte = 0;
+  ASSERT_EQ(pread(sparse.get(), &byte, 1, static_cast<off_t>(far + 0x10 + 0x7fff)), 1);
+  EXPECT_EQ(byte, 0xcd);
+}
+
 TEST(GuestMemoryTest, RefusesBadTables) {
   UniqueFd a = Memfd(0x10000);
   int fd[] = {a.get()};

@@ -24,6 +24,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "control/control_loop.h"
 #include "port_fixture.h"
 #include "protocol/protocol.h"
 #include "test_frontend.h"
@@ -264,6 +265,85 @@ TEST_F(HostileTest, FdsWhoseCloseBlocksCostNoOtherPort) {
   vhu_port_destroy(neighbour);
 }
 
+// The same neighbour, as a frontend makes the switch drop fds it never received: more
+// fds in one message than the control buffer had room for (the kernel closed the rest
+// inside recvmsg(), on the control thread), or fds still queued on the connection
+// when the switch closes it.  Both closes ran on the control thread and stalled every
+// port for as long as the fds lingered.
+class DroppedFdsTest : public HostileTest {
+ protected:
+  void SetUp() override {
+    HostileTest::SetUp();
+    neighbour_path_ = dir_ + "/neighbour";
+    vhu_port_options options{};
+    options.socket_path = neighbour_path_.c_str();
+    options.mode = VHU_MODE_SERVER;
+    neighbour_ = vhu_port_create(&options, nullptr, 0);
+    ASSERT_NE(neighbour_, nullptr);
+    auto good = Frontend::Connect(neighbour_path_);
+    ASSERT_TRUE(good.ok());
+    good_ = *std::move(good);
+  }
+  void TearDown() override {
+    good_.reset();
+    if (neighbour_ != nullptr) vhu_port_destroy(neighbour_);
+    HostileTest::TearDown();
+  }
+
+  // Sends 'n' fds whose close() blocks for 3 s, with 'before' sent first, all queued
+  // before the port reads any; then closes ours, so that the switch holds the last
+  // references.
+  void SendLingeringFds(int n, const MessageHeader* before = nullptr) {
+    std::vector<int> fds;
+    for (int i = 0; i < n; ++i) {
+      lingering_.push_back(LingeringSocket(3));
+      ASSERT_TRUE(lingering_.back().valid());
+      fds.push_back(lingering_.back().get());
+    }
+    auto hold = ControlLoop::Get().HoldForTest();
+    if (before != nullptr) {
+      ASSERT_EQ(send(frontend_->fd(), before, sizeof *before, MSG_NOSIGNAL),
+                static_cast<ssize_t>(sizeof *before));
+    }
+    ASSERT_TRUE(frontend_->SendU64(Request::kGetFeatures, 0, fds).ok());
+    lingering_.clear();
+  }
+
+  // How long the neighbour waits for an answer while the switch drops the fds: asked
+  // 100 ms after the frontend sent them, when the control thread has long taken them
+  // up (and, if it closes them itself, is still in close()).
+  std::chrono::steady_clock::duration NeighbourWait() {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_TRUE(good_->Sync().ok());
+    return std::chrono::steady_clock::now() - start;
+  }
+
+  std::string neighbour_path_;
+  vhu_port* neighbour_ = nullptr;
+  std::unique_ptr<Frontend> good_;
+  std::vector<UniqueFd> lingering_;
+};
+
+TEST_F(DroppedFdsTest, MoreFdsThanAnyRequestTakesCostNoOtherPort) {
+  Connect();
+  SendLingeringFds(10);
+  EXPECT_LT(NeighbourWait(), std::chrono::milliseconds(500))
+      << "the fds the control buffer had no room for were closed on the control thread";
+  ExpectDropped("more fds than any request takes");
+}
+
+TEST_F(DroppedFdsTest, FdsQueuedOnAClosedConnectionCostNoOtherPort) {
+  Connect();
+  // The port reads the first message, which loses the frontend its connection with
+  // the second (and its fds) unread.
+  const MessageHeader bad{static_cast<uint32_t>(Request::kGetFeatures), 0x2, 0};
+  SendLingeringFds(4, &bad);
+  EXPECT_LT(NeighbourWait(), std::chrono::milliseconds(500))
+      << "the fds queued on the connection were closed with it on the control thread";
+  ExpectDropped("message version 2 is not 1");
+}
+
 // A guest RX ring of empty writable descriptors chained through the whole ring, every
 // avail entry on that chain, mergeable buffers on: each packet walked every buffer, each
 // buffer the whole chain, and dropped nothing (256 x 256 reads a packet, for ever).
@@ -373,6 +453,51 @@ TEST_F(HostileTest, MemoryOnADiskFileIsRefused) {
   } table{{1, 0}, r};
   ASSERT_TRUE(
       frontend_->Send(Request::kSetMemTable, &table, sizeof table, {file.get()}).ok());
+  ExpectDropped("is not a memfd or a file on tmpfs or hugetlbfs");
+}
+
+// A file on a disk file system under a name that only looks like a memfd's.  The
+// check took any fd whose /proc link began with "/memfd:" on its name, and a frontend
+// in namespaces of its own can mount what it likes there, FUSE included.
+TEST_F(HostileTest, DiskFileNamedLikeAMemfdIsRefused) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to create /memfd:...";
+  const std::string dir = "/memfd:vhu-test-" + std::to_string(getpid());
+  if (mkdir(dir.c_str(), 0700) != 0) GTEST_SKIP() << "cannot create " << dir;
+  const std::string path = dir + "/ram";
+  UniqueFd file(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  unlink(path.c_str());
+  rmdir(dir.c_str());
+  ASSERT_TRUE(file.valid());
+  struct statfs fs;
+  ASSERT_EQ(fstatfs(file.get(), &fs), 0);
+  if (fs.f_type == TMPFS_MAGIC) GTEST_SKIP() << "/ is tmpfs here";
+  ASSERT_EQ(ftruncate(file.get(), 8 << 20), 0);
+  Connect();
+  struct {
+    MemoryTableHeader header;
+    MemoryRegionDesc region;
+  } table{{1, 0}, ram_.Region()};
+  ASSERT_TRUE(
+      frontend_->Send(Request::kSetMemTable, &table, sizeof table, {file.get()}).ok());
+  ExpectDropped("is not a memfd or a file on tmpfs or hugetlbfs (/memfd:vhu-test-");
+}
+
+// An O_PATH fd names a file without opening it; nothing maps through it.
+TEST_F(HostileTest, MemoryFdOpenedWithOPathIsRefused) {
+  char path[] = "/dev/shm/vhu-opath-XXXXXX";
+  UniqueFd file(mkstemp(path));
+  ASSERT_TRUE(file.valid());
+  ASSERT_EQ(ftruncate(file.get(), 8 << 20), 0);
+  UniqueFd opath(open(path, O_PATH | O_CLOEXEC));
+  unlink(path);
+  ASSERT_TRUE(opath.valid());
+  Connect();
+  struct {
+    MemoryTableHeader header;
+    MemoryRegionDesc region;
+  } table{{1, 0}, ram_.Region()};
+  ASSERT_TRUE(
+      frontend_->Send(Request::kSetMemTable, &table, sizeof table, {opath.get()}).ok());
   ExpectDropped("is not a memfd or a file on tmpfs or hugetlbfs");
 }
 

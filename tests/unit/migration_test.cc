@@ -230,7 +230,7 @@ TEST_F(MigrationTest, LogBeyondItsFileIsRefused) {
   Start(kModernFeatures);
   LogBase base{log_size_, 1 << 20};
   ASSERT_TRUE(frontend_->Send(Request::kSetLogBase, &base, sizeof base, {log_fd_.get()}).ok());
-  ExpectDropped("beyond its file");
+  ExpectDropped("beyond the file");
 }
 
 TEST_F(MigrationTest, LogThatIsNotSharedMemoryIsRefused) {
@@ -240,6 +240,38 @@ TEST_F(MigrationTest, LogThatIsNotSharedMemoryIsRefused) {
   ASSERT_TRUE(
       frontend_->Send(Request::kSetLogBase, &base, sizeof base, {not_memory.get()}).ok());
   ExpectDropped("SET_LOG_BASE fd is not a shared-memory file");
+}
+
+// The log is marked from the data path: a frontend that truncates its file then
+// loses its port, and the switch lives.  The log's mapping was not guarded, so the
+// first mark past the new end was a SIGBUS that ended the process.
+TEST_F(MigrationTest, LogFileTruncatedUnderTheDataPathDisconnects) {
+  Start(kModernFeatures);
+  StartLogging(kModernFeatures);
+  ASSERT_EQ(ftruncate(log_fd_.get(), 0), 0);
+  PostRxBuffer(2048);
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr);
+  ExpectDropped("the dirty log lost its backing under the switch");
+}
+
+// A log sized for far more guest than the port may map (a sparse file: free for the
+// frontend) is refused rather than mapped.
+TEST_F(MigrationTest, LogLargerThanThePortsLimitCoversIsRefused) {
+  vhu_port_destroy(port_);
+  vhu_port_options options{};
+  options.socket_path = path_.c_str();
+  options.mode = VHU_MODE_SERVER;
+  options.max_guest_memory = 1 << 30;  // A log of up to 256 KiB.
+  port_ = vhu_port_create(&options, nullptr, 0);
+  ASSERT_NE(port_, nullptr);
+  Start(kModernFeatures);
+  UniqueFd huge(memfd_create("huge-log", MFD_CLOEXEC));
+  ASSERT_EQ(ftruncate(huge.get(), 1 << 20), 0);
+  LogBase base{1 << 20, 0};
+  ASSERT_TRUE(frontend_->Send(Request::kSetLogBase, &base, sizeof base, {huge.get()}).ok());
+  ExpectDropped("larger than the 0x40000 bytes");
 }
 
 // A log too small for the guest is marked up to its end and no further.
