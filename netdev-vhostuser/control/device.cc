@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -370,6 +371,23 @@ absl::Status Device::SetMemTable(Message& m) {
   return absl::OkStatus();
 }
 
+uint64_t Device::MaxLogSize() const {
+  // One bit per 4 KiB page of guest-physical space, up to the top of the memory table.
+  // A log covering eight times the port's memory limit leaves room for holes below the
+  // top; a guest whose memory sits higher still (above a relocated hole, say) gets its
+  // table's top and 32 GiB to grow into, QEMU sizing the log before it adds memory.
+  // The top counts up to 2^48 at most: no table makes the log's mapping exceed 8 GiB.
+  constexpr uint64_t kBitsPerByte = 8, kPage = DirtyLog::kPageSize;
+  uint64_t top = 0;
+  if (memory_ != nullptr) {
+    for (const GuestMemory::Region& r : memory_->regions()) {
+      top = std::max(top, r.guest_phys_addr + r.size);  // Map() refused wrapping ends.
+    }
+  }
+  top = std::min(top, uint64_t{1} << 48) + (uint64_t{32} << 30);
+  return std::max(max_memory_ * kBitsPerByte, top) / (kPage * kBitsPerByte);
+}
+
 absl::Status Device::SetLogBase(int fd, Message& m, bool* replied) {
   LogBase base;
   if (!m.PayloadAs(&base)) return BadPayload(m);
@@ -381,10 +399,7 @@ absl::Status Device::SetLogBase(int fd, Message& m, bool* replied) {
   if (auto s = CheckMemoryFd(m.fds[0].get(), "SET_LOG_BASE fd"); !s.ok()) {
     return s;
   }
-  // One bit per 4 KiB page: a log of max_memory_ / 4096 bytes covers eight times the
-  // guest memory the port may map, room for any layout's holes above it.
-  auto log = DirtyLog::Map(m.fds[0].get(), base.mmap_size, base.mmap_offset,
-                           max_memory_ / 4096);
+  auto log = DirtyLog::Map(m.fds[0].get(), base.mmap_size, base.mmap_offset, MaxLogSize());
   if (!log.ok()) return log.status();
   std::unique_ptr<DirtyLog> old;
   {

@@ -63,6 +63,8 @@ class Device {
   int lost_memory_region() const { return memory_ ? memory_->LostRegion() : -1; }
   // Whether the dirty log's file shrank under the data path's marks.
   bool log_lost() const { return log_ != nullptr && log_->lost(); }
+  // The largest dirty log SET_LOG_BASE may map, from the memory table and the limit.
+  uint64_t MaxLogSize() const;
 
   // Data path, any thread: whether a SEND_RARP waits (one relaxed load), and taking
   // the MAC of one not yet announced.

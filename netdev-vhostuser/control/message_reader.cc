@@ -21,9 +21,11 @@ absl::Status MessageReader::ReceiveInto(int fd, uint8_t* buf, size_t len, size_t
   iovec iov{buf, len};
   // Room for as many fds as one message can carry at all (the kernel's SCM_MAX_FD),
   // not just as many as a request takes.  The kernel drops the fds that do not fit
-  // here, and dropping them closes them on this thread, inside recvmsg(): one whose
-  // close() blocks (see fd_closer.h) would stall the control thread.  Received, they
-  // are ours to close through FdCloser, and the message is refused below.
+  // here (or, with the process out of fds, all of them), and dropping them closes them
+  // on this thread, inside recvmsg(): one whose close() blocks (see fd_closer.h) would
+  // stall the control thread.  Received, they are ours to close through FdCloser, and
+  // the message is refused below.  (The port keeps what a frontend holds of the fd
+  // table bounded: kMaxBlockedCloses in port.cc.)
   constexpr int kMaxFdsTheKernelPasses = 253;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsTheKernelPasses)];
   msghdr msg{};
@@ -49,7 +51,7 @@ absl::Status MessageReader::ReceiveInto(int fd, uint8_t* buf, size_t len, size_t
     for (size_t i = 0; i < count; ++i) {
       int received;
       memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      pending_->fds.push_back(UniqueFd::FromFrontend(received));
+      pending_->fds.push_back(UniqueFd::FromFrontend(received, owner_));
     }
   }
   if (msg.msg_flags & MSG_CTRUNC) {

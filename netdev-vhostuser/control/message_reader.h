@@ -34,6 +34,9 @@ struct Message {
 
 class MessageReader {
  public:
+  // 'owner': the FdCloser owner of the fds it receives (its port's).
+  explicit MessageReader(uint32_t owner) : owner_(owner) {}
+
   // Reads what the socket has.  Returns true with '*message' filled when a whole message
   // is there, false when more bytes are needed (the socket would block), or an error
   // for end of stream, a socket error or a message that breaks the framing rules.
@@ -46,6 +49,7 @@ class MessageReader {
  private:
   absl::Status ReceiveInto(int fd, uint8_t* buf, size_t len, size_t* got);
 
+  const uint32_t owner_;
   std::unique_ptr<Message> pending_;  // Allocated by the first Read().
   size_t header_bytes_ = 0;
   size_t payload_bytes_ = 0;

@@ -33,6 +33,12 @@ constexpr absl::Duration kMaxBackoff = absl::Seconds(1);
 constexpr std::chrono::seconds kShortConnection{1};
 // How often, at most, a port logs that it paused accepting.
 constexpr std::chrono::seconds kPauseLogInterval{10};
+// A frontend whose fds are closing slower than it sends them (closes that block: see
+// fd_closer.h) loses its connection, and gets no new one, while more than this many of
+// its port's fds are held up by them (FdCloser::BlockedFor).  Each connection brings at most one message's
+// fds past this (a message with fds of the wrong kind costs the frontend its
+// connection), so the port holds a bounded share of the process's fd table.
+constexpr size_t kMaxBlockedCloses = 64;
 
 absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
   sockaddr_un addr{};
@@ -49,8 +55,17 @@ absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
 // A non-blocking unix stream socket, closed like the fds a frontend sends: a frontend
 // can queue fds on it (or, for a listener, on the connections in its backlog), and
 // closing it closes those too (unique_fd.h).
-UniqueFd UnixStreamSocket() {
-  return UniqueFd::FromFrontend(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+// Tells the peer of a connection it is over, now, then queues the socket's close: the
+// closers may be busy with this port's frontend's fds for a while.  shutdown() leaves
+// what is queued on the socket to the close, so nothing is closed on this thread.
+void HangUp(UniqueFd& connection) {
+  shutdown(connection.get(), SHUT_RDWR);
+  connection.reset();
+}
+
+UniqueFd UnixStreamSocket(uint32_t closer_owner) {
+  return UniqueFd::FromFrontend(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0),
+                                closer_owner);
 }
 
 }  // namespace
@@ -113,7 +128,7 @@ absl::Status Port::Listen() {
     // it.  One with a listener belongs to someone else: leave it alone.  The probe
     // does not block: a listener that never accepts, its backlog full, answers EAGAIN
     // at once, and is just as much someone else's.
-    UniqueFd probe = UnixStreamSocket();
+    UniqueFd probe = UnixStreamSocket(closer_owner_);
     if (!probe.valid()) {
       return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
     }
@@ -129,7 +144,7 @@ absl::Status Port::Listen() {
     }
     unlink(path_.c_str());
   }
-  UniqueFd fd = UnixStreamSocket();
+  UniqueFd fd = UnixStreamSocket(closer_owner_);
   if (!fd.valid()) {
     return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
   }
@@ -196,19 +211,29 @@ void Port::OnReadable(bool listener) {
 void Port::Accept() {
   // Closed like UnixStreamSocket()'s: the frontend may have queued fds on it already.
   auto fd = UniqueFd::FromFrontend(
-      accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC), closer_owner_);
   if (!fd.valid()) return;
   if (conn_fd_.valid()) {
     Log(VHU_LOG_WARN, path_, ": refusing a second frontend while one is connected");
     ChargeShortConnection(SteadyClock::now());
-    return;  // Closing it tells the newcomer.
+    HangUp(fd);
+    return;
+  }
+  if (ClosesBacklogged()) {
+    ChargeShortConnection(SteadyClock::now());
+    HangUp(fd);
+    return;
   }
   Connected(std::move(fd));
 }
 
 void Port::TryConnect(absl::Time now) {
+  if (ClosesBacklogged()) {
+    next_connect_ = now + kMaxBackoff;
+    return;
+  }
   auto addr = UnixAddress(path_);
-  UniqueFd fd = UnixStreamSocket();
+  UniqueFd fd = UnixStreamSocket(closer_owner_);
   if (fd.valid() &&
       connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) == 0) {
     backoff_ = kFirstBackoff;
@@ -252,12 +277,32 @@ void Port::ReadMessages() {
       std::lock_guard<std::mutex> lock(status_mu_);
       handled = device_.Handle(conn_fd_.get(), *message_);
     }
+    const bool carried_fds = !message_->fds.empty();
     message_->fds.clear();  // Closes whatever the request did not keep.
     if (!handled.ok()) {
       Disconnect(handled);
       return;
     }
+    if (carried_fds && ClosesBacklogged()) {
+      Disconnect(absl::ResourceExhaustedError(absl::StrCat(
+          "the frontend sends fds faster than they close (more than ", kMaxBlockedCloses,
+          " of this port's wait on closes that block)")));
+      return;
+    }
   }
+}
+
+bool Port::ClosesBacklogged() {
+  if (FdCloser::BlockedFor(closer_owner_) <= kMaxBlockedCloses) {
+    closes_backlog_logged_ = false;
+    return false;
+  }
+  if (!closes_backlog_logged_) {
+    Log(VHU_LOG_WARN, path_, ": taking no frontend until more of the fds earlier ones sent "
+        "are closed (their close() blocks)");
+    closes_backlog_logged_ = true;
+  }
+  return true;
 }
 
 void Port::Disconnect(const absl::Status& why) {
@@ -265,7 +310,7 @@ void Port::Disconnect(const absl::Status& why) {
   // worth showing in the port's status.
   const bool error = !absl::IsUnavailable(why);
   ControlLoop::Get().Unwatch(conn_fd_.get());
-  conn_fd_.reset();
+  HangUp(conn_fd_);
   reader_.Reset();
   message_.reset();
   {

@@ -62,6 +62,9 @@ class Port {
   // makes a long connection look short nor stretches a pause.
   using SteadyClock = std::chrono::steady_clock;
   void ChargeShortConnection(SteadyClock::time_point now);
+  // Whether too many of this port's fds wait on closes that block to take more
+  // (kMaxBlockedCloses); logs the first time.
+  bool ClosesBacklogged();
 
   const std::string path_;
   const vhu_mode mode_;
@@ -74,12 +77,15 @@ class Port {
   UniqueFd listen_fd_;
   ino_t listen_inode_ = 0;
   UniqueFd conn_fd_;
-  MessageReader reader_;
+  // Whose fds FdCloser closes: this port's frontends' (fd_closer.h).
+  const uint32_t closer_owner_ = FdCloser::NewOwner();
+  MessageReader reader_{closer_owner_};
   // The request being handled; allocated while a frontend is connected.
   std::unique_ptr<Message> message_;
   absl::Time next_connect_ = absl::InfinitePast();
   absl::Duration backoff_;
   bool logged_connect_failure_ = false;
+  bool closes_backlog_logged_ = false;
   std::atomic<bool> ring_failure_{false};
   // Server mode: the budget of short connections (ChargeShortConnection()).
   const double churn_rate_;  // Refill per second; 0: no limit.

@@ -15,7 +15,7 @@ absl::StatusOr<std::unique_ptr<DirtyLog>> DirtyLog::Map(int fd, uint64_t size,
   if (size > max_size) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "SET_LOG_BASE log of %#x bytes is larger than the %#x bytes that cover eight "
-        "times the port's guest memory limit",
+        "times the port's guest memory limit, or its memory table and 32 GiB",
         size, max_size));
   }
   absl::StatusOr<FileMapping> file = FileMapping::Map(fd, offset, size, "SET_LOG_BASE log");

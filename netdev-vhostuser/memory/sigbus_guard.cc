@@ -58,7 +58,10 @@ void OnSigbus(int signo, siginfo_t* info, void* context) {
       if (slot.start.load(std::memory_order_acquire) != start) continue;
       // A file that shrank below this page has lost every page after it too: cover
       // them all at once rather than take one signal per page.
-      const uintptr_t from = addr & ~slot.page_mask.load(std::memory_order_relaxed);
+      // Not before the mapping's start: a tmpfs file with transparent huge pages says
+      // 2 MiB pages, but its mapping need not start on a 2 MiB boundary.
+      uintptr_t from = addr & ~slot.page_mask.load(std::memory_order_relaxed);
+      if (from < start) from = start;
       void* p = mmap(reinterpret_cast<void*>(from), end - from, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
       if (p == MAP_FAILED) break;

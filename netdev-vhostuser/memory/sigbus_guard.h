@@ -22,9 +22,9 @@ namespace vhostuser {
 
 class SigbusGuard {
  public:
-  // How many mappings can be guarded at once: 8 regions and a dirty log for each of
-  // 1024 ports.
-  static constexpr int kMaxMappings = 9 * 1024;
+  // How many mappings can be guarded at once: for each of 1024 ports, 8 regions and a
+  // dirty log, twice (a new table or log is mapped before the old one goes).
+  static constexpr int kMaxMappings = 18 * 1024;
 
   // Registers [start, start + length), mapped with pages of 'page_size' bytes (a power
   // of two, the file system's: 4 KiB, or a huge page size on hugetlbfs).  Installs the

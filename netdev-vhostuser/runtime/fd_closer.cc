@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -25,10 +26,10 @@ class Closers {
     return *closers;
   }
 
-  void Close(int fd) {
+  void Close(int fd, uint32_t owner) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (count_ == ring_.size()) Grow();
-    ring_[(head_ + count_) & (ring_.size() - 1)] = fd;
+    if (count_ + parked_count_ == ring_.size()) Grow();
+    ring_[(head_ + count_) & (ring_.size() - 1)] = Queued{fd, owner};
     ++count_;
     if (idle_ > 0) {
       cv_.notify_one();
@@ -44,13 +45,23 @@ class Closers {
 
   size_t Pending() {
     std::lock_guard<std::mutex> lock(mu_);
-    return count_ + closing_;
+    return count_ + parked_count_ + closing_;
+  }
+
+  size_t BlockedFor(uint32_t owner) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const int closing = ClosingFor(owner);
+    if (closing < FdCloser::kMaxClosingPerOwner) return 0;
+    size_t n = static_cast<size_t>(closing);
+    for (size_t i = 0; i < count_; ++i) n += ring_[(head_ + i) & (ring_.size() - 1)].owner == owner;
+    for (size_t i = 0; i < parked_count_; ++i) n += parked_[i].owner == owner;
+    return n;
   }
 
   bool WaitIdle(absl::Duration timeout) {
     std::unique_lock<std::mutex> lock(mu_);
     return idle_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                             [this] { return count_ == 0 && closing_ == 0; });
+                             [this] { return IdleLocked(); });
   }
 
   int Stuck() {
@@ -59,19 +70,70 @@ class Closers {
   }
 
  private:
+  struct Queued {
+    int fd;
+    uint32_t owner;
+  };
+
   // A closer's view of itself, shared with the watcher that declares it stuck.
   struct Closer {
     bool closing = false;
+    uint32_t owner = 0;  // Whose fd it is closing.
     absl::Time since;
     bool stuck = false;
   };
 
-  // With mu_ held, on a queueing thread: doubles the ring, keeping the order.
+  bool IdleLocked() const { return count_ == 0 && parked_count_ == 0 && closing_ == 0; }
+
+  // With mu_ held, on a queueing thread: doubles the ring (keeping the order) and the
+  // parking lot with it, so that the closers never allocate: an fd moves between the
+  // two, and together they hold at most the ring's size.
   void Grow() {
-    std::vector<int> bigger(ring_.empty() ? 256 : 2 * ring_.size());
+    const size_t size = ring_.empty() ? 256 : 2 * ring_.size();
+    std::vector<Queued> bigger(size);
     for (size_t i = 0; i < count_; ++i) bigger[i] = ring_[(head_ + i) & (ring_.size() - 1)];
     ring_.swap(bigger);
     head_ = 0;
+    parked_.resize(size);
+  }
+
+  // With mu_ held: how many closers are closing fds of 'owner' now.
+  int ClosingFor(uint32_t owner) const {
+    int n = 0;
+    for (const Closer* c : closers_) n += c != nullptr && c->closing && c->owner == owner;
+    return n;
+  }
+
+  // With mu_ held: takes the oldest queued fd whose owner has fewer than
+  // kMaxClosingPerOwner closes under way, parking those of owners that have that many
+  // (each fd is looked at once until its owner's close returns).
+  bool TakeNextLocked(Queued* taken) {
+    while (count_ > 0) {
+      const Queued next = ring_[head_];
+      head_ = (head_ + 1) & (ring_.size() - 1);
+      --count_;
+      if (ClosingFor(next.owner) < FdCloser::kMaxClosingPerOwner) {
+        *taken = next;
+        return true;
+      }
+      parked_[parked_count_++] = next;
+    }
+    return false;
+  }
+
+  // With mu_ held: 'owner' has a close fewer under way, so its parked fds go back to
+  // the end of the queue.
+  void UnparkLocked(uint32_t owner) {
+    size_t kept = 0;
+    for (size_t i = 0; i < parked_count_; ++i) {
+      if (parked_[i].owner == owner) {
+        ring_[(head_ + count_) & (ring_.size() - 1)] = parked_[i];
+        ++count_;
+      } else {
+        parked_[kept++] = parked_[i];
+      }
+    }
+    parked_count_ = kept;
   }
 
   // With mu_ held: a new closer if every running one is stuck (or none runs yet).
@@ -99,28 +161,43 @@ class Closers {
     std::unique_lock<std::mutex> lock(mu_);
     *std::find(closers_.begin(), closers_.end(), nullptr) = &self;
     for (;;) {
+      Queued taken;
+      bool got;
       ++idle_;
-      cv_.wait(lock, [this] { return count_ > 0; });
+      while (!(got = TakeNextLocked(&taken))) {
+        // One idle closer is enough: the others, replacements of closers that were
+        // stuck, go once a second has passed with nothing to take.
+        if (cv_.wait_for(lock, std::chrono::seconds(1)) == std::cv_status::timeout &&
+            idle_ > 1) {
+          break;
+        }
+      }
       --idle_;
-      const int fd = ring_[head_];
-      head_ = (head_ + 1) & (ring_.size() - 1);
-      --count_;
+      if (!got) {
+        --running_;
+        *std::find(closers_.begin(), closers_.end(), &self) = nullptr;
+        return;
+      }
       self.closing = true;
+      self.owner = taken.owner;
       self.since = absl::Now();
       ++closing_;
       cv_watch_.notify_one();
       lock.unlock();
-      ::close(fd);
+      ::close(taken.fd);
       lock.lock();
       --closing_;
       self.closing = false;
-      if (count_ == 0 && closing_ == 0) idle_cv_.notify_all();
+      if (parked_count_ > 0) {
+        UnparkLocked(taken.owner);
+        if (count_ > 0) cv_.notify_one();
+      }
+      if (IdleLocked()) idle_cv_.notify_all();
       if (self.stuck) {
-        // Replaced while we were blocked: the others have the queue now.
+        // Replaced while we were blocked; we stay as an idle closer, which goes after
+        // a second if another is idle too.
         --stuck_;
-        --running_;
-        *std::find(closers_.begin(), closers_.end(), &self) = nullptr;
-        return;
+        self.stuck = false;
       }
     }
   }
@@ -151,9 +228,13 @@ class Closers {
   std::condition_variable cv_watch_;
   std::condition_variable idle_cv_;  // Nothing queued or being closed (tests).
   // The fds to close, a ring of a power-of-two size grown by Close().
-  std::vector<int> ring_;
+  std::vector<Queued> ring_;
   size_t head_ = 0;
   size_t count_ = 0;
+  // Fds whose owner had kMaxClosingPerOwner closes under way when they came up, in
+  // parked_[0, parked_count_), back in the ring when one of those returns.
+  std::vector<Queued> parked_;
+  size_t parked_count_ = 0;
   std::array<Closer*, kMaxThreads> closers_{};  // Running ones; nullptr: free slot.
   int running_ = 0;
   int idle_ = 0;
@@ -166,9 +247,20 @@ class Closers {
 
 void FdCloser::Start() { Closers::Get().Start(); }
 
-void FdCloser::Close(int fd) {
-  if (fd >= 0) Closers::Get().Close(fd);
+uint32_t FdCloser::NewOwner() {
+  static std::atomic<uint32_t> last{0};
+  uint32_t owner;
+  do {
+    owner = last.fetch_add(1, std::memory_order_relaxed) + 1;
+  } while (owner == 0);
+  return owner;
 }
+
+void FdCloser::Close(int fd, uint32_t owner) {
+  if (fd >= 0) Closers::Get().Close(fd, owner);
+}
+
+size_t FdCloser::BlockedFor(uint32_t owner) { return Closers::Get().BlockedFor(owner); }
 
 size_t FdCloser::PendingForTest() { return Closers::Get().Pending(); }
 

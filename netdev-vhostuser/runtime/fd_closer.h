@@ -8,10 +8,17 @@
 // caller only queues it.  A closer stuck in one close() for longer than
 // kStuckAfter hands the queue to a new closer (up to kMaxClosers at once), so one
 // hostile fd delays only itself.
+//
+// Each fd is queued with its owner, the port it came from, and at most
+// kMaxClosingPerOwner closers close one owner's fds at a time: a frontend that sends
+// any number of such fds ties up two closers, and its other fds wait for them, not
+// every port's.  Without this, sixteen lingering sockets (in sixteen messages) took
+// every closer, and no fd of any port was closed again until they let go.
 #ifndef NETDEV_VHOSTUSER_RUNTIME_FD_CLOSER_H
 #define NETDEV_VHOSTUSER_RUNTIME_FD_CLOSER_H
 
 #include <cstddef>
+#include <cstdint>
 
 #include "absl/time/time.h"
 
@@ -20,10 +27,19 @@ namespace vhostuser {
 class FdCloser {
  public:
   static constexpr absl::Duration kStuckAfter = absl::Milliseconds(200);
-  static constexpr int kMaxClosers = 16;
+  static constexpr int kMaxClosers = 64;
+  static constexpr int kMaxClosingPerOwner = 2;
 
+  // A new owner id, unique in the process (never 0).
+  static uint32_t NewOwner();
   // Queues 'fd' for closing.  Any thread, any lock held: never blocks on the fd.
-  static void Close(int fd);
+  static void Close(int fd, uint32_t owner);
+  // The fds of 'owner' held up by closes that block: 0 unless kMaxClosingPerOwner of
+  // its closes are under way (a second closer starts only once the first has spent
+  // kStuckAfter in one close()), else all it has queued or being closed.  A port with
+  // too many stops taking fds (port.cc), so that what its frontend makes the process
+  // hold of its fd table stays bounded.  Fds merely queued, closing fast, do not count.
+  static size_t BlockedFor(uint32_t owner);
   // Starts the first closer now rather than at the first Close(), so that the
   // process's threads (and their memory) are there from the start.
   static void Start();

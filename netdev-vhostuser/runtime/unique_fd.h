@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include <cstdint>
 #include <utility>
 
 #include "runtime/fd_closer.h"
@@ -19,18 +20,19 @@ class UniqueFd {
  public:
   UniqueFd() = default;
   explicit UniqueFd(int fd) : fd_(fd) {}
-  static UniqueFd FromFrontend(int fd) {
+  // 'owner' (FdCloser::NewOwner()) is the port whose frontend it came from.
+  static UniqueFd FromFrontend(int fd, uint32_t owner) {
     UniqueFd owned(fd);
-    owned.from_frontend_ = true;
+    owned.owner_ = owner;
     return owned;
   }
   UniqueFd(UniqueFd&& other) noexcept
-      : fd_(std::exchange(other.fd_, -1)), from_frontend_(other.from_frontend_) {}
+      : fd_(std::exchange(other.fd_, -1)), owner_(std::exchange(other.owner_, 0)) {}
   UniqueFd& operator=(UniqueFd&& other) noexcept {
     if (this != &other) {
       reset();
       fd_ = std::exchange(other.fd_, -1);
-      from_frontend_ = other.from_frontend_;
+      owner_ = std::exchange(other.owner_, 0);
     }
     return *this;
   }
@@ -43,19 +45,19 @@ class UniqueFd {
   int release() { return std::exchange(fd_, -1); }
   void reset(int fd = -1) {
     if (fd_ >= 0) {
-      if (from_frontend_) {
-        FdCloser::Close(fd_);
+      if (owner_ != 0) {
+        FdCloser::Close(fd_, owner_);
       } else {
         ::close(fd_);
       }
     }
     fd_ = fd;
-    from_frontend_ = false;
+    owner_ = 0;
   }
 
  private:
   int fd_ = -1;
-  bool from_frontend_ = false;
+  uint32_t owner_ = 0;  // 0: ours, closed here; else closed through FdCloser.
 };
 
 }  // namespace vhostuser

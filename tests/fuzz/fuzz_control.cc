@@ -233,7 +233,7 @@ class Session {
   Fds fds_;
   Device device_;
   std::unique_ptr<Message> message_;
-  MessageReader reader_;
+  MessageReader reader_{FdCloser::NewOwner()};
   UniqueFd ours_, theirs_;
   uint64_t events_ = 0;
   uint64_t disconnects_ = 0;

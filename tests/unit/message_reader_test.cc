@@ -45,7 +45,7 @@ class MessageReaderTest : public ::testing::Test {
   }
 
   UniqueFd ours_, theirs_;
-  MessageReader reader_;
+  MessageReader reader_{FdCloser::NewOwner()};
   Message message_;
 };
 

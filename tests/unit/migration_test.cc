@@ -256,22 +256,24 @@ TEST_F(MigrationTest, LogFileTruncatedUnderTheDataPathDisconnects) {
   ExpectDropped("the dirty log lost its backing under the switch");
 }
 
-// A log sized for far more guest than the port may map (a sparse file: free for the
-// frontend) is refused rather than mapped.
+// A log sized for far more guest than the port may map and its memory table reaches
+// (a sparse file: free for the frontend) is refused rather than mapped.
 TEST_F(MigrationTest, LogLargerThanThePortsLimitCoversIsRefused) {
   vhu_port_destroy(port_);
   vhu_port_options options{};
   options.socket_path = path_.c_str();
   options.mode = VHU_MODE_SERVER;
-  options.max_guest_memory = 1 << 30;  // A log of up to 256 KiB.
+  options.max_guest_memory = 1 << 30;  // Logs of up to 256 KiB, but for the table's top.
   port_ = vhu_port_create(&options, nullptr, 0);
   ASSERT_NE(port_, nullptr);
   Start(kModernFeatures);
+  // The table ends below 16 MiB: a log covering 32 GiB more is allowed, 64 GiB not.
+  const uint64_t size = (uint64_t{64} << 30) / (4096 * 8);
   UniqueFd huge(memfd_create("huge-log", MFD_CLOEXEC));
-  ASSERT_EQ(ftruncate(huge.get(), 1 << 20), 0);
-  LogBase base{1 << 20, 0};
+  ASSERT_EQ(ftruncate(huge.get(), static_cast<off_t>(size)), 0);
+  LogBase base{size, 0};
   ASSERT_TRUE(frontend_->Send(Request::kSetLogBase, &base, sizeof base, {huge.get()}).ok());
-  ExpectDropped("larger than the 0x40000 bytes");
+  ExpectDropped("SET_LOG_BASE log of 0x200000 bytes is larger than the");
 }
 
 // A log too small for the guest is marked up to its end and no further.

@@ -1,5 +1,8 @@
 #include "test_frontend.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -327,6 +330,42 @@ std::vector<uint8_t> TestFrame(uint32_t size, uint32_t seq) {
   std::vector<uint8_t> frame(size);
   for (uint32_t i = 0; i < size; ++i) frame[i] = static_cast<uint8_t>(seq * 31 + i);
   return frame;
+}
+
+LingeringSocket::LingeringSocket(int linger_s) {
+  listener_ = UniqueFd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int small = 4096;
+  setsockopt(listener_.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      listen(listener_.get(), 1) != 0 ||
+      getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return;
+  }
+  UniqueFd s(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  setsockopt(s.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  if (connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
+  linger l{1, linger_s};
+  setsockopt(s.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  fcntl(s.get(), F_SETFL, O_NONBLOCK);
+  static char junk[65536];
+  while (send(s.get(), junk, sizeof junk, MSG_NOSIGNAL) > 0) {
+  }
+  socket_ = std::move(s);
+}
+
+void LingeringSocket::Unblock() {
+  UniqueFd peer(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!peer.valid()) return;
+  // Until 50 ms pass without data: the socket may not be closed yet.
+  timeval timeout{0, 50000};
+  setsockopt(peer.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  static char sink[65536];
+  while (read(peer.get(), sink, sizeof sink) > 0) {
+  }
 }
 
 }  // namespace vhostuser::testing

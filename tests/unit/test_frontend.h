@@ -179,6 +179,25 @@ class Frontend {
 // A frame of 'size' bytes whose content encodes 'seq', to check what arrives.
 std::vector<uint8_t> TestFrame(uint32_t size, uint32_t seq);
 
+// A TCP socket over loopback whose last close() blocks for up to 'linger_s' seconds:
+// SO_LINGER is set, and data it sent waits for a peer that does not read (the
+// connection sits unaccepted in a listener's backlog, which this object keeps).  What
+// a hostile frontend passes to make the switch's close() block.
+class LingeringSocket {
+ public:
+  explicit LingeringSocket(int linger_s);
+  bool valid() const { return socket_.valid(); }
+  int fd() const { return socket_.get(); }
+  // The socket's fd, for the caller to pass on and close.
+  UniqueFd TakeSocket() { return std::move(socket_); }
+  // Accepts the connection and reads what the socket sent: a close() blocked on it
+  // then returns, and a later one does not block.
+  void Unblock();
+
+ private:
+  UniqueFd listener_, socket_;
+};
+
 }  // namespace vhostuser::testing
 
 #endif  // TESTS_UNIT_TEST_FRONTEND_H
