@@ -371,6 +371,36 @@ void Port::ChargeShortConnection(SteadyClock::time_point now) {
   }
 }
 
+// A frontend that stalled a data-path thread (its interrupt write blocked until the
+// watchdog broke it off, 20-30 ms) loses its connection like any other, but it could
+// connect again and repeat that once a second, its connections long enough to escape
+// the churn budget: a thread other ports need, stalled a few percent of the time.  So
+// its port takes no frontend for a while, twice as long at each stall (1 s to 64 s),
+// back to 1 s after ten minutes without one.
+void Port::Penalize(SteadyClock::time_point now) {
+  constexpr std::chrono::seconds kFirst{1}, kMax{64}, kForgetAfter{600};
+  stall_penalty_ = stall_penalty_ == SteadyClock::duration::zero() ||
+                           now - last_stall_ >= kForgetAfter
+                       ? SteadyClock::duration(kFirst)
+                       : std::min<SteadyClock::duration>(2 * stall_penalty_, kMax);
+  last_stall_ = now;
+  Log(VHU_LOG_WARN, path_, ": its frontend stalled a data-path thread; taking none for ",
+      std::chrono::duration_cast<std::chrono::seconds>(stall_penalty_).count(), " s");
+  if (mode_ == VHU_MODE_CLIENT) {
+    next_connect_ = absl::Now() + absl::FromChrono(stall_penalty_);
+    return;
+  }
+  if (!listen_fd_.valid()) return;
+  if (!accept_paused_) {
+    ControlLoop::Get().Unwatch(listen_fd_.get());
+    accept_paused_ = true;
+    accept_resumes_ = now;
+    std::lock_guard<std::mutex> lock(status_mu_);
+    ++accept_pauses_;
+  }
+  accept_resumes_ = std::max(accept_resumes_, now + stall_penalty_);
+}
+
 absl::Time Port::OnTick(absl::Time now) {
   // First, as it explains the ring failures that follow it: the data path read zeros
   // where guest memory had lost its backing (sigbus_guard.h), and the frontend loses its
@@ -389,15 +419,18 @@ absl::Time Port::OnTick(absl::Time now) {
   }
   if (ring_failure_.exchange(false, std::memory_order_acq_rel) && conn_fd_.valid()) {
     std::string reason;
+    bool stalled = false;
     {
       std::lock_guard<std::mutex> lock(status_mu_);
       device_.ForEachVring([&](unsigned i, const Virtqueue& vq) {
-        if (const char* why = vq.failure(); why != nullptr && reason.empty()) {
-          reason = absl::StrCat("vring ", i, ": ", why);
-        }
+        const char* why = vq.failure();
+        if (why == nullptr) return;
+        if (reason.empty()) reason = absl::StrCat("vring ", i, ": ", why);
+        stalled |= why == Virtqueue::kCallBlocked;
       });
     }
     if (!reason.empty()) Disconnect(absl::InvalidArgumentError(reason));
+    if (stalled) Penalize(SteadyClock::now());
   }
   if (accept_paused_) {
     const auto left = accept_resumes_ - SteadyClock::now();

@@ -65,6 +65,8 @@ class Port {
   // Whether too many of this port's fds wait on closes that block to take more
   // (kMaxBlockedCloses); logs the first time.
   bool ClosesBacklogged();
+  // Takes no frontend for a while after one stalled a data-path thread.
+  void Penalize(SteadyClock::time_point now);
 
   const std::string path_;
   const vhu_mode mode_;
@@ -86,6 +88,8 @@ class Port {
   absl::Duration backoff_;
   bool logged_connect_failure_ = false;
   bool closes_backlog_logged_ = false;
+  SteadyClock::duration stall_penalty_{};  // The last Penalize()'s; 0: none yet.
+  SteadyClock::time_point last_stall_{};
   std::atomic<bool> ring_failure_{false};
   // Server mode: the budget of short connections (ChargeShortConnection()).
   const double churn_rate_;  // Refill per second; 0: no limit.

@@ -398,8 +398,7 @@ void Virtqueue::Interrupt() {
       Add(counters_.calls, 1);
       break;
     case CallNotifier::Result::kBlocked:
-      Fail("the call eventfd blocked our interrupt (made blocking and filled by the "
-           "frontend)");
+      Fail(kCallBlocked);
       break;
     case CallNotifier::Result::kFailed:
       break;

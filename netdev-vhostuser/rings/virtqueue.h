@@ -123,6 +123,10 @@ class Virtqueue {
   bool usable() const { return started_ && enabled_ && failure_ == nullptr; }
   // Why the guest broke the ring, or nullptr.
   const char* failure() const { return failure_; }
+  // The failure() of a ring whose interrupt write blocked until the watchdog broke it
+  // off: its frontend stalled the data-path thread that wrote it (call_notifier.h).
+  static constexpr const char kCallBlocked[] =
+      "the call eventfd blocked our interrupt (made blocking and filled by the frontend)";
   uint32_t size() const { return size_; }
 
   // ---- Data path: the caller holds lock(). ----

@@ -125,6 +125,16 @@ TEST_F(HostileTest, CallFdMadeBlockingAgainIsBrokenOffAndDisconnects) {
   ASSERT_TRUE(EnqueueReturnsWithCallFdFull(call.get()))
       << "vhu_enqueue_burst stayed blocked on the guest's call eventfd";
   ExpectDropped("call eventfd blocked our interrupt");
+
+  // It stalled the thread for the watchdog's 20-30 ms, and could come back and do it
+  // again every second: the port takes no frontend for a second first.
+  EXPECT_EQ(Status().accept_pauses, 1u);
+  const auto start = std::chrono::steady_clock::now();
+  auto next = Frontend::Connect(path_);
+  ASSERT_TRUE(next.ok());
+  EXPECT_TRUE((*next)->Sync().ok());
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(700))
+      << "a frontend was taken right after one stalled a data-path thread";
 }
 
 // Found by fuzz_virtqueue (a timeout): an indirect descriptor whose table is the ring's
