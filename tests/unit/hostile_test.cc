@@ -470,13 +470,7 @@ TEST_F(HostileTest, MemoryOnADiskFileIsRefused) {
   if (fs.f_type == TMPFS_MAGIC) GTEST_SKIP() << "/var/tmp is tmpfs here";
   ASSERT_EQ(ftruncate(file.get(), 8 << 20), 0);
   Connect();
-  MemoryRegionDesc r = ram_.Region();
-  struct {
-    MemoryTableHeader header;
-    MemoryRegionDesc region;
-  } table{{1, 0}, r};
-  ASSERT_TRUE(
-      frontend_->Send(Request::kSetMemTable, &table, sizeof table, {file.get()}).ok());
+  SendMemoryTable(file.get());
   ExpectDropped("is not a memfd or a file on tmpfs or hugetlbfs");
 }
 
@@ -497,12 +491,7 @@ TEST_F(HostileTest, DiskFileNamedLikeAMemfdIsRefused) {
   if (fs.f_type == TMPFS_MAGIC) GTEST_SKIP() << "/ is tmpfs here";
   ASSERT_EQ(ftruncate(file.get(), 8 << 20), 0);
   Connect();
-  struct {
-    MemoryTableHeader header;
-    MemoryRegionDesc region;
-  } table{{1, 0}, ram_.Region()};
-  ASSERT_TRUE(
-      frontend_->Send(Request::kSetMemTable, &table, sizeof table, {file.get()}).ok());
+  SendMemoryTable(file.get());
   ExpectDropped("is not a memfd or a file on tmpfs or hugetlbfs (/memfd:vhu-test-");
 }
 
@@ -516,30 +505,14 @@ TEST_F(HostileTest, MemoryFdOpenedWithOPathIsRefused) {
   unlink(path);
   ASSERT_TRUE(opath.valid());
   Connect();
-  struct {
-    MemoryTableHeader header;
-    MemoryRegionDesc region;
-  } table{{1, 0}, ram_.Region()};
-  ASSERT_TRUE(
-      frontend_->Send(Request::kSetMemTable, &table, sizeof table, {opath.get()}).ok());
+  SendMemoryTable(opath.get());
   ExpectDropped("is not a memfd or a file on tmpfs or hugetlbfs");
 }
 
 TEST_F(HostileTest, MemoryAboveThePortsLimitIsRefused) {
-  vhu_port_destroy(port_);
-  vhu_port_options options{};
-  options.socket_path = path_.c_str();
-  options.mode = VHU_MODE_SERVER;
-  options.max_guest_memory = 4 << 20;  // Half of ram_.
-  port_ = vhu_port_create(&options, nullptr, 0);
-  ASSERT_NE(port_, nullptr);
+  CreatePort(4 << 20);  // Half of ram_.
   Connect();
-  struct {
-    MemoryTableHeader header;
-    MemoryRegionDesc region;
-  } table{{1, 0}, ram_.Region()};
-  ASSERT_TRUE(
-      frontend_->Send(Request::kSetMemTable, &table, sizeof table, {ram_.fd()}).ok());
+  SendMemoryTable(ram_.fd());
   ExpectDropped("guest memory limit of 4 MiB");
 }
 

@@ -259,13 +259,7 @@ TEST_F(MigrationTest, LogFileTruncatedUnderTheDataPathDisconnects) {
 // A log sized for far more guest than the port may map and its memory table reaches
 // (a sparse file: free for the frontend) is refused rather than mapped.
 TEST_F(MigrationTest, LogLargerThanThePortsLimitCoversIsRefused) {
-  vhu_port_destroy(port_);
-  vhu_port_options options{};
-  options.socket_path = path_.c_str();
-  options.mode = VHU_MODE_SERVER;
-  options.max_guest_memory = 1 << 30;  // Logs of up to 256 KiB, but for the table's top.
-  port_ = vhu_port_create(&options, nullptr, 0);
-  ASSERT_NE(port_, nullptr);
+  CreatePort(1 << 30);  // Logs of up to 256 KiB, but for the table's top.
   Start(kModernFeatures);
   // The table ends below 16 MiB: a log covering 32 GiB more is allowed, 64 GiB not.
   const uint64_t size = (uint64_t{64} << 30) / (4096 * 8);

@@ -46,11 +46,28 @@ class PortFixture : public ::testing::Test {
     ASSERT_NE(mkdtemp(dir), nullptr);
     dir_ = dir;
     path_ = dir_ + "/sock";
+    CreatePort();
+  }
+
+  // (Re)creates the port on path_, in server mode, with the given memory limit
+  // (0: the default).
+  void CreatePort(uint64_t max_guest_memory = 0) {
+    if (port_) vhu_port_destroy(port_);
     vhu_port_options options{};
     options.socket_path = path_.c_str();
     options.mode = VHU_MODE_SERVER;
+    options.max_guest_memory = max_guest_memory;
     port_ = vhu_port_create(&options, nullptr, 0);
     ASSERT_NE(port_, nullptr);
+  }
+
+  // Sends SET_MEM_TABLE with ram_'s one region, backed by 'fd'.
+  void SendMemoryTable(int fd) {
+    struct {
+      MemoryTableHeader header;
+      MemoryRegionDesc region;
+    } table{{1, 0}, ram_.Region()};
+    ASSERT_TRUE(frontend_->Send(Request::kSetMemTable, &table, sizeof table, {fd}).ok());
   }
   void TearDown() override {
     frontend_.reset();
