@@ -5,11 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -76,11 +74,14 @@ class Closers {
   };
 
   // A closer's view of itself, shared with the watcher that declares it stuck.
+  // Each lives on its closer's stack and is linked into closers_, so that starting
+  // and ending closers allocates nothing.
   struct Closer {
     bool closing = false;
     uint32_t owner = 0;  // Whose fd it is closing.
     absl::Time since;
     bool stuck = false;
+    Closer* next = nullptr;
   };
 
   bool IdleLocked() const { return count_ == 0 && parked_count_ == 0 && closing_ == 0; }
@@ -100,7 +101,9 @@ class Closers {
   // With mu_ held: how many closers are closing fds of 'owner' now.
   int ClosingFor(uint32_t owner) const {
     int n = 0;
-    for (const Closer* c : closers_) n += c != nullptr && c->closing && c->owner == owner;
+    for (const Closer* c = closers_; c != nullptr; c = c->next) {
+      n += c->closing && c->owner == owner;
+    }
     return n;
   }
 
@@ -138,19 +141,46 @@ class Closers {
 
   // With mu_ held: a new closer if every running one is stuck (or none runs yet).
   void MaybeStartCloserLocked() {
-    if (running_ - stuck_ > 0 || running_ >= kMaxThreads) return;
-    ++running_;
-    std::thread([this] {
-      pthread_setname_np(pthread_self(), "vhu_closer");
-      Run();
-    }).detach();
-    if (!watcher_started_) {
-      watcher_started_ = true;
-      std::thread([this] {
-        pthread_setname_np(pthread_self(), "vhu_closer_wd");
-        Watch();
-      }).detach();
+    if (running_ - stuck_ > 0) return;
+    StartCloserLocked();
+    if (!watcher_started_) watcher_started_ = StartThread(&Closers::WatchThread);
+  }
+
+  // With mu_ held: starts one closer, unless kMaxClosers run or the system has no
+  // thread to give (then the watcher tries again; the fds stay queued meanwhile).
+  bool StartCloserLocked() {
+    if (running_ >= FdCloser::kMaxClosers) return false;
+    if (!StartThread(&Closers::CloserThread)) {
+      cv_watch_.notify_one();
+      return false;
     }
+    ++running_;
+    return true;
+  }
+
+  // A detached thread with a small stack: closers only call close(), and thousands of
+  // them may be blocked at once under an attack on as many ports.
+  bool StartThread(void* (*body)(void*)) {
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0) return false;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, kStackSize);
+    pthread_t thread;
+    const bool started = pthread_create(&thread, &attr, body, this) == 0;
+    pthread_attr_destroy(&attr);
+    return started;
+  }
+
+  static void* CloserThread(void* closers) {
+    pthread_setname_np(pthread_self(), "vhu_closer");
+    static_cast<Closers*>(closers)->Run();
+    return nullptr;
+  }
+
+  static void* WatchThread(void* closers) {
+    pthread_setname_np(pthread_self(), "vhu_closer_wd");
+    static_cast<Closers*>(closers)->Watch();
+    return nullptr;
   }
 
   // The closer and watcher threads neither allocate nor free: a thread's first malloc
@@ -159,23 +189,29 @@ class Closers {
   void Run() {
     Closer self;
     std::unique_lock<std::mutex> lock(mu_);
-    *std::find(closers_.begin(), closers_.end(), nullptr) = &self;
+    self.next = closers_;
+    closers_ = &self;
     for (;;) {
       Queued taken;
       bool got;
       ++idle_;
       while (!(got = TakeNextLocked(&taken))) {
-        // One idle closer is enough: the others, replacements of closers that were
-        // stuck, go once a second has passed with nothing to take.
-        if (cv_.wait_for(lock, std::chrono::seconds(1)) == std::cv_status::timeout &&
-            idle_ > 1) {
+        // One idle closer is enough, and it sleeps until there is work: the others,
+        // replacements of closers that were stuck, go once a second has passed with
+        // nothing to take.
+        if (idle_ == 1) {
+          cv_.wait(lock);
+        } else if (cv_.wait_for(lock, std::chrono::seconds(1)) == std::cv_status::timeout &&
+                   idle_ > 1) {
           break;
         }
       }
       --idle_;
       if (!got) {
         --running_;
-        *std::find(closers_.begin(), closers_.end(), &self) = nullptr;
+        Closer** link = &closers_;
+        while (*link != &self) link = &(*link)->next;
+        *link = self.next;
         return;
       }
       self.closing = true;
@@ -202,26 +238,45 @@ class Closers {
     }
   }
 
-  // Declares closers stuck after kStuckAfter in one close() and starts replacements.
+  // Declares closers stuck after kStuckAfter in one close() and, once every running
+  // closer is stuck, starts as many new ones as there are fds waiting (up to
+  // kMaxStartsPerTick a tick), so that an fd queued behind many blocking ones (many
+  // ports' frontends each sending some) waits a few ticks, not kStuckAfter for each
+  // one ahead of it.
   void Watch() {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      // Idle unless some close() is under way.
-      cv_watch_.wait(lock, [this] { return closing_ > 0; });
+      // Idle unless a close() is under way that may yet be declared stuck, or fds wait
+      // for a closer that could not be started.
+      cv_watch_.wait(lock, [this] {
+        return closing_ > static_cast<size_t>(stuck_) || NeedsCloserLocked();
+      });
       cv_watch_.wait_for(lock, std::chrono::milliseconds(100));
       const absl::Time now = absl::Now();
-      for (Closer* c : closers_) {
-        if (c != nullptr && c->closing && !c->stuck &&
-            now - c->since >= FdCloser::kStuckAfter) {
+      for (Closer* c = closers_; c != nullptr; c = c->next) {
+        if (c->closing && !c->stuck && now - c->since >= FdCloser::kStuckAfter) {
           c->stuck = true;
           ++stuck_;
         }
       }
-      if (count_ > 0 && idle_ == 0) MaybeStartCloserLocked();
+      if (!NeedsCloserLocked()) continue;
+      // Fds whose owner already has its closers at work are parked by the first closer
+      // to look at them, and an idle closer goes after a second: starting one per
+      // queued fd costs at most that.
+      const size_t starts = std::min(count_, kMaxStartsPerTick);
+      for (size_t i = 0; i < starts && StartCloserLocked(); ++i) {
+      }
     }
   }
 
-  static constexpr int kMaxThreads = FdCloser::kMaxClosers;
+  // With mu_ held: fds are queued and no closer can take them, every running one being
+  // stuck in a close() (or none started).
+  bool NeedsCloserLocked() const {
+    return count_ > 0 && running_ == stuck_ && running_ < FdCloser::kMaxClosers;
+  }
+
+  static constexpr size_t kStackSize = 64 * 1024;
+  static constexpr size_t kMaxStartsPerTick = 64;
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -235,7 +290,7 @@ class Closers {
   // parked_[0, parked_count_), back in the ring when one of those returns.
   std::vector<Queued> parked_;
   size_t parked_count_ = 0;
-  std::array<Closer*, kMaxThreads> closers_{};  // Running ones; nullptr: free slot.
+  Closer* closers_ = nullptr;  // The running ones.
   int running_ = 0;
   int idle_ = 0;
   int stuck_ = 0;

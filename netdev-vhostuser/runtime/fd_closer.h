@@ -4,16 +4,20 @@
 // with SO_LINGER set waits for its unsent data, a FUSE file's flush waits for the FUSE
 // daemon.  A frontend that passes such fds (in any message, wanted or not) and hangs up
 // would otherwise stall the control thread, the main thread tearing a port down, or a
-// PMD thread.  So every received fd is closed here, on closer threads of their own: the
-// caller only queues it.  A closer stuck in one close() for longer than
-// kStuckAfter hands the queue to a new closer (up to kMaxClosers at once), so one
-// hostile fd delays only itself.
+// PMD thread.  So every received fd is closed here, on closer threads of their own:
+// the caller only queues it.  A closer stuck in one close() for longer than
+// kStuckAfter hands the queue on: the watcher starts closers for the fds still
+// waiting, so one hostile fd delays only itself.
 //
 // Each fd is queued with its owner, the port it came from, and at most
 // kMaxClosingPerOwner closers close one owner's fds at a time: a frontend that sends
 // any number of such fds ties up two closers, and its other fds wait for them, not
 // every port's.  Without this, sixteen lingering sockets (in sixteen messages) took
-// every closer, and no fd of any port was closed again until they let go.
+// every closer, and no fd of any port was closed again until they let go.  So the
+// closers blocked at once number at most two per port whose frontend attacks it, and
+// the other ports' fds still find a closer: the pool has no bound but kMaxClosers,
+// which only a process with 2000 ports all under attack would reach.  (A fixed pool of
+// 64 let 32 hostile frontends, on 32 ports, hold every closer.)
 #ifndef NETDEV_VHOSTUSER_RUNTIME_FD_CLOSER_H
 #define NETDEV_VHOSTUSER_RUNTIME_FD_CLOSER_H
 
@@ -27,7 +31,8 @@ namespace vhostuser {
 class FdCloser {
  public:
   static constexpr absl::Duration kStuckAfter = absl::Milliseconds(200);
-  static constexpr int kMaxClosers = 64;
+  // Closer threads at most, blocked ones included (each has a 64 KiB stack).
+  static constexpr int kMaxClosers = 4096;
   static constexpr int kMaxClosingPerOwner = 2;
 
   // A new owner id, unique in the process (never 0).
