@@ -62,6 +62,8 @@ uint32_t vhu_dequeue_burst(vhu_port* port, uint16_t qp, vhu_alloc_fn* alloc, voi
     if (void* pkt = alloc(aux, vhostuser::kRarpFrameSize, &data)) {
       vhostuser::BuildRarpFrame(mac, data);
       pkts[injected++] = pkt;
+    } else {
+      device.ReturnRarp(mac);  // For the next call: the announcement must not be lost.
     }
   }
   uint32_t n = vq.Dequeue(alloc, aux, pkts + injected, max - injected);

@@ -84,6 +84,7 @@ void Device::Reset() {
   features_set_ = false;
   mtu_ = 0;
   device_status_ = 0;
+  unsupported_logged_ = 0;
   num_vrings_ = 0;
   rx_queues_ = tx_queues_ = {};
 }
@@ -307,8 +308,16 @@ absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
       // space, postcopy...).  A conforming frontend does not send them; refusing them
       // (with a failed ack when one is asked for) keeps a probing one harmless.  Their
       // fds are closed with the message.
-      Log(VHU_LOG_WARN, log_prefix_, ": ignoring unsupported request ",
-          RequestName(m.header.request), " (", m.header.request, ")");
+      // Logged a few times per connection: a frontend repeating them must not use up
+      // the log's rate limit, which every port's lines share.
+      if (unsupported_logged_ < kMaxUnsupportedLogged) {
+        ++unsupported_logged_;
+        Log(VHU_LOG_WARN, log_prefix_, ": ignoring unsupported request ",
+            RequestName(m.header.request), " (", m.header.request, ")",
+            unsupported_logged_ == kMaxUnsupportedLogged
+                ? "; further ones on this connection are not logged"
+                : "");
+      }
       if ((m.header.flags & kFlagNeedReply) &&
           (protocol_features_ & Bit(protocol_feature::kReplyAck))) {
         *replied = true;
@@ -462,6 +471,17 @@ absl::Status Device::SetVringFd(Message& m, Request request) {
 // set up and may start.
 absl::Status Device::MaybeStart(Virtqueue& vq) {
   if (vq.started()) return absl::OkStatus();
+  // The other rings' sizes and states change only on this thread: read without their
+  // locks (vq's is held).
+  uint64_t entries = vq.size();
+  vrings_.ForEach([&](unsigned, const Virtqueue& other) {
+    if (&other != &vq && other.started()) entries += other.size();
+  });
+  if (entries > kMaxStartedRingEntries) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "started rings would hold ", entries, " descriptors; a port takes at most ",
+        kMaxStartedRingEntries));
+  }
   vq.SetLog(logging() ? log_.get() : nullptr);
   RingFeatures ring_features = RingFeaturesFrom(features_);
   ring_features.max_frame_size = max_frame_size_;

@@ -27,6 +27,13 @@ namespace vhostuser {
 
 class Device {
  public:
+  // Descriptors in all of a port's started rings together, at most: what 128 queue
+  // pairs of QEMU's largest rings (1024) hold.  A started ring has per-descriptor state
+  // of ours (used elements staged for a burst), so without a bound a frontend could
+  // start 256 rings of 32768 (sharing one small memfd: rings may overlap each other)
+  // and make us hold about 130 MiB per port that no memory limit counted.
+  static constexpr uint64_t kMaxStartedRingEntries = 2 * 128 * 1024;
+
   // 'post' queues an event for the port's user; 'log_prefix' names the port in logs;
   // 'max_memory' bounds the guest memory a frontend may have us map, in bytes;
   // 'max_frame_size' the frames its guest may transmit (1 to kMaxFrameSize).
@@ -75,6 +82,15 @@ class Device {
     for (int i = 0; i < 6; ++i) mac[i] = static_cast<uint8_t>(v >> (8 * i));
     return true;
   }
+  // Gives back a RARP taken but not sent (no packet to build it in), unless a new
+  // SEND_RARP came meanwhile.
+  void ReturnRarp(const uint8_t mac[6]) {
+    uint64_t v = 1ull << 63;
+    for (int i = 0; i < 6; ++i) v |= uint64_t{mac[i]} << (8 * i);
+    uint64_t none = 0;
+    rarp_.compare_exchange_strong(none, v, std::memory_order_release,
+                                  std::memory_order_relaxed);
+  }
   bool logging() const { return (features_ & Bit(feature::kLogAll)) && log_ != nullptr; }
 
   // Re-reads which vrings are usable (after a data-path failure, say) and posts events
@@ -101,6 +117,9 @@ class Device {
 
   std::function<void(vhu_event)> post_;
   std::string log_prefix_;
+  // Unsupported requests logged on this connection (Handle()).
+  static constexpr int kMaxUnsupportedLogged = 8;
+  int unsupported_logged_ = 0;
   const uint64_t max_memory_;
   const uint32_t max_frame_size_;
 

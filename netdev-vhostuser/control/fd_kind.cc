@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/printable_text.h"
 
 namespace vhostuser {
 namespace {
@@ -20,7 +21,8 @@ std::string FdTarget(int fd) {
   snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
   const ssize_t n = readlink(proc, target, sizeof target - 1);
   if (n < 0) return "";
-  return std::string(target, static_cast<size_t>(n));
+  // The frontend names its memfds: the name goes into the port's status and the log.
+  return PrintableText(absl::string_view(target, static_cast<size_t>(n)), 200);
 }
 
 absl::Status WrongKind(absl::string_view what, absl::string_view wanted,

@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "control/control_loop.h"
 #include "runtime/log.h"
+#include "runtime/printable_text.h"
 
 namespace vhostuser {
 namespace {
@@ -103,9 +104,16 @@ Port::Port(const vhu_port_options& options)
 
 Port::~Port() {
   ControlLoop::Get().Remove(this);
+  // Out of the control loop's epoll set before they are queued for closing: an fd
+  // stays open, and in the set, for as long as its close waits behind others of this
+  // port's that block, and an event on it made the loop spin (the port being gone,
+  // nothing reads it).
+  if (listen_fd_.valid()) ControlLoop::Get().Unwatch(listen_fd_.get());
   if (conn_fd_.valid()) {
+    ControlLoop::Get().Unwatch(conn_fd_.get());
     std::lock_guard<std::mutex> lock(status_mu_);
     device_.Reset();
+    HangUp(conn_fd_);
   }
   if (listen_fd_.valid()) {
     // Remove the socket file only if it is still ours, not one a successor bound.
@@ -318,7 +326,7 @@ void Port::Disconnect(const absl::Status& why) {
     device_.Reset();
     connected_ = false;
     ++disconnects_;
-    last_error_ = error ? std::string(why.message()) : "";
+    last_error_ = error ? PrintableText(why.message()) : "";
   }
   ring_failure_.store(false, std::memory_order_relaxed);
   Log(error ? VHU_LOG_WARN : VHU_LOG_INFO, path_, ": frontend disconnected: ",

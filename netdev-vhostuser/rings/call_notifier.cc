@@ -2,12 +2,15 @@
 
 #include <pthread.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -42,6 +45,22 @@ int64_t NowNs() {
 pid_t ThisThread() {
   thread_local const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
   return tid;
+}
+
+// Whether thread 'tid' of this process is asleep ('S' in its /proc stat), with no
+// allocation (the watchdog's rule).  False when that cannot be told.
+bool ThreadAsleep(pid_t tid) {
+  char path[64], stat[512];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const ssize_t n = read(fd, stat, sizeof stat - 1);
+  close(fd);
+  if (n <= 0) return false;
+  stat[n] = '\0';
+  // "pid (comm) S ...": the name may hold anything, the state follows its last ')'.
+  const char* end_of_name = strrchr(stat, ')');
+  return end_of_name != nullptr && end_of_name[1] == ' ' && end_of_name[2] == 'S';
 }
 
 }  // namespace
@@ -135,17 +154,26 @@ CallNotifier::Result CallNotifier::Notify() {
 
 void CallNotifier::InterruptIfStuck(int64_t now_ns) {
   const int64_t started = write_started_ns_.load(std::memory_order_acquire);
-  if (started != 0 && now_ns - started >= kStuckAfterNs) {
-    const pid_t tid = writer_tid_.load(std::memory_order_relaxed);
-    // By thread id rather than pthread_t: if the write has just finished and its thread
-    // exited, this fails with ESRCH instead of touching a thread that is gone.  If it
-    // finished and the thread went on, it gets an EINTR it can take (a poll or read
-    // interrupted), as with any signal.
-    if (tid != 0) {
-      syscall(SYS_tgkill, getpid(), tid, BreakSignal());
-      CallWatchdog::Get().interrupts.fetch_add(1, std::memory_order_relaxed);
+  const pid_t tid = writer_tid_.load(std::memory_order_relaxed);
+  if (started == 0 || tid == 0 || now_ns - started < kSuspectAfterNs) return;
+  if (now_ns - started < kStuckAfterNs) {
+    // An eventfd write that can go through never sleeps, so a writer found asleep in
+    // one is blocked on the counter: it is broken off now.  Waiting for kStuckAfterNs
+    // let a frontend release the write just in time, again and again, and keep the
+    // thread stalled without ever losing its port.  (A writer merely preempted is
+    // runnable, not asleep.)  The write must still be the same one after the look, so
+    // that the look was taken during it.
+    if (!ThreadAsleep(tid) ||
+        write_started_ns_.load(std::memory_order_acquire) != started) {
+      return;
     }
   }
+  // By thread id rather than pthread_t: if the write has just finished and its thread
+  // exited, this fails with ESRCH instead of touching a thread that is gone.  If it
+  // finished and the thread went on, it gets an EINTR it can take (a poll or read
+  // interrupted), as with any signal.
+  syscall(SYS_tgkill, getpid(), tid, BreakSignal());
+  CallWatchdog::Get().interrupts.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace vhostuser

@@ -4,9 +4,13 @@
 // description: it can make it blocking again with fcntl and fill its counter, and our
 // write would then sleep until the guest reads, stopping the PMD thread and every port
 // it serves.  No check before the write closes that race.  So every write is watched:
-// a watchdog thread of its own, finding one in progress for longer than it may take,
-// interrupts it with a signal; the write fails with EINTR, the ring is failed and the
-// frontend dropped.  Not the control thread: that one may itself be waiting for the
+// a watchdog thread of its own, finding one in progress whose writer is asleep (or,
+// failing that look, one in progress for longer than it may take), interrupts it with
+// a signal; the write fails with EINTR, the ring is failed and the frontend dropped.
+// A frontend that releases the write before the watchdog's next look stalls the thread
+// for less than kWatchPeriodNs at a time, and is caught at a look with a probability
+// of the stall over the period: about one period of stall in all before its port
+// pauses (port.cc).  Not the control thread: that one may itself be waiting for the
 // vring lock the stuck writer holds.
 #ifndef NETDEV_VHOSTUSER_RINGS_CALL_NOTIFIER_H
 #define NETDEV_VHOSTUSER_RINGS_CALL_NOTIFIER_H
@@ -31,6 +35,9 @@ class CallNotifier {
   // A write in progress longer than this is stuck.  An eventfd write that does not
   // block takes microseconds.
   static constexpr int64_t kStuckAfterNs = 20'000'000;
+  // A write in progress longer than this has its writer looked at: asleep, it is
+  // blocked.
+  static constexpr int64_t kSuspectAfterNs = 100'000;
 
   // How often the watchdog looks at the writes in progress, while any call fd exists.
   static constexpr int64_t kWatchPeriodNs = 10'000'000;

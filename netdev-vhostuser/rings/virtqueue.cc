@@ -165,6 +165,10 @@ uint32_t Virtqueue::Stop() {
   started_ = false;
   kick_received_ = false;
   kick_fd_.reset();
+  // Burst state only, sized at start: a stopped ring holds none of it, so that what a
+  // frontend makes us allocate follows the rings it runs (Device bounds those).
+  std::vector<PendingUsed>().swap(pending_);
+  std::vector<VringUsedElem>().swap(shadow_used_);
   memory_ = nullptr;
   desc_ = nullptr;
   packed_desc_ = nullptr;
@@ -186,12 +190,12 @@ void Virtqueue::Reset() {
   last_avail_idx_ = used_idx_ = last_seen_avail_idx_ = 0;
   packed_ = false;
   avail_wrap_ = used_wrap_ = true;
-  failure_ = nullptr;
+  failure_.store(nullptr, std::memory_order_relaxed);
   features_ = {};
 }
 
 void Virtqueue::Fail(const char* why) {
-  failure_ = why;
+  failure_.store(why, std::memory_order_relaxed);
   Add(counters_.errors, 1);
 }
 

@@ -120,9 +120,12 @@ class Virtqueue {
 
   bool started() const { return started_; }
   bool enabled() const { return enabled_; }
-  bool usable() const { return started_ && enabled_ && failure_ == nullptr; }
+  bool usable() const {
+    return started_ && enabled_ && failure_.load(std::memory_order_relaxed) == nullptr;
+  }
   // Why the guest broke the ring, or nullptr.
-  const char* failure() const { return failure_; }
+  // Without the lock too: the control thread looks for failed rings that way.
+  const char* failure() const { return failure_.load(std::memory_order_relaxed); }
   // The failure() of a ring whose interrupt write blocked until the watchdog broke it
   // off: its frontend stalled the data-path thread that wrote it (call_notifier.h).
   static constexpr const char kCallBlocked[] =
@@ -485,7 +488,7 @@ class Virtqueue {
 
   uint32_t walk_budget_ = 0;  // Descriptor reads left in this call.
 
-  const char* failure_ = nullptr;
+  std::atomic<const char*> failure_{nullptr};
   Counters counters_;
   std::array<Segment, kMaxChainSegments> segments_;
 };

@@ -13,4 +13,4 @@ cmake --build "$build" -j2 --target "$binary"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-"$build/bin/$binary" --gtest_brief=1 ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER}
+"$build/bin/$binary" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER}

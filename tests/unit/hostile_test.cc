@@ -8,6 +8,7 @@
 #include <linux/magic.h>
 #include <netinet/in.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/un.h>
 #include <sys/vfs.h>
 #include <sys/socket.h>
@@ -19,6 +20,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -103,6 +105,25 @@ TEST_F(HostileTest, CallFdThatIsNotAnEventfdIsRefused) {
   ExpectDropped("eventfd");
 }
 
+// The frontend names its memfds, and the name came back in the refusal of one passed
+// as a call fd: newlines and escapes forged lines in the switch's log, and bytes that
+// are not UTF-8 made ovsdb-server refuse the bridge's status transaction, which carries
+// every interface's status.  What reaches the port's status and the log is printable
+// ASCII.
+TEST_F(HostileTest, FdNamesReachStatusAndLogAsPrintableText) {
+  UniqueFd named(memfd_create("\xff\xfe\nvhostuser|ERR|forged line\x1b[2J", MFD_CLOEXEC));
+  ASSERT_TRUE(named.valid());
+  Connect();
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetVringCall, 0, {named.get()}).ok());
+  ExpectDropped("is not an eventfd");
+  const std::string error = Status().last_error;
+  for (const char c : error) {
+    EXPECT_TRUE(c >= 0x20 && c < 0x7f) << "byte " << (static_cast<int>(c) & 0xff)
+                                        << " in the status: " << error;
+  }
+  EXPECT_THAT(error, HasSubstr("\\xff\\xfe\\x0avhostuser|ERR|forged line\\x1b[2J"));
+}
+
 // The same with a real eventfd: a blocking one whose counter the frontend saturated.
 // The interrupt must not block the data path; at most it is lost.
 TEST_F(HostileTest, SaturatedBlockingCallEventfdDoesNotBlockTheDataPath) {
@@ -126,15 +147,45 @@ TEST_F(HostileTest, CallFdMadeBlockingAgainIsBrokenOffAndDisconnects) {
       << "vhu_enqueue_burst stayed blocked on the guest's call eventfd";
   ExpectDropped("call eventfd blocked our interrupt");
 
-  // It stalled the thread for the watchdog's 20-30 ms, and could come back and do it
-  // again every second: the port takes no frontend for a second first.
-  EXPECT_EQ(Status().accept_pauses, 1u);
+  // It stalled the thread until the watchdog's next look, and could come back and do
+  // it again every second: the port takes no frontend for a second first.
+  EXPECT_TRUE(WaitFor([&] { return Status().accept_pauses == 1u; }));
   const auto start = std::chrono::steady_clock::now();
   auto next = Frontend::Connect(path_);
   ASSERT_TRUE(next.ok());
   EXPECT_TRUE((*next)->Sync().ok());
   EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(700))
       << "a frontend was taken right after one stalled a data-path thread";
+}
+
+// The same frontend, releasing each blocked interrupt write after 12 ms, before the
+// watchdog's 20 ms: the write then went through, and the frontend kept its port while
+// it stalled the thread for 12 ms at every interrupt, as often as it liked.  A writer
+// asleep in the write is now broken off at the watchdog's next look.
+TEST_F(HostileTest, CallFdReleasedJustInTimeStillDisconnects) {
+  UniqueFd call(eventfd(0, EFD_CLOEXEC));
+  Start(kModernFeatures, call.get());
+  const int flags = fcntl(call.get(), F_GETFL);
+  ASSERT_EQ(fcntl(call.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
+  const uint64_t almost_full = 0xfffffffffffffffeull;
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  int stalls = 0;
+  for (; stalls < 20 && Status().state != VHU_STATE_DISCONNECTED; ++stalls) {
+    ASSERT_EQ(write(call.get(), &almost_full, sizeof almost_full), 8);
+    PostRxBuffer(2048);
+    std::thread burst([&] { vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(12));
+    uint64_t v;
+    ASSERT_EQ(read(call.get(), &v, sizeof v), 8);  // Lets the write through, if blocked.
+    burst.join();
+    // Whatever the write left: 1 if it went through after the read.
+    pollfd readable{call.get(), POLLIN, 0};
+    if (poll(&readable, 1, 0) == 1) ASSERT_EQ(read(call.get(), &v, sizeof v), 8);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ExpectDropped("call eventfd blocked our interrupt");
+  EXPECT_LE(stalls, 3) << "the frontend stalled the thread " << stalls << " times";
 }
 
 // Found by fuzz_virtqueue (a timeout): an indirect descriptor whose table is the ring's
@@ -366,6 +417,69 @@ TEST_F(DroppedFdsTest, PortWithManyFdsStillClosingTakesNoFrontendUntilTheyAre) {
   auto again = Frontend::Connect(path_);
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE((*again)->Sync().ok()) << "still refused once every fd was closed";
+}
+
+// The CPU time the library's control thread has used, in clock ticks.
+long ControlThreadTicks() {
+  DIR* tasks = opendir("/proc/self/task");
+  if (tasks == nullptr) return -1;
+  long ticks = -1;
+  while (dirent* task = readdir(tasks)) {
+    const std::string dir = std::string("/proc/self/task/") + task->d_name;
+    std::ifstream comm(dir + "/comm");
+    std::string name;
+    if (!std::getline(comm, name) || name != "vhu_control") continue;
+    std::ifstream stat(dir + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    // Fields 14 and 15, utime and stime, counted from the one after the ')'.
+    std::istringstream fields(line.substr(line.rfind(')') + 2));
+    std::string field;
+    long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && fields >> field; ++i) {
+      if (i == 14) utime = std::stol(field);
+      if (i == 15) stime = std::stol(field);
+    }
+    ticks = utime + stime;
+  }
+  closedir(tasks);
+  return ticks;
+}
+
+// A port deleted while its frontend was connected left the connection in the control
+// loop's epoll set, to be closed by FdCloser.  When its close waited behind others of
+// the port's that block, any byte the frontend then sent made every epoll_wait()
+// return at once, for a port that no longer existed: the control thread spun at 100%
+// for as long as the frontend's sockets lingered.
+TEST_F(DroppedFdsTest, DeletedPortsConnectionCostsTheControlThreadNothing) {
+  Connect();
+  // Two requests the switch does not implement keep the connection, and drop the fd
+  // each carries: two sockets whose close lingers, which hold this port's two closers.
+  {
+    auto hold = ControlLoop::Get().HoldForTest();
+    for (int i = 0; i < 2; ++i) {
+      lingering_.push_back(LingeringSocketFd(5));
+      ASSERT_TRUE(lingering_.back().valid());
+      ASSERT_TRUE(
+          frontend_->SendU64(static_cast<Request>(99), 0, {lingering_.back().get()}).ok());
+    }
+    lingering_.clear();  // The switch's copies, in flight, are the last.
+  }
+  ASSERT_TRUE(frontend_->Sync().ok());
+  ASSERT_TRUE(WaitFor([] { return FdCloser::StuckClosersForTest() >= 2; }, 3000));
+
+  vhu_port_destroy(port_);
+  port_ = nullptr;
+  const char byte = 0;
+  [[maybe_unused]] ssize_t sent = send(frontend_->fd(), &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  const long before = ControlThreadTicks();
+  ASSERT_GE(before, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  const long used = ControlThreadTicks() - before;
+  EXPECT_LT(used, sysconf(_SC_CLK_TCK) / 10)
+      << "the control thread spun on the deleted port's connection";
+  EXPECT_LT(NeighbourWait(), std::chrono::milliseconds(1500));
+  EXPECT_TRUE(FdCloser::WaitIdleForTest(absl::Seconds(20)));
 }
 
 // A guest RX ring of empty writable descriptors chained through the whole ring, every

@@ -314,5 +314,25 @@ TEST_F(MigrationTest, SendRarpAnnouncesTheGuestOnTheNextDequeue) {
   EXPECT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 0u) << "once only";
 }
 
+// The RARP was taken before its packet was allocated: a dequeue that found no packet
+// to build it in lost the announcement for good.
+TEST_F(MigrationTest, SendRarpSurvivesADequeueWithNoPacketForIt) {
+  Connect();
+  const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x57};
+  uint64_t payload = 0;
+  memcpy(&payload, mac, 6);
+  ASSERT_TRUE(frontend_->SendU64(Request::kSendRarp, payload).ok());
+  ASSERT_TRUE(frontend_->SetUp(ram_, kModernFeatures, {{0, &rx_}, {1, &tx_}}).ok());
+  ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
+  void* pkts[4];
+  auto no_packet = [](void*, uint32_t, uint8_t**) -> void* { return nullptr; };
+  ASSERT_EQ(vhu_dequeue_burst(port_, 0, no_packet, nullptr, pkts, 4), 0u);
+  ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 1u)
+      << "the announcement was lost with the packet that could not be had";
+  auto* frame = static_cast<std::vector<uint8_t>*>(pkts[0]);
+  EXPECT_EQ(0, memcmp(frame->data() + 6, mac, 6));
+  delete frame;
+}
+
 }  // namespace
 }  // namespace vhostuser::testing

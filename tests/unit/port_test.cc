@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -983,7 +984,21 @@ INSTANTIATE_TEST_SUITE_P(
                    "announces"}),
     [](const ::testing::TestParamInfo<BadMessage>& info) { return info.param.name; });
 
+// The log lines that name an unsupported request, counted by a log function of ours.
+std::atomic<int> unsupported_lines{0};
+void CountUnsupportedLines(vhu_log_level, const char* message) {
+  if (strstr(message, "ignoring unsupported request") != nullptr) ++unsupported_lines;
+}
+
+// A frontend may send requests we do not implement as often as it likes: each was
+// logged, and their lines used up the log's rate limit, which every port's share (so
+// other ports' disconnects went unlogged).  A few are logged per connection.
 TEST_F(PortTest, UnsupportedRequestsAreAnsweredSafely) {
+  unsupported_lines = 0;
+  vhu_set_log_function(CountUnsupportedLines);
+  struct RestoreLog {
+    ~RestoreLog() { vhu_set_log_function(nullptr); }
+  } restore;
   auto fe = Frontend::Connect(path_);
   ASSERT_TRUE(fe.ok());
   ASSERT_TRUE((*fe)->SendU64(Request::kSetProtocolFeatures,
@@ -995,6 +1010,34 @@ TEST_F(PortTest, UnsupportedRequestsAreAnsweredSafely) {
                             {ram_.fd()}).ok());
   }
   ASSERT_TRUE((*fe)->Sync().ok()) << "still connected and answering";
+  EXPECT_EQ(unsupported_lines.load(), 8);
+}
+
+// A frontend starting rings of 32768 descriptors on every vring (they may share its
+// memory) made the port hold about 130 MiB of burst state that no limit counted.  The
+// started rings of a port hold at most 2 x 128 x 1024 descriptors: the eighth ring of
+// 32768 is still taken, the ninth refused.
+TEST_F(PortTest, StartedRingsHoldABoundedNumberOfDescriptors) {
+  GuestRam ram(4 << 20);
+  DriverRing big(ram, 32768);
+  auto fe = Frontend::Connect(path_);
+  ASSERT_TRUE(fe.ok());
+  std::vector<Frontend::RingSetup> rings;
+  for (uint32_t i = 0; i < 8; ++i) rings.push_back({i, &big});
+  ASSERT_TRUE((*fe)->SetUp(ram, kModernFeatures, rings).ok());
+  ASSERT_TRUE((*fe)->Sync().ok()) << "8 rings of 32768 refused";
+  VringState num{8, 32768};
+  ASSERT_TRUE((*fe)->Send(Request::kSetVringNum, &num, sizeof num).ok());
+  VringAddress addr = big.Address(8);
+  ASSERT_TRUE((*fe)->Send(Request::kSetVringAddr, &addr, sizeof addr).ok());
+  UniqueFd kick(eventfd(0, EFD_CLOEXEC));
+  ASSERT_TRUE((*fe)->SendU64(Request::kSetVringKick, 8, {kick.get()}).ok());
+  EXPECT_TRUE((*fe)->WaitClosed(5000));
+  EXPECT_TRUE(WaitFor([&] {
+    vhu_port_status s;
+    vhu_port_get_status(port_, &s);
+    return strstr(s.last_error, "a port takes at most 262144") != nullptr;
+  }));
 }
 
 // ---- Socket life cycle. ----
