@@ -39,12 +39,23 @@ using ::testing::HasSubstr;
 
 class HostileTest : public PortFixture {
  protected:
+  static constexpr uint64_t kAlmostFull = 0xfffffffffffffffeull;  // An eventfd's most.
+
+  // Starts the rings with a call eventfd for the receive ring, then makes it blocking
+  // again, as a hostile frontend may (it shares the file description with us).
+  UniqueFd StartWithBlockingCallFd() {
+    UniqueFd call(eventfd(0, EFD_CLOEXEC));
+    Start(kModernFeatures, call.get());
+    const int flags = fcntl(call.get(), F_GETFL);
+    EXPECT_EQ(fcntl(call.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
+    return call;
+  }
+
   // Fills the guest's call eventfd 'call', posts a receive buffer and enqueues a frame
   // into it from another thread, which interrupts the guest.  Returns whether the burst
   // returned within 3 s; if not, reads the eventfd to let it go.
   bool EnqueueReturnsWithCallFdFull(int call) {
-    const uint64_t almost_full = 0xfffffffffffffffeull;
-    if (write(call, &almost_full, sizeof almost_full) != 8) {
+    if (write(call, &kAlmostFull, sizeof kAlmostFull) != 8) {
       ADD_FAILURE() << "cannot fill the call eventfd";
       return false;
     }
@@ -163,16 +174,12 @@ TEST_F(HostileTest, CallFdMadeBlockingAgainIsBrokenOffAndDisconnects) {
 // it stalled the thread for 12 ms at every interrupt, as often as it liked.  A writer
 // asleep in the write is now broken off at the watchdog's next look.
 TEST_F(HostileTest, CallFdReleasedJustInTimeStillDisconnects) {
-  UniqueFd call(eventfd(0, EFD_CLOEXEC));
-  Start(kModernFeatures, call.get());
-  const int flags = fcntl(call.get(), F_GETFL);
-  ASSERT_EQ(fcntl(call.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
-  const uint64_t almost_full = 0xfffffffffffffffeull;
+  UniqueFd call = StartWithBlockingCallFd();
   auto frame = TestFrame(64, 1);
   vhu_tx_packet pkt{frame.data(), 64};
   int stalls = 0;
   for (; stalls < 20 && Status().state != VHU_STATE_DISCONNECTED; ++stalls) {
-    ASSERT_EQ(write(call.get(), &almost_full, sizeof almost_full), 8);
+    ASSERT_EQ(write(call.get(), &kAlmostFull, sizeof kAlmostFull), 8);
     PostRxBuffer(2048);
     std::thread burst([&] { vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr); });
     std::this_thread::sleep_for(std::chrono::milliseconds(12));
@@ -532,12 +539,8 @@ TEST_F(HostileTest, LongChainsEndABurstEarly) {
 // handling SET_MEM_TABLE, waits for that lock.  With the watchdog on the control thread
 // neither ever moved again.
 TEST_F(HostileTest, CallWatchdogRescuesThePmdWhileTheControlThreadWaits) {
-  UniqueFd call(eventfd(0, EFD_CLOEXEC));
-  Start(kModernFeatures, call.get());
-  const int flags = fcntl(call.get(), F_GETFL);
-  ASSERT_EQ(fcntl(call.get(), F_SETFL, flags & ~O_NONBLOCK), 0);
-  const uint64_t almost_full = 0xfffffffffffffffeull;
-  ASSERT_EQ(write(call.get(), &almost_full, sizeof almost_full), 8);
+  UniqueFd call = StartWithBlockingCallFd();
+  ASSERT_EQ(write(call.get(), &kAlmostFull, sizeof kAlmostFull), 8);
   PostRxBuffer(2048);
   auto frame = TestFrame(64, 1);
   vhu_tx_packet pkt{frame.data(), 64};

@@ -30,6 +30,16 @@ class MigrationTest : public PortFixture {
     ASSERT_NE(p, MAP_FAILED);
     log_ = static_cast<uint8_t*>(p);
   }
+  // Sends SEND_RARP for 'mac' before the rings start, as QEMU may, then starts them.
+  void StartAfterSendRarp(const uint8_t mac[6]) {
+    Connect();
+    uint64_t payload = 0;
+    memcpy(&payload, mac, 6);
+    ASSERT_TRUE(frontend_->SendU64(Request::kSendRarp, payload).ok());
+    ASSERT_TRUE(frontend_->SetUp(ram_, kModernFeatures, {{0, &rx_}, {1, &tx_}}).ok());
+    ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
+  }
+
   void TearDown() override {
     munmap(log_, log_size_);
     PortFixture::TearDown();
@@ -293,14 +303,8 @@ TEST_F(MigrationTest, ShortLogIsNeverWrittenPastItsEnd) {
 }
 
 TEST_F(MigrationTest, SendRarpAnnouncesTheGuestOnTheNextDequeue) {
-  Connect();
   const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
-  uint64_t payload = 0;
-  memcpy(&payload, mac, 6);
-  // Before the rings start, as QEMU may send it.
-  ASSERT_TRUE(frontend_->SendU64(Request::kSendRarp, payload).ok());
-  ASSERT_TRUE(frontend_->SetUp(ram_, kModernFeatures, {{0, &rx_}, {1, &tx_}}).ok());
-  ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
+  ASSERT_NO_FATAL_FAILURE(StartAfterSendRarp(mac));
   void* pkts[4];
   ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 1u);
   auto* frame = static_cast<std::vector<uint8_t>*>(pkts[0]);
@@ -317,13 +321,8 @@ TEST_F(MigrationTest, SendRarpAnnouncesTheGuestOnTheNextDequeue) {
 // The RARP was taken before its packet was allocated: a dequeue that found no packet
 // to build it in lost the announcement for good.
 TEST_F(MigrationTest, SendRarpSurvivesADequeueWithNoPacketForIt) {
-  Connect();
   const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x57};
-  uint64_t payload = 0;
-  memcpy(&payload, mac, 6);
-  ASSERT_TRUE(frontend_->SendU64(Request::kSendRarp, payload).ok());
-  ASSERT_TRUE(frontend_->SetUp(ram_, kModernFeatures, {{0, &rx_}, {1, &tx_}}).ok());
-  ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
+  ASSERT_NO_FATAL_FAILURE(StartAfterSendRarp(mac));
   void* pkts[4];
   auto no_packet = [](void*, uint32_t, uint8_t**) -> void* { return nullptr; };
   ASSERT_EQ(vhu_dequeue_burst(port_, 0, no_packet, nullptr, pkts, 4), 0u);
