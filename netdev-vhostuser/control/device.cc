@@ -76,6 +76,7 @@ void Device::Reset() {
     AllVringsLocked locked(vrings_);
     vrings_.ForEach([](unsigned, Virtqueue& vq) { vq.Reset(); });
   }
+  vrings_.ForEach([](unsigned, Virtqueue& vq) { vq.ReleaseBurstState(); });
   memory_.reset();
   log_.reset();  // The vrings stopped pointing at it in their Reset().
   backend_req_fd_.reset();
@@ -84,7 +85,6 @@ void Device::Reset() {
   features_set_ = false;
   mtu_ = 0;
   device_status_ = 0;
-  unsupported_logged_ = 0;
   num_vrings_ = 0;
   rx_queues_ = tx_queues_ = {};
 }
@@ -219,6 +219,7 @@ absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
         }
       }
       if (!result.ok()) return result;
+      if (request == Request::kGetVringBase) (*vq)->ReleaseBurstState();
       if (request == Request::kSetVringEnable || request == Request::kGetVringBase) {
         RefreshVringState();
       }
@@ -448,12 +449,15 @@ absl::Status Device::SetVringFd(Message& m, Request request) {
       if (absl::Status s = MakeNonBlocking(fd.get(), what); !s.ok()) return s;
     }
   }
+  const bool starts = request == Request::kSetVringKick && !(*vq)->started();
+  if (starts) (*vq)->PrepareBurstState(features_ & Bit(feature::kRingPacked));
+  absl::Status started = absl::OkStatus();
   {
     std::lock_guard<Spinlock> lock((*vq)->lock());
     switch (request) {
       case Request::kSetVringKick:
         (*vq)->SetKickFd(std::move(fd), no_fd);
-        if (absl::Status s = MaybeStart(**vq); !s.ok()) return s;
+        started = MaybeStart(**vq);
         break;
       case Request::kSetVringCall:
         (*vq)->SetCallFd(std::move(fd));
@@ -463,6 +467,8 @@ absl::Status Device::SetVringFd(Message& m, Request request) {
         break;
     }
   }
+  if (starts && !(*vq)->started()) (*vq)->ReleaseBurstState();  // Refused, or waits.
+  if (!started.ok()) return started;
   if (request == Request::kSetVringKick) RefreshVringState();
   return absl::OkStatus();
 }

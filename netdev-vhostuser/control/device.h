@@ -27,12 +27,13 @@ namespace vhostuser {
 
 class Device {
  public:
-  // Descriptors in all of a port's started rings together, at most: what 128 queue
-  // pairs of QEMU's largest rings (1024) hold.  A started ring has per-descriptor state
-  // of ours (used elements staged for a burst), so without a bound a frontend could
-  // start 256 rings of 32768 (sharing one small memfd: rings may overlap each other)
-  // and make us hold about 130 MiB per port that no memory limit counted.
-  static constexpr uint64_t kMaxStartedRingEntries = 2 * 128 * 1024;
+  // Descriptors in all of a port's started rings together, at most: 128 queue pairs of
+  // 4096-descriptor rings (QEMU's largest are 1024; DPDK's virtio-user may ask for
+  // more).  A started ring has per-descriptor state of ours (used elements staged for
+  // a burst, 8 bytes each), so without a bound a frontend could start 256 rings of
+  // 32768 (sharing one small memfd: rings may overlap each other) and make us hold
+  // about 130 MiB per port that no memory limit counted; now at most 8 MiB.
+  static constexpr uint64_t kMaxStartedRingEntries = 2 * 128 * 4096;
 
   // 'post' queues an event for the port's user; 'log_prefix' names the port in logs;
   // 'max_memory' bounds the guest memory a frontend may have us map, in bytes;
@@ -40,6 +41,9 @@ class Device {
   Device(std::function<void(vhu_event)> post, std::string log_prefix,
          uint64_t max_memory, uint32_t max_frame_size = kMaxFrameSize);
   ~Device() { Reset(); }
+
+  // A new frontend connected: its own budget of log lines.
+  void NewConnection() { unsupported_logged_ = 0; }
 
   // Handles one request, writing its reply (if any) to 'fd'.
   absl::Status Handle(int fd, Message& message);
@@ -117,7 +121,8 @@ class Device {
 
   std::function<void(vhu_event)> post_;
   std::string log_prefix_;
-  // Unsupported requests logged on this connection (Handle()).
+  // Unsupported requests logged on this connection (Handle(); not reset by
+  // RESET_OWNER, which the frontend may send as often as it likes).
   static constexpr int kMaxUnsupportedLogged = 8;
   int unsupported_logged_ = 0;
   const uint64_t max_memory_;

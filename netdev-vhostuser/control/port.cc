@@ -264,6 +264,7 @@ void Port::Connected(UniqueFd fd) {
   ControlLoop::Get().Watch(this, conn_fd_.get(), ControlLoop::FdKind::kConnection);
   {
     std::lock_guard<std::mutex> lock(status_mu_);
+    device_.NewConnection();
     connected_ = true;
     ++connects_;
   }

@@ -95,7 +95,7 @@ absl::Status Virtqueue::Start(const GuestMemory* memory, const RingFeatures& fea
       return absl::InvalidArgumentError("ring base beyond the ring");
     }
     if (absl::Status s = RemapPacked(memory); !s.ok()) return s;
-    pending_.resize(size_);
+    pending_.resize(size_);  // Done already when Device prepared the ring.
     // We poll: ask the driver not to notify us (device event suppression: disable).
     __atomic_store_n(reinterpret_cast<uint16_t*>(used_) + 1, uint16_t{1}, __ATOMIC_RELAXED);
     LogWrite(reinterpret_cast<uint16_t*>(used_) + 1, 2);
@@ -103,7 +103,7 @@ absl::Status Virtqueue::Start(const GuestMemory* memory, const RingFeatures& fea
     return absl::OkStatus();
   }
   if (absl::Status s = Remap(memory); !s.ok()) return s;
-  shadow_used_.resize(size_);
+  shadow_used_.resize(size_);  // Done already when Device prepared the ring.
 
   // A fresh ring's used->idx is where the driver expects us to continue; if it
   // disagrees with the base we were given, the previous backend left entries in flight
@@ -165,10 +165,6 @@ uint32_t Virtqueue::Stop() {
   started_ = false;
   kick_received_ = false;
   kick_fd_.reset();
-  // Burst state only, sized at start: a stopped ring holds none of it, so that what a
-  // frontend makes us allocate follows the rings it runs (Device bounds those).
-  std::vector<PendingUsed>().swap(pending_);
-  std::vector<VringUsedElem>().swap(shadow_used_);
   memory_ = nullptr;
   desc_ = nullptr;
   packed_desc_ = nullptr;
@@ -176,6 +172,21 @@ uint32_t Virtqueue::Stop() {
   used_ = nullptr;
   if (packed_) return last_avail_idx_ | (uint32_t{avail_wrap_} << 15);
   return last_avail_idx_;
+}
+
+void Virtqueue::PrepareBurstState(bool packed) {
+  if (packed) {
+    std::vector<VringUsedElem>().swap(shadow_used_);
+    if (pending_.size() != size_) std::vector<PendingUsed>(size_).swap(pending_);
+  } else {
+    std::vector<PendingUsed>().swap(pending_);
+    if (shadow_used_.size() != size_) std::vector<VringUsedElem>(size_).swap(shadow_used_);
+  }
+}
+
+void Virtqueue::ReleaseBurstState() {
+  std::vector<PendingUsed>().swap(pending_);
+  std::vector<VringUsedElem>().swap(shadow_used_);
 }
 
 void Virtqueue::Reset() {

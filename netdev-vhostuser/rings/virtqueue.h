@@ -107,6 +107,15 @@ class Virtqueue {
   // the frontend finished setting the ring up.
   bool kick_received() const { return kick_received_; }
 
+  // ---- Control path, without the lock, while the ring is stopped: the data path
+  // touches the burst state only in a started ring, and only this thread starts one.
+  // Sizes the state a burst stages per descriptor (used elements) for the ring's size
+  // and kind, ahead of Start(), and frees it once the ring stopped: allocating and
+  // freeing it under the lock would hold up the data path each time a frontend starts
+  // or stops a ring, which it may do in a loop.
+  void PrepareBurstState(bool packed);
+  void ReleaseBurstState();
+
   // Translates the ring addresses through 'memory' and starts moving packets (if also
   // enabled).  'memory' must outlive the start, or be replaced by Remap().
   absl::Status Start(const GuestMemory* memory, const RingFeatures& features);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -141,9 +142,9 @@ class Closers {
 
   // With mu_ held: a new closer if every running one is stuck (or none runs yet).
   void MaybeStartCloserLocked() {
+    if (!watcher_started_) watcher_started_ = StartThread(&Closers::WatchThread);
     if (running_ - stuck_ > 0) return;
     StartCloserLocked();
-    if (!watcher_started_) watcher_started_ = StartThread(&Closers::WatchThread);
   }
 
   // With mu_ held: starts one closer, unless kMaxClosers run or the system has no
@@ -160,15 +161,23 @@ class Closers {
 
   // A detached thread with a small stack: closers only call close(), and thousands of
   // them may be blocked at once under an attack on as many ports.
+  // (glibc carves static TLS out of the stack: should ours not fit one that small,
+  // pthread_create() says EINVAL and the default size is used.)
   bool StartThread(void* (*body)(void*)) {
     pthread_attr_t attr;
     if (pthread_attr_init(&attr) != 0) return false;
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, kStackSize);
     pthread_t thread;
-    const bool started = pthread_create(&thread, &attr, body, this) == 0;
+    int error = pthread_create(&thread, &attr, body, this);
+    if (error == EINVAL) {
+      pthread_attr_destroy(&attr);
+      pthread_attr_init(&attr);
+      pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+      error = pthread_create(&thread, &attr, body, this);
+    }
     pthread_attr_destroy(&attr);
-    return started;
+    return error == 0;
   }
 
   static void* CloserThread(void* closers) {
@@ -194,16 +203,20 @@ class Closers {
     for (;;) {
       Queued taken;
       bool got;
+      bool timed_out = false;
       ++idle_;
-      while (!(got = TakeNextLocked(&taken))) {
-        // One idle closer is enough, and it sleeps until there is work: the others,
-        // replacements of closers that were stuck, go once a second has passed with
-        // nothing to take.
+      // One idle closer is enough, and it sleeps until there is work: the others,
+      // replacements of closers that were stuck, go once a second has passed with
+      // nothing to take.  A closer looks for work once more before it goes: the
+      // notification of an fd may have come to it just as its second ran out, and
+      // the closer asleep for good would never hear of that fd.
+      while (!(got = TakeNextLocked(&taken)) && !(timed_out && idle_ > 1)) {
         if (idle_ == 1) {
           cv_.wait(lock);
-        } else if (cv_.wait_for(lock, std::chrono::seconds(1)) == std::cv_status::timeout &&
-                   idle_ > 1) {
-          break;
+          timed_out = false;
+        } else {
+          timed_out =
+              cv_.wait_for(lock, std::chrono::seconds(1)) == std::cv_status::timeout;
         }
       }
       --idle_;
@@ -262,10 +275,17 @@ class Closers {
       if (!NeedsCloserLocked()) continue;
       // Fds whose owner already has its closers at work are parked by the first closer
       // to look at them, and an idle closer goes after a second: starting one per
-      // queued fd costs at most that.
-      const size_t starts = std::min(count_, kMaxStartsPerTick);
-      for (size_t i = 0; i < starts && StartCloserLocked(); ++i) {
-      }
+      // queued fd costs at most that.  The threads are counted first and created
+      // without the lock, which every Close() takes.
+      const size_t starts =
+          std::min({count_, kMaxStartsPerTick,
+                    static_cast<size_t>(FdCloser::kMaxClosers - running_)});
+      running_ += static_cast<int>(starts);
+      lock.unlock();
+      size_t started = 0;
+      while (started < starts && StartThread(&Closers::CloserThread)) ++started;
+      lock.lock();
+      running_ -= static_cast<int>(starts - started);
     }
   }
 

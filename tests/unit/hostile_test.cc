@@ -169,9 +169,9 @@ TEST_F(HostileTest, CallFdMadeBlockingAgainIsBrokenOffAndDisconnects) {
       << "a frontend was taken right after one stalled a data-path thread";
 }
 
-// The same frontend, releasing each blocked interrupt write after 12 ms, before the
+// The same frontend, releasing each blocked interrupt write after 15 ms, before the
 // watchdog's 20 ms: the write then went through, and the frontend kept its port while
-// it stalled the thread for 12 ms at every interrupt, as often as it liked.  A writer
+// it stalled the thread for 15 ms at every interrupt, as often as it liked.  A writer
 // asleep in the write is now broken off at the watchdog's next look.
 TEST_F(HostileTest, CallFdReleasedJustInTimeStillDisconnects) {
   UniqueFd call = StartWithBlockingCallFd();
@@ -182,7 +182,7 @@ TEST_F(HostileTest, CallFdReleasedJustInTimeStillDisconnects) {
     ASSERT_EQ(write(call.get(), &kAlmostFull, sizeof kAlmostFull), 8);
     PostRxBuffer(2048);
     std::thread burst([&] { vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(12));
+    std::this_thread::sleep_for(std::chrono::milliseconds(15));
     uint64_t v;
     ASSERT_EQ(read(call.get(), &v, sizeof v), 8);  // Lets the write through, if blocked.
     burst.join();
@@ -192,7 +192,9 @@ TEST_F(HostileTest, CallFdReleasedJustInTimeStillDisconnects) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ExpectDropped("call eventfd blocked our interrupt");
-  EXPECT_LE(stalls, 3) << "the frontend stalled the thread " << stalls << " times";
+  // The watchdog looks every 10 ms: a 15 ms hold, less the burst thread's start, is
+  // seen at the first or second stall on a quiet machine.
+  EXPECT_LE(stalls, 10) << "the frontend stalled the thread " << stalls << " times";
 }
 
 // Found by fuzz_virtqueue (a timeout): an indirect descriptor whose table is the ring's

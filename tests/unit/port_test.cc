@@ -1015,28 +1015,28 @@ TEST_F(PortTest, UnsupportedRequestsAreAnsweredSafely) {
 
 // A frontend starting rings of 32768 descriptors on every vring (they may share its
 // memory) made the port hold about 130 MiB of burst state that no limit counted.  The
-// started rings of a port hold at most 2 x 128 x 1024 descriptors: the eighth ring of
-// 32768 is still taken, the ninth refused.
+// started rings of a port hold at most 2 x 128 x 4096 descriptors: the 32nd ring of
+// 32768 is still taken, the 33rd refused.
 TEST_F(PortTest, StartedRingsHoldABoundedNumberOfDescriptors) {
   GuestRam ram(4 << 20);
   DriverRing big(ram, 32768);
   auto fe = Frontend::Connect(path_);
   ASSERT_TRUE(fe.ok());
   std::vector<Frontend::RingSetup> rings;
-  for (uint32_t i = 0; i < 8; ++i) rings.push_back({i, &big});
+  for (uint32_t i = 0; i < 32; ++i) rings.push_back({i, &big});
   ASSERT_TRUE((*fe)->SetUp(ram, kModernFeatures, rings).ok());
-  ASSERT_TRUE((*fe)->Sync().ok()) << "8 rings of 32768 refused";
-  VringState num{8, 32768};
+  ASSERT_TRUE((*fe)->Sync().ok()) << "32 rings of 32768 refused";
+  VringState num{32, 32768};
   ASSERT_TRUE((*fe)->Send(Request::kSetVringNum, &num, sizeof num).ok());
-  VringAddress addr = big.Address(8);
+  VringAddress addr = big.Address(32);
   ASSERT_TRUE((*fe)->Send(Request::kSetVringAddr, &addr, sizeof addr).ok());
   UniqueFd kick(eventfd(0, EFD_CLOEXEC));
-  ASSERT_TRUE((*fe)->SendU64(Request::kSetVringKick, 8, {kick.get()}).ok());
+  ASSERT_TRUE((*fe)->SendU64(Request::kSetVringKick, 32, {kick.get()}).ok());
   EXPECT_TRUE((*fe)->WaitClosed(5000));
   EXPECT_TRUE(WaitFor([&] {
     vhu_port_status s;
     vhu_port_get_status(port_, &s);
-    return strstr(s.last_error, "a port takes at most 262144") != nullptr;
+    return strstr(s.last_error, "a port takes at most 1048576") != nullptr;
   }));
 }
 
