@@ -9,6 +9,7 @@
 #include "netdev-provider.h"
 #include "netdev-vhostuser-options.h"
 #include "openvswitch/list.h"
+#include "openvswitch/vlog.h"
 #include "ovs-atomic.h"
 #include "ovs-thread.h"
 #include "smap.h"
@@ -88,6 +89,10 @@ struct netdev_vhostuser {
     struct ovs_list list_node;
 
     struct ovs_mutex mutex;
+
+    /* What this port's frontends make us log: the backend's lines about this port and
+     * ours about its guest (netdev-vhostuser-provider.c, backend_log()). */
+    struct vlog_rate_limit frontend_rl;
 
     /* The Interface options as last applied, so that set_config (called on every
      * bridge reconfiguration) only acts, and logs, when they changed. */

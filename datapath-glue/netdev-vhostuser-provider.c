@@ -83,21 +83,31 @@ netdev_vhostuser_cast(const struct netdev *netdev)
 
 /* What frontends make us log (connects, hang-ups, refused requests) is rate-limited,
  * as OVS limits what packets make it log: a local process connecting and hanging up
- * in a loop must not fill the disk. */
-static struct vlog_rate_limit frontend_rl = VLOG_RATE_LIMIT_INIT(60, 60);
+ * in a loop must not fill the disk.  Each port has its own budget
+ * (netdev_vhostuser.frontend_rl), so that frontends on other ports cannot use up the
+ * lines that say why this one's guest went away; lines about no port in particular
+ * share this one. */
+static struct vlog_rate_limit library_rl = VLOG_RATE_LIMIT_INIT(60, 60);
+
+/* Each port's: about six connections of a guest, with its queues and its reasons for
+ * leaving, a minute. */
+#define FRONTEND_LOG_RATE 30
 
 static void
-backend_log(enum vhu_log_level level, const char *message)
+backend_log(enum vhu_log_level level, const char *message, void *dev_)
 {
+    struct netdev_vhostuser *dev = dev_;
+    struct vlog_rate_limit *rl = dev ? &dev->frontend_rl : &library_rl;
+
     switch (level) {
     case VHU_LOG_ERR:
-        VLOG_ERR_RL(&frontend_rl, "%s", message);
+        VLOG_ERR_RL(rl, "%s", message);
         break;
     case VHU_LOG_WARN:
-        VLOG_WARN_RL(&frontend_rl, "%s", message);
+        VLOG_WARN_RL(rl, "%s", message);
         break;
     case VHU_LOG_INFO:
-        VLOG_INFO_RL(&frontend_rl, "%s", message);
+        VLOG_INFO_RL(rl, "%s", message);
         break;
     default:
         VLOG_DBG("%s", message);
@@ -221,13 +231,13 @@ update_from_backend(struct netdev_vhostuser *dev)
             char features[256];
 
             vhu_format_features(status.features, false, features, sizeof features);
-            VLOG_INFO_RL(&frontend_rl, "%s: guest ready, %u vrings, features %s", name,
+            VLOG_INFO_RL(&dev->frontend_rl, "%s: guest ready, %u vrings, features %s", name,
                          status.num_vrings, features);
         } else if (status.last_error[0]) {
-            VLOG_WARN_RL(&frontend_rl, "%s: guest disconnected: %s", name,
+            VLOG_WARN_RL(&dev->frontend_rl, "%s: guest disconnected: %s", name,
                          status.last_error);
         } else {
-            VLOG_INFO_RL(&frontend_rl, "%s: guest %s", name,
+            VLOG_INFO_RL(&dev->frontend_rl, "%s: guest %s", name,
                          status.state == VHU_STATE_DISCONNECTED ? "disconnected"
                                                                 : "not ready");
         }
@@ -249,7 +259,7 @@ update_from_backend(struct netdev_vhostuser *dev)
 
         format_queue_set(&rx, status.enabled_rx_queues);
         format_queue_set(&tx, status.enabled_tx_queues);
-        VLOG_INFO_RL(&frontend_rl, "%s: guest queues enabled: receive %s, transmit %s",
+        VLOG_INFO_RL(&dev->frontend_rl, "%s: guest queues enabled: receive %s, transmit %s",
                      name, rx.length ? ds_cstr(&rx) : "none",
                      tx.length ? ds_cstr(&tx) : "none");
         ds_destroy(&rx);
@@ -286,7 +296,7 @@ update_from_backend(struct netdev_vhostuser *dev)
             dev->queue_change_pending = true;   /* run() comes back for it. */
         } else {
             if (n_pairs != dev->requested_n_rxq) {
-                VLOG_INFO_RL(&frontend_rl, "%s: guest has %d queue pairs (was %d)",
+                VLOG_INFO_RL(&dev->frontend_rl, "%s: guest has %d queue pairs (was %d)",
                              name, n_pairs, dev->requested_n_rxq);
                 dev->requested_n_rxq = dev->requested_n_txq = n_pairs;
             }
@@ -489,6 +499,8 @@ netdev_vhostuser_construct__(struct netdev *netdev, bool client_mode)
 
     dev->client_mode = client_mode;
     ovs_mutex_init(&dev->mutex);
+    dev->frontend_rl = (struct vlog_rate_limit) VLOG_RATE_LIMIT_INIT(FRONTEND_LOG_RATE,
+                                                                     FRONTEND_LOG_RATE);
     smap_init(&dev->applied_args);
     vhostuser_options_init(&dev->options);
     dev->hwaddr = eth_addr_zero;

@@ -56,7 +56,7 @@ uint32_t vhu_dequeue_burst(vhu_port* port, uint16_t qp, vhu_alloc_fn* alloc, voi
   uint8_t mac[6];
   // After a live migration QEMU may ask us to announce the guest (SEND_RARP): its RARP
   // comes first out of queue pair 0, once that ring moves packets.
-  if (__builtin_expect(qp == 0 && device.rarp_pending(), 0) && max > 0 && vq.usable() &&
+  if (__builtin_expect(qp == 0 && device.rarp_pending(), 0) && max > 0 && vq.accessible() &&
       device.TakeRarp(mac)) {
     uint8_t* data;
     if (void* pkt = alloc(aux, vhostuser::kRarpFrameSize, &data)) {

@@ -65,9 +65,9 @@ class AllVringsLocked {
 
 }  // namespace
 
-Device::Device(std::function<void(vhu_event)> post, std::string log_prefix,
-               uint64_t max_memory, uint32_t max_frame_size)
-    : post_(std::move(post)), log_prefix_(std::move(log_prefix)),
+Device::Device(std::function<void(vhu_event)> post, PortLog log, uint64_t max_memory,
+               uint32_t max_frame_size)
+    : post_(std::move(post)), port_log_(std::move(log)),
       max_memory_(max_memory),
       max_frame_size_(max_frame_size) {}
 
@@ -135,12 +135,18 @@ absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
             "SET_FEATURES %#x asks for features we do not offer (%#x)", features,
             features & ~kSupportedFeatures));
       }
-      const bool was_logging = logging();
+      const bool had_log_all = features_ & Bit(feature::kLogAll);
       features_ = features;
       features_set_ = true;
       if (!protocol_features_enabled()) protocol_features_ = 0;
       // QEMU turns VHOST_F_LOG_ALL on and off while the rings run (migration).
-      if (logging() != was_logging) ApplyLogging();
+      const bool log_all = features_ & Bit(feature::kLogAll);
+      if (log_all != had_log_all) ApplyLogging();
+      // A migration ended or was cancelled: the frontend frees its log, and gives the
+      // next migration's before it turns LOG_ALL on again.  Kept, this one would be
+      // marked again, in memory the frontend may have reused, should LOG_ALL come
+      // back without a new one.  (No vring points at it since ApplyLogging().)
+      if (had_log_all && !log_all) log_.reset();
       return absl::OkStatus();
     }
 
@@ -310,14 +316,14 @@ absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
       // (with a failed ack when one is asked for) keeps a probing one harmless.  Their
       // fds are closed with the message.
       // Logged a few times per connection: a frontend repeating them must not use up
-      // the log's rate limit, which every port's lines share.
+      // its port's share of the log, which the port's disconnects need.
       if (unsupported_logged_ < kMaxUnsupportedLogged) {
         ++unsupported_logged_;
-        Log(VHU_LOG_WARN, log_prefix_, ": ignoring unsupported request ",
-            RequestName(m.header.request), " (", m.header.request, ")",
-            unsupported_logged_ == kMaxUnsupportedLogged
-                ? "; further ones on this connection are not logged"
-                : "");
+        port_log_(VHU_LOG_WARN, "ignoring unsupported request ", RequestName(m.header.request),
+                  " (", m.header.request, ")",
+                  unsupported_logged_ == kMaxUnsupportedLogged
+                      ? "; further ones on this connection are not logged"
+                      : "");
       }
       if ((m.header.flags & kFlagNeedReply) &&
           (protocol_features_ & Bit(protocol_feature::kReplyAck))) {
@@ -415,8 +421,7 @@ absl::Status Device::SetLogBase(int fd, Message& m, bool* replied) {
   {
     AllVringsLocked locked(vrings_);  // No burst may be marking the old log.
     old = std::exchange(log_, *std::move(log));
-    vrings_.ForEach(
-        [&](unsigned, Virtqueue& vq) { vq.SetLog(logging() ? log_.get() : nullptr); });
+    vrings_.ForEach([&](unsigned, Virtqueue& vq) { PointAtLog(vq); });
   }
   // With LOG_SHMFD the frontend waits for a reply (an empty u64) before it goes on.
   *replied = true;
@@ -425,8 +430,12 @@ absl::Status Device::SetLogBase(int fd, Message& m, bool* replied) {
 
 void Device::ApplyLogging() {
   AllVringsLocked locked(vrings_);
-  vrings_.ForEach(
-      [&](unsigned, Virtqueue& vq) { vq.SetLog(logging() ? log_.get() : nullptr); });
+  vrings_.ForEach([&](unsigned, Virtqueue& vq) { PointAtLog(vq); });
+}
+
+void Device::PointAtLog(Virtqueue& vq) const {
+  const bool log_all = features_ & Bit(feature::kLogAll);
+  vq.SetLog(log_all ? log_.get() : nullptr, log_all && log_ == nullptr);
 }
 
 absl::Status Device::SetVringFd(Message& m, Request request) {
@@ -488,7 +497,7 @@ absl::Status Device::MaybeStart(Virtqueue& vq) {
         "started rings would hold ", entries, " descriptors; a port takes at most ",
         kMaxStartedRingEntries));
   }
-  vq.SetLog(logging() ? log_.get() : nullptr);
+  PointAtLog(vq);
   RingFeatures ring_features = RingFeaturesFrom(features_);
   ring_features.max_frame_size = max_frame_size_;
   if (absl::Status s = vq.Start(memory_.get(), ring_features); !s.ok()) {

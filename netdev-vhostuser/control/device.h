@@ -20,6 +20,7 @@
 #include "memory/guest_memory.h"
 #include "control/vring_table.h"
 #include "rings/virtqueue.h"
+#include "runtime/log.h"
 #include "runtime/unique_fd.h"
 #include "vhostuser/vhostuser.h"
 
@@ -35,10 +36,10 @@ class Device {
   // about 130 MiB per port that no memory limit counted; now at most 8 MiB.
   static constexpr uint64_t kMaxStartedRingEntries = 2 * 128 * 4096;
 
-  // 'post' queues an event for the port's user; 'log_prefix' names the port in logs;
+  // 'post' queues an event for the port's user; 'log' takes the port's log lines;
   // 'max_memory' bounds the guest memory a frontend may have us map, in bytes;
   // 'max_frame_size' the frames its guest may transmit (1 to kMaxFrameSize).
-  Device(std::function<void(vhu_event)> post, std::string log_prefix,
+  Device(std::function<void(vhu_event)> post, PortLog log,
          uint64_t max_memory, uint32_t max_frame_size = kMaxFrameSize);
   ~Device() { Reset(); }
 
@@ -95,7 +96,6 @@ class Device {
     rarp_.compare_exchange_strong(none, v, std::memory_order_release,
                                   std::memory_order_relaxed);
   }
-  bool logging() const { return (features_ & Bit(feature::kLogAll)) && log_ != nullptr; }
 
   // Re-reads which vrings are usable (after a data-path failure, say) and posts events
   // for what changed.
@@ -112,6 +112,8 @@ class Device {
   absl::Status SetLogBase(int fd, Message& message, bool* replied);
   // Points every vring at the dirty log, or at none, as features_ and log_ say.
   void ApplyLogging();
+  // The same for one vring, whose lock the caller holds.
+  void PointAtLog(Virtqueue& vq) const;
   absl::Status SetVringFd(Message& message, Request request);
   absl::StatusOr<Virtqueue*> VringFor(uint32_t index);
   absl::Status MaybeStart(Virtqueue& vq);
@@ -120,7 +122,7 @@ class Device {
   }
 
   std::function<void(vhu_event)> post_;
-  std::string log_prefix_;
+  const PortLog port_log_;
   // Unsupported requests logged on this connection (Handle(); not reset by
   // RESET_OWNER, which the frontend may send as often as it likes).
   static constexpr int kMaxUnsupportedLogged = 8;

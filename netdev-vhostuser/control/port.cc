@@ -36,9 +36,10 @@ constexpr std::chrono::seconds kShortConnection{1};
 constexpr std::chrono::seconds kPauseLogInterval{10};
 // A frontend whose fds are closing slower than it sends them (closes that block: see
 // fd_closer.h) loses its connection, and gets no new one, while more than this many of
-// its port's fds are held up by them (FdCloser::BlockedFor).  Each connection brings at most one message's
-// fds past this (a message with fds of the wrong kind costs the frontend its
-// connection), so the port holds a bounded share of the process's fd table.
+// its port's fds are held up by them (FdCloser::BlockedFor).  Each connection brings at
+// most one message's fds past this (a message with fds of the wrong kind costs the
+// frontend its connection), so the port holds a bounded share of the process's fd
+// table: this many, or FdCloser::kMaxUnclosedPerOwner before its closes are found slow.
 constexpr size_t kMaxBlockedCloses = 64;
 
 absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
@@ -95,7 +96,9 @@ Port::Port(const vhu_port_options& options)
       churn_rate_(options.churn_rate == UINT32_MAX ? 0
                   : options.churn_rate           ? options.churn_rate
                                                  : VHU_DEFAULT_CHURN_RATE),
-      device_([this](vhu_event e) { Post(e); }, absl::StrCat("vhost-user ", path_),
+      log_(path_, aux_),
+      device_([this](vhu_event e) { Post(e); },
+              PortLog(absl::StrCat("vhost-user ", path_), aux_),
               options.max_guest_memory ? options.max_guest_memory
                                        : VHU_DEFAULT_MAX_GUEST_MEMORY,
               options.max_rx_frame_size && options.max_rx_frame_size < kMaxFrameSize
@@ -222,7 +225,7 @@ void Port::Accept() {
       accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC), closer_owner_);
   if (!fd.valid()) return;
   if (conn_fd_.valid()) {
-    Log(VHU_LOG_WARN, path_, ": refusing a second frontend while one is connected");
+    log_(VHU_LOG_WARN, "refusing a second frontend while one is connected");
     ChargeShortConnection(SteadyClock::now());
     HangUp(fd);
     return;
@@ -250,8 +253,8 @@ void Port::TryConnect(absl::Time now) {
     return;
   }
   if (!logged_connect_failure_) {
-    Log(VHU_LOG_INFO, path_, ": cannot connect (", strerror(errno),
-        "); retrying until the frontend listens");
+    log_(VHU_LOG_INFO, "cannot connect (", strerror(errno),
+         "); retrying until the frontend listens");
     logged_connect_failure_ = true;
   }
   next_connect_ = now + backoff_;
@@ -268,7 +271,7 @@ void Port::Connected(UniqueFd fd) {
     connected_ = true;
     ++connects_;
   }
-  Log(VHU_LOG_INFO, path_, ": frontend connected");
+  log_(VHU_LOG_INFO, "frontend connected");
   Post(vhu_event{VHU_EVENT_CONNECTED, -1});
 }
 
@@ -307,8 +310,8 @@ bool Port::ClosesBacklogged() {
     return false;
   }
   if (!closes_backlog_logged_) {
-    Log(VHU_LOG_WARN, path_, ": taking no frontend until more of the fds earlier ones sent "
-        "are closed (their close() blocks)");
+    log_(VHU_LOG_WARN, "taking no frontend until more of the fds earlier ones sent "
+         "are closed (their close() blocks)");
     closes_backlog_logged_ = true;
   }
   return true;
@@ -330,8 +333,8 @@ void Port::Disconnect(const absl::Status& why) {
     last_error_ = error ? PrintableText(why.message()) : "";
   }
   ring_failure_.store(false, std::memory_order_relaxed);
-  Log(error ? VHU_LOG_WARN : VHU_LOG_INFO, path_, ": frontend disconnected: ",
-      why.message());
+  log_(error ? VHU_LOG_WARN : VHU_LOG_INFO, "frontend disconnected: ",
+       why.message());
   if (mode_ == VHU_MODE_CLIENT) {
     next_connect_ = absl::Now() + kFirstBackoff;
     backoff_ = kFirstBackoff;
@@ -370,10 +373,10 @@ void Port::ChargeShortConnection(SteadyClock::time_point now) {
   }
   ++pauses_unlogged_;
   if (!pause_ever_logged_ || now - pause_logged_ >= kPauseLogInterval) {
-    Log(VHU_LOG_WARN, path_, ": frontend connections end within ",
-        kShortConnection.count(), " s more than ", churn_rate_,
-        " times a second; accepting at that rate (", pauses_unlogged_,
-        pauses_unlogged_ == 1 ? " pause" : " pauses", " since the last report)");
+    log_(VHU_LOG_WARN, "frontend connections end within ",
+         kShortConnection.count(), " s more than ", churn_rate_,
+         " times a second; accepting at that rate (", pauses_unlogged_,
+         pauses_unlogged_ == 1 ? " pause" : " pauses", " since the last report)");
     pause_ever_logged_ = true;
     pause_logged_ = now;
     pauses_unlogged_ = 0;
@@ -381,7 +384,7 @@ void Port::ChargeShortConnection(SteadyClock::time_point now) {
 }
 
 // A frontend that stalled a data-path thread (its interrupt write blocked until the
-// watchdog broke it off, 20-30 ms) loses its connection like any other, but it could
+// watchdog broke it off) loses its connection like any other, but it could
 // connect again and repeat that once a second, its connections long enough to escape
 // the churn budget: a thread other ports need, stalled a few percent of the time.  So
 // its port takes no frontend for a while, twice as long at each stall (1 s to 64 s),
@@ -393,8 +396,8 @@ void Port::Penalize(SteadyClock::time_point now) {
                        ? SteadyClock::duration(kFirst)
                        : std::min<SteadyClock::duration>(2 * stall_penalty_, kMax);
   last_stall_ = now;
-  Log(VHU_LOG_WARN, path_, ": its frontend stalled a data-path thread; taking none for ",
-      std::chrono::duration_cast<std::chrono::seconds>(stall_penalty_).count(), " s");
+  log_(VHU_LOG_WARN, "its frontend stalled a data-path thread; taking none for ",
+       std::chrono::duration_cast<std::chrono::seconds>(stall_penalty_).count(), " s");
   if (mode_ == VHU_MODE_CLIENT) {
     next_connect_ = absl::Now() + absl::FromChrono(stall_penalty_);
     return;

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "control/device.h"
 #include "control/message_reader.h"
+#include "runtime/log.h"
 #include "runtime/unique_fd.h"
 #include "vhostuser/vhostuser.h"
 
@@ -74,6 +75,7 @@ class Port {
   const int socket_gid_;
   void (*const notify_)(void*);
   void* const aux_;
+  const PortLog log_;
   uint64_t id_ = 0;
 
   UniqueFd listen_fd_;

@@ -59,7 +59,12 @@ absl::Status Virtqueue::SetAddresses(const VringAddress& address) {
 }
 
 absl::Status Virtqueue::SetBase(uint32_t base, bool packed) {
-  // Packed: bits 0-14 are the position in the ring, bit 15 the avail wrap counter.
+  // Packed: bits 0-14 are the driver's next avail position, bit 15 its wrap counter;
+  // bits 16-31 the same for the used side.  QEMU sends all 32 bits (a new ring's
+  // base is 0x80008000), DPDK's virtio-user the low 16.  We keep nothing in flight
+  // across a stop, so the used half can only say the same as the avail half, and a
+  // frontend that was told 16 bits before sends it as 0: it is not looked at.
+  if (packed) base &= 0xffff;
   if (base > UINT16_MAX || (packed && size_ != 0 && (base & 0x7fff) >= size_)) {
     return absl::InvalidArgumentError(absl::StrCat("ring base ", base, " out of range"));
   }
@@ -170,7 +175,12 @@ uint32_t Virtqueue::Stop() {
   packed_desc_ = nullptr;
   avail_ = nullptr;
   used_ = nullptr;
-  if (packed_) return last_avail_idx_ | (uint32_t{avail_wrap_} << 15);
+  // Packed: both halves (SetBase()), so that a frontend restoring the ring in its own
+  // device, as QEMU does after a migration without a backend, finds the used side too.
+  if (packed_) {
+    return (last_avail_idx_ | (uint32_t{avail_wrap_} << 15)) |
+           (used_idx_ | (uint32_t{used_wrap_} << 15)) << 16;
+  }
   return last_avail_idx_;
 }
 
@@ -192,6 +202,7 @@ void Virtqueue::ReleaseBurstState() {
 void Virtqueue::Reset() {
   Stop();
   log_ = nullptr;
+  awaiting_log_ = false;
   size_ = mask_ = 0;
   address_ = {};
   address_set_ = false;
@@ -341,6 +352,10 @@ bool Virtqueue::WalkChainFull(uint16_t head, bool writable, uint32_t* n_segments
         Fail("indirect table length is not a whole number of descriptors");
         return false;
       }
+      if (len / sizeof(VringDesc) > kMaxChainDescriptors) {
+        Fail("indirect table has more than 256 descriptors");
+        return false;
+      }
       table = reinterpret_cast<const VringDesc*>(memory_->TranslateGuest(addr, len));
       if (table == nullptr || reinterpret_cast<uintptr_t>(table) % alignof(VringDesc)) {
         Fail("indirect table is not inside guest memory");
@@ -352,11 +367,15 @@ bool Virtqueue::WalkChainFull(uint16_t head, bool writable, uint32_t* n_segments
       in_indirect = true;
       continue;
     }
-    if (!AddSegment(addr, len, flags, writable, &n, &bytes)) return false;
     if (++hops > table_size) {
       Fail("descriptor chain loops");
       return false;
     }
+    if (hops > kMaxChainDescriptors) {
+      Fail("descriptor chain has more than 256 descriptors");
+      return false;
+    }
+    if (!AddSegment(addr, len, flags, writable, &n, &bytes)) return false;
     if (!(flags & kDescFlagNext)) break;
     index = next;
   }
@@ -423,7 +442,7 @@ void Virtqueue::Interrupt() {
 uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max) {
   if (packed_) return DequeuePacked(alloc, aux, pkts, max);
   uint16_t available;
-  if (!usable() || !AvailableEntries(&available)) return 0;
+  if (!accessible() || !AvailableEntries(&available)) return 0;
   const uint32_t count = std::min<uint32_t>(available, max);
   StartWalkBudget(count);
   BurstEntry entries[kMaxBurstEntries];
@@ -609,7 +628,7 @@ uint32_t Virtqueue::Enqueue(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_d
   uint32_t dropped = 0;
   uint32_t consumed = 0;
   uint16_t available;
-  if (usable() && AvailableEntries(&available)) {
+  if (accessible() && AvailableEntries(&available)) {
     const uint16_t old_used = burst_used_start_ = used_idx_;
     const uint16_t avail_end = static_cast<uint16_t>(last_avail_idx_ + available);
     StartWalkBudget(n);

@@ -11,6 +11,7 @@
 #ifndef NETDEV_VHOSTUSER_RINGS_VIRTQUEUE_H
 #define NETDEV_VHOSTUSER_RINGS_VIRTQUEUE_H
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -65,15 +66,21 @@ struct PackedBurstEntry {
 
 class Virtqueue {
  public:
-  // Segments one descriptor chain may have; a longer chain is refused.  Linux guests use
-  // at most MAX_SKB_FRAGS + 2 (19).
-  static constexpr uint32_t kMaxChainSegments = 1024;
-  // Descriptors one Dequeue or Enqueue call may read: two rings' worth, enough for the
-  // longest chain there can be (every descriptor, then an indirect table as long as
-  // the ring), plus kWalkBudgetPerPacket per packet asked for.  Whatever a guest writes
-  // in its rings (chains of empty descriptors shared by every avail entry, buffers too
-  // small to hold anything), one call costs O(ring size + burst); when the budget runs
-  // out the burst ends early, and the next call starts where it stopped.
+  // Descriptors one chain may have, before an indirect descriptor and in its table
+  // each; a longer chain fails the ring.  Linux guests use at most MAX_SKB_FRAGS + 2
+  // (19); DPDK's vhost library takes 256 too.  The bound is on what a PMD thread does
+  // for one packet: every descriptor may point at a page of its own (one byte each),
+  // which costs a TLB miss, or a page fault where the frontend left a hole in its
+  // memory file.  (1024 let one call touch 32768 pages.)
+  static constexpr uint32_t kMaxChainDescriptors = 256;
+  static constexpr uint32_t kMaxChainSegments = kMaxChainDescriptors;
+  // Descriptors one Dequeue or Enqueue call may read: two chains' worth, enough for the
+  // longest chain there can be (kMaxChainDescriptors, or the ring's size if smaller,
+  // then an indirect table as long), plus kWalkBudgetPerPacket per packet asked for.
+  // Whatever a guest writes in its rings (chains of empty descriptors shared by every
+  // avail entry, buffers too small to hold anything, a byte a page), one call of a
+  // 32-packet burst reads at most 1536 descriptors, whatever the ring's size; when the
+  // budget runs out the burst ends early, and the next call starts where it stopped.
   static constexpr uint32_t kWalkBudgetPerPacket = 32;
 
   struct Counters {
@@ -101,7 +108,14 @@ class Virtqueue {
   void SetErrFd(UniqueFd fd) { err_fd_ = std::move(fd); }
   void SetEnabled(bool enabled) { enabled_ = enabled; }
   // Live migration: every write into guest memory marks 'log' (nullptr: logging off).
-  void SetLog(const DirtyLog* log) { log_ = log; }
+  // 'awaiting_log': the frontend asked for logging (VHOST_F_LOG_ALL) and has not given
+  // the log yet, as QEMU does when it starts the rings during a migration (its
+  // SET_LOG_BASE follows the rings' setup): the data path leaves the ring alone until
+  // it comes, for what it wrote meanwhile would be missing from the log.
+  void SetLog(const DirtyLog* log, bool awaiting_log) {
+    log_ = log;
+    awaiting_log_ = awaiting_log;
+  }
 
   // Whether SET_VRING_KICK arrived since the ring was last stopped: the spec's cue that
   // the frontend finished setting the ring up.
@@ -132,6 +146,8 @@ class Virtqueue {
   bool usable() const {
     return started_ && enabled_ && failure_.load(std::memory_order_relaxed) == nullptr;
   }
+  // Data path: usable(), and nothing to wait for before touching guest memory (SetLog()).
+  bool accessible() const { return usable() && !awaiting_log_; }
   // Why the guest broke the ring, or nullptr.
   // Without the lock too: the control thread looks for failed rings that way.
   const char* failure() const { return failure_.load(std::memory_order_relaxed); }
@@ -257,7 +273,7 @@ class Virtqueue {
       return false;
     }
     if (*n == kMaxChainSegments) {
-      Fail("descriptor chain has too many segments");
+      Fail("descriptor chain has more than 256 descriptors");
       return false;
     }
     segments_[(*n)++] = Segment{data, len};
@@ -288,7 +304,7 @@ class Virtqueue {
   }
   // Starts a call's descriptor budget (kWalkBudgetPerPacket) for 'packets' packets.
   void StartWalkBudget(uint32_t packets) {
-    walk_budget_ = 2 * size_ + kWalkBudgetPerPacket * packets;
+    walk_budget_ = 2 * std::min(size_, kMaxChainDescriptors) + kWalkBudgetPerPacket * packets;
   }
   // Takes one descriptor read from the budget; false once it is spent.
   bool SpendWalkBudget() {
@@ -457,6 +473,7 @@ class Virtqueue {
   RingFeatures features_;
   const GuestMemory* memory_ = nullptr;
   const DirtyLog* log_ = nullptr;
+  bool awaiting_log_ = false;
 
   // The rings, in our address space (valid while started_).  Packed: desc_ is the
   // descriptor ring (PackedDesc), avail_ the driver's event suppression area

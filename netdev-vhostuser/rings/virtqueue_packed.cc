@@ -121,6 +121,10 @@ bool Virtqueue::WalkPackedChain(uint16_t position, bool writable, uint16_t* n_de
       Fail("descriptor chain longer than the ring");
       return false;
     }
+    if (descs == kMaxChainDescriptors) {
+      Fail("descriptor chain has more than 256 descriptors");
+      return false;
+    }
     if (!SpendWalkBudget()) return false;
     const PackedDesc* slot = &packed_desc_[position];
     const uint64_t addr = ReadOnce(&slot->addr);
@@ -137,6 +141,10 @@ bool Virtqueue::WalkPackedChain(uint16_t position, bool writable, uint16_t* n_de
       }
       if (len == 0 || len % sizeof(PackedDesc) != 0 || len / sizeof(PackedDesc) > size_) {
         Fail("indirect table length is not a whole number of descriptors");
+        return false;
+      }
+      if (len / sizeof(PackedDesc) > kMaxChainDescriptors) {
+        Fail("indirect table has more than 256 descriptors");
         return false;
       }
       const auto* table =
@@ -253,7 +261,7 @@ void Virtqueue::MaybeInterruptPacked(uint16_t old_used, bool old_wrap) {
 
 uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
                                   uint32_t max) {
-  if (!usable()) return 0;
+  if (!accessible()) return 0;
   const uint16_t old_used = used_idx_;
   const bool old_wrap = used_wrap_;
   uint32_t received = 0, dropped = 0;
@@ -404,7 +412,7 @@ bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
 uint32_t Virtqueue::EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n,
                                   uint32_t* n_dropped) {
   uint32_t dropped = 0, consumed = 0;
-  if (usable()) {
+  if (accessible()) {
     const uint16_t old_used = used_idx_;
     const bool old_wrap = used_wrap_;
     uint64_t bytes = 0;

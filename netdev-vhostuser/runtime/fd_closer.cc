@@ -11,6 +11,7 @@
 #include <mutex>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
@@ -30,6 +31,7 @@ class Closers {
     if (count_ + parked_count_ == ring_.size()) Grow();
     ring_[(head_ + count_) & (ring_.size() - 1)] = Queued{fd, owner};
     ++count_;
+    ++unclosed_[owner];
     if (idle_ > 0) {
       cv_.notify_one();
     } else {
@@ -49,12 +51,17 @@ class Closers {
 
   size_t BlockedFor(uint32_t owner) {
     std::lock_guard<std::mutex> lock(mu_);
-    const int closing = ClosingFor(owner);
-    if (closing < FdCloser::kMaxClosingPerOwner) return 0;
-    size_t n = static_cast<size_t>(closing);
-    for (size_t i = 0; i < count_; ++i) n += ring_[(head_ + i) & (ring_.size() - 1)].owner == owner;
-    for (size_t i = 0; i < parked_count_; ++i) n += parked_[i].owner == owner;
-    return n;
+    const auto it = unclosed_.find(owner);
+    if (it == unclosed_.end()) return 0;
+    const size_t n = it->second;
+    if (n > FdCloser::kMaxUnclosedPerOwner) return n;
+    const absl::Time now = absl::Now();
+    for (const Closer* c = closers_; c != nullptr; c = c->next) {
+      if (c->closing && c->owner == owner && now - c->since >= FdCloser::kSlowClose) {
+        return n;
+      }
+    }
+    return 0;
   }
 
   bool WaitIdle(absl::Duration timeout) {
@@ -237,6 +244,8 @@ class Closers {
       lock.lock();
       --closing_;
       self.closing = false;
+      // Erasing frees nothing (the table keeps its slots): no allocation here.
+      if (auto it = unclosed_.find(taken.owner); --it->second == 0) unclosed_.erase(it);
       if (parked_count_ > 0) {
         UnparkLocked(taken.owner);
         if (count_ > 0) cv_.notify_one();
@@ -310,6 +319,8 @@ class Closers {
   // parked_[0, parked_count_), back in the ring when one of those returns.
   std::vector<Queued> parked_;
   size_t parked_count_ = 0;
+  // Each owner's fds queued, parked or being closed; owners with none are not in it.
+  absl::flat_hash_map<uint32_t, size_t> unclosed_;
   Closer* closers_ = nullptr;  // The running ones.
   int running_ = 0;
   int idle_ = 0;

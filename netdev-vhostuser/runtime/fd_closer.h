@@ -39,11 +39,21 @@ class FdCloser {
   static uint32_t NewOwner();
   // Queues 'fd' for closing.  Any thread, any lock held: never blocks on the fd.
   static void Close(int fd, uint32_t owner);
-  // The fds of 'owner' held up by closes that block: 0 unless kMaxClosingPerOwner of
-  // its closes are under way (a second closer starts only once the first has spent
-  // kStuckAfter in one close()), else all it has queued or being closed.  A port with
-  // too many stops taking fds (port.cc), so that what its frontend makes the process
-  // hold of its fd table stays bounded.  Fds merely queued, closing fast, do not count.
+  // A close() under way this long is taken for one that blocks: one that does not (an
+  // eventfd, a memfd, a socket without SO_LINGER) takes microseconds.
+  static constexpr absl::Duration kSlowClose = absl::Milliseconds(10);
+  // More of one owner's fds than this still to close are held up, whatever their
+  // closes do: as many as the kick and call fds of 256 vrings, which a frontend at its
+  // largest has us close at once when it goes.  A frontend whose first fds' closes
+  // block can make a port hold about this many before kSlowClose has passed.
+  static constexpr size_t kMaxUnclosedPerOwner = 512;
+  // The fds of 'owner' held up by closes that block: all it has queued or being
+  // closed once one of its closes has taken kSlowClose, or once they number more than
+  // kMaxUnclosedPerOwner; else 0 (fds merely queued, closing fast, do not count).  A
+  // port with too many stops taking fds (port.cc), so that what its frontend makes
+  // the process hold of its fd table stays bounded.  Counted as they are queued and
+  // closed, so that a frontend cannot send fds unchecked while the closers find out
+  // that one of its closes blocks (a second closer starts only after kStuckAfter).
   static size_t BlockedFor(uint32_t owner);
   // Starts the first closer now rather than at the first Close(), so that the
   // process's threads (and their memory) are there from the start.

@@ -11,12 +11,12 @@ namespace {
 std::atomic<vhu_log_fn*> log_function{nullptr};
 }  // namespace
 
-void LogLine(vhu_log_level level, std::string_view message) {
+void LogLine(vhu_log_level level, std::string_view message, void* aux) {
   // Lines quote what frontends send (fd names, at least): one line each, whatever
   // they hold.
   const std::string line = PrintableText(absl::string_view(message.data(), message.size()));
   if (vhu_log_fn* fn = log_function.load(std::memory_order_acquire)) {
-    fn(level, line.c_str());
+    fn(level, line.c_str(), aux);
     return;
   }
   static const char* const kNames[] = {"ERR", "WARN", "INFO", "DBG"};

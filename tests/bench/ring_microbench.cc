@@ -312,7 +312,7 @@ BENCHMARK(BM_Both)->ArgNames(kArgNames)->ArgsProduct({kFrames, {0, 1}, {0, 1}, {
 
 // Every case connects a frontend, which the library logs at INFO: only warnings and
 // errors here, so that the table stays readable.
-void QuietLog(vhu_log_level level, const char* message) {
+void QuietLog(vhu_log_level level, const char* message, void*) {
   if (level <= VHU_LOG_WARN) fprintf(stderr, "vhostuser: %s\n", message);
 }
 

@@ -88,7 +88,8 @@ void* AllocPacket(void*, uint32_t size, uint8_t** data) {
 class Session {
  public:
   Session()
-      : device_([this](vhu_event) { ++events_; }, "fuzz", VHU_DEFAULT_MAX_GUEST_MEMORY),
+      : device_([this](vhu_event) { ++events_; }, PortLog("fuzz", nullptr),
+                VHU_DEFAULT_MAX_GUEST_MEMORY),
         message_(std::make_unique<Message>()) {
     Connect();
   }
@@ -302,7 +303,7 @@ void Run(const uint8_t* data, size_t size) {
   }
 }
 
-void Quiet(vhu_log_level, const char*) {}
+void Quiet(vhu_log_level, const char*, void*) {}
 
 }  // namespace
 }  // namespace vhostuser::fuzz

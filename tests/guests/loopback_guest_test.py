@@ -18,9 +18,11 @@ client: QEMU listens and the loopback connects (dpdkvhostuserclient ports).
 --queues 2 runs a two-vCPU guest with two queue pairs and pings from each vCPU.
 --mtu 9000 has the device advertise a 9000-byte MTU, and the pings fill it: frames
 larger than one receive buffer, which the backend spreads over mergeable buffers.
+--packed has the guest's driver use packed virtqueues (QEMU's packed=on).
 
 usage: loopback_guest_test.py --loopback BIN [--backend-mode server|client]
-                              [--queues N] [--pings N] [--mtu BYTES] [--keep]
+                              [--queues N] [--pings N] [--mtu BYTES] [--packed]
+                              [--keep]
 """
 
 import argparse
@@ -109,7 +111,9 @@ def run(args, workdir):
                                client=backend_is_client, queues=args.queues)
     guest = QemuGuest(image, [VhostUserNic(socket_path, qemu_listens=backend_is_client,
                                            queues=args.queues,
-                                           host_mtu=args.mtu if args.mtu != 1500 else None)],
+                                           host_mtu=args.mtu if args.mtu != 1500 else None,
+                                           device_options={"packed": "on"} if args.packed
+                                           else None)],
                       workdir,
                       # link-report prints the driver and queue count of each card
                       # at boot, before the test touches anything.
@@ -138,6 +142,14 @@ def run(args, workdir):
             raise AssertionError("eth0 has MTU %d, the device advertised %d"
                                  % (mtu, args.mtu))
         guest.run("arp -s %s %s" % (NEIGHBOUR_IP, NEIGHBOUR_MAC))
+        # The virtio feature bits the driver took, one character each, bit 0 first.
+        features = guest.run("cat /sys/class/net/eth0/device/features").strip()
+        VIRTIO_F_RING_PACKED = 34
+        packed = len(features) > VIRTIO_F_RING_PACKED and features[VIRTIO_F_RING_PACKED] == "1"
+        if packed != args.packed:
+            raise AssertionError("the guest's ring is %s, expected %s (features %s)"
+                                 % ("packed" if packed else "split",
+                                    "packed" if args.packed else "split", features))
 
         before = wait_until_quiet(guest, "eth0")
         sent = send_pings(guest, args.queues, args.pings, args.mtu)
@@ -220,6 +232,8 @@ def main():
     ap.add_argument("--queues", type=int, default=1)
     ap.add_argument("--pings", type=int, default=20)
     ap.add_argument("--mtu", type=int, default=1500)
+    ap.add_argument("--packed", action="store_true",
+                    help="packed virtqueues (virtio-net-pci packed=on)")
     ap.add_argument("--keep", action="store_true", help="keep the logs even on success")
     args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="vhu-guest-")

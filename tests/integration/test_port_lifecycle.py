@@ -8,13 +8,19 @@ Run by ctest; by hand:
 
 import os
 import signal
+import socket
+import struct
 import sys
+import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovs_sandbox import OvsSandbox, SandboxError  # noqa: E402
 
 VHOST_TYPES = ("dpdkvhostuser", "dpdkvhostuserclient")
+# VHOST_USER_GET_INFLIGHT_FD, a request the backend does not implement, logs and ignores.
+UNSUPPORTED_REQUEST = struct.pack("<III", 31, 0x1, 24) + bytes(24)
 STANDARD_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "tx_dropped")
 
 
@@ -137,6 +143,59 @@ class PortLifecycleTest(unittest.TestCase):
             self.assertNoInterfaceError(ovs, "vhu0")
             self.assertIn("tx-retries-max=0",
                           ovs.appctl("ovs-vswitchd", "dpif/show"))
+
+    def test_each_port_has_a_log_budget_of_its_own(self):
+        """A frontend that makes the daemon log all it can (connections, each with
+        unsupported requests) uses up its own port's share of the log, not the lines
+        that say what another port's guest did."""
+        with sandbox() as ovs:
+            add_netdev_bridge(ovs)
+            for name in ("vhu0", "vhu1"):
+                ovs.vsctl("add-port", "br0", name, "--",
+                          "set", "Interface", name, "type=dpdkvhostuser")
+            attacked, neighbour = (os.path.join(ovs.rundir, n) for n in ("vhu0", "vhu1"))
+            ovs.wait_for(lambda: os.path.exists(attacked) and os.path.exists(neighbour),
+                         "the sockets", ovs.vswitchd)
+            stop = threading.Event()
+            connections = 0
+
+            def attack():
+                nonlocal connections
+                while not stop.is_set():
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                        s.settimeout(0.1)
+                        try:
+                            s.connect(attacked)
+                            s.sendall(UNSUPPORTED_REQUEST * 10)
+                            connections += 1
+                        except OSError:
+                            time.sleep(0.01)   # Turned away: the port's churn limit.
+
+            def lines_about(path, text=""):
+                with open(ovs.vswitchd_log, errors="replace") as f:
+                    return [line for line in f if f"{path}: {text}" in line]
+
+            attacker = threading.Thread(target=attack)
+            attacker.start()
+            try:
+                # Ten lines a connection, twenty connections a second: a budget that
+                # all ports shared (60 lines) is gone well within these 2 s.
+                time.sleep(2)
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as guest:
+                    guest.connect(neighbour)
+                    time.sleep(0.2)
+                ovs.wait_for(lambda: lines_about(neighbour, "frontend disconnected"),
+                             "the neighbour's disconnect in the log, under attack",
+                             ovs.vswitchd, timeout=5)
+                self.assertTrue(lines_about(neighbour, "frontend connected"))
+            finally:
+                stop.set()
+                attacker.join()
+            # The attacked port is still held to its budget: 30 lines, and one more
+            # every two seconds.
+            self.assertGreater(connections, 20, "the attack got no connection through")
+            self.assertLessEqual(len(lines_about(attacked)), 40,
+                                 f"{connections} connections")
 
     def test_daemon_exits_cleanly(self):
         ovs = sandbox()

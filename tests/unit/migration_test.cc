@@ -132,6 +132,54 @@ TEST_F(MigrationTest, EnqueueMarksTheBufferAndTheUsedRing) {
   EXPECT_TRUE(TakeMarked().empty());
 }
 
+// QEMU starting the rings during a migration (a guest's driver reloaded, a backend
+// reconnected) sends VHOST_F_LOG_ALL with the features, sets the rings up, and only
+// then SET_LOG_BASE.  What the data path wrote in between went unlogged, and so missing
+// from the destination's memory.  The rings wait for the log.
+TEST_F(MigrationTest, RingsStartedUnderLogAllWaitForTheLog) {
+  Connect();
+  ASSERT_TRUE(frontend_->SetUp(ram_, kModernFeatures | Bit(feature::kLogAll),
+                               {{0, &rx_}, {1, &tx_}}).ok());
+  ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
+  const uint64_t gpa = BufferAtPage(ram_, 1);
+  rx_.Publish(rx_.AddChain({{gpa, 2048}}, true));
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 0u) << "written before the log";
+  LogBase base{log_size_, 0};
+  ASSERT_TRUE(frontend_->Send(Request::kSetLogBase, &base, sizeof base, {log_fd_.get()}).ok());
+  ASSERT_TRUE(frontend_->Receive(Request::kSetLogBase).ok());
+  TakeMarked();
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  std::set<uint64_t> expected = Pages(gpa, kHeader + 64);
+  expected.merge(UsedPages(0, rx_, 0));
+  EXPECT_EQ(TakeMarked(), expected);
+}
+
+// LOG_ALL off ends the migration's log: QEMU frees it and gives the next migration a
+// new one.  The old one was kept and marked again if LOG_ALL came back without
+// SET_LOG_BASE, in memory the frontend may have reused.
+TEST_F(MigrationTest, LogAllBackWithoutANewLogWaitsForOne) {
+  Start(kModernFeatures);
+  StartLogging(kModernFeatures);
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetFeatures,
+                                 kModernFeatures | Bit(feature::kProtocolFeatures)).ok());
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetFeatures, kModernFeatures |
+                                 Bit(feature::kProtocolFeatures) | Bit(feature::kLogAll)).ok());
+  ASSERT_TRUE(frontend_->Sync().ok());
+  TakeMarked();
+  const uint64_t gpa = BufferAtPage(ram_, 1);
+  rx_.Publish(rx_.AddChain({{gpa, 2048}}, true));
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 0u);
+  EXPECT_TRUE(TakeMarked().empty()) << "the ended migration's log was marked";
+  StartLogging(kModernFeatures);
+  TakeMarked();
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  EXPECT_FALSE(TakeMarked().empty());
+}
+
 TEST_F(MigrationTest, MergeableEnqueueMarksEveryBufferItFilled) {
   Start(kModernFeatures | Bit(feature::kNetMrgRxbuf));
   StartLogging(kModernFeatures | Bit(feature::kNetMrgRxbuf));

@@ -56,12 +56,13 @@ class PackedRingTest : public ::testing::Test {
     rmdir(dir_.c_str());
   }
 
-  void Start(uint64_t features, int rx_call = -1) {
+  // 'base': SET_VRING_BASE of both rings (0: DPDK's form for position 0, 1 << 15).
+  void Start(uint64_t features, int rx_call = -1, uint32_t base = 0) {
     auto fe = Frontend::Connect(path_);
     ASSERT_TRUE(fe.ok());
     frontend_ = *std::move(fe);
-    Frontend::RingSetup rx{0, nullptr, rx_call, 0, &rx_};
-    Frontend::RingSetup tx{1, nullptr, -1, 0, &tx_};
+    Frontend::RingSetup rx{0, nullptr, rx_call, base, &rx_};
+    Frontend::RingSetup tx{1, nullptr, -1, base, &tx_};
     ASSERT_TRUE(frontend_->SetUp(ram_, features, {rx, tx}).ok());
     ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
   }
@@ -522,7 +523,27 @@ TEST_F(PackedRingTest, GetVringBaseReturnsPositionAndWrapCounter) {
   VringState got;
   memcpy(&got, reply->data(), sizeof got);
   EXPECT_EQ(got.num & 0x7fff, 70u - 64u);
-  EXPECT_EQ(got.num >> 15, 0u) << "the avail wrap counter flipped once";
+  EXPECT_EQ((got.num >> 15) & 1, 0u) << "the avail wrap counter flipped once";
+  EXPECT_EQ(got.num >> 16, got.num & 0xffff) << "the used half: nothing in flight";
+}
+
+// QEMU sends a packed ring's base with both halves, avail in bits 0-15 and used in
+// 16-31: a new ring's is 0x80008000.  It was refused as out of range, so a QEMU guest
+// with packed=on never got a working NIC.
+TEST_F(PackedRingTest, QemusBaseWithBothHalvesIsTaken) {
+  Start(kPacked, -1, 0x80008000u);
+  GuestSend(TestFrame(64, 1), 0);
+  EXPECT_EQ(Dequeue().size(), 1u);
+  VringUsedElem e;
+  ASSERT_TRUE(tx_.PopUsed(1, &e));
+  EXPECT_EQ(e.id, 0u);
+  VringState state{1, 0};
+  ASSERT_TRUE(frontend_->Send(Request::kGetVringBase, &state, sizeof state).ok());
+  auto reply = frontend_->Receive(Request::kGetVringBase);
+  ASSERT_TRUE(reply.ok());
+  VringState got;
+  memcpy(&got, reply->data(), sizeof got);
+  EXPECT_EQ(got.num, 0x80018001u) << "position 1 on both sides, wrap counters still set";
 }
 
 TEST_F(PackedRingTest, ChainLongerThanTheRingDisconnects) {
@@ -535,6 +556,35 @@ TEST_F(PackedRingTest, ChainLongerThanTheRingDisconnects) {
   EXPECT_TRUE(frontend_->WaitClosed(5000));
   EXPECT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_DISCONNECTED; }));
   EXPECT_THAT(Status().last_error, ::testing::HasSubstr("longer than the ring"));
+}
+
+// As on split rings (HostileTest.ChainsHaveAtMost256Descriptors): 256 descriptors a
+// chain at most, an indirect table's too, whatever the ring's size.
+TEST_F(PackedRingTest, ChainsHaveAtMost256Descriptors) {
+  GuestRam ram(8 << 20);
+  PackedDriverRing rx(ram, 512), tx(ram, 512);
+  auto fe = Frontend::Connect(path_);
+  ASSERT_TRUE(fe.ok());
+  ASSERT_TRUE((*fe)->SetUp(ram, kPacked,
+                           {{0, nullptr, -1, 0, &rx}, {1, nullptr, -1, 0, &tx}}).ok());
+  ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
+  auto buffers = [&](uint32_t descriptors) {
+    const uint64_t pages = ram.Alloc(descriptors * 4096);
+    std::vector<DriverRing::Buffer> b{{pages, kHeader}};
+    for (uint32_t i = 1; i < descriptors; ++i) b.push_back({pages + i * 4096, 1});
+    return b;
+  };
+  tx.Post(buffers(256), false, 0);
+  tx.Post(buffers(256), false, 1, /*indirect=*/true);
+  auto got = Dequeue();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].size(), 255u);
+  EXPECT_EQ(got[1].size(), 255u);
+  tx.Post(buffers(257), false, 2, /*indirect=*/true);
+  EXPECT_TRUE(Dequeue().empty());
+  EXPECT_TRUE((*fe)->WaitClosed(5000));
+  EXPECT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_DISCONNECTED; }));
+  EXPECT_THAT(Status().last_error, ::testing::HasSubstr("more than 256 descriptors"));
 }
 
 TEST_F(PackedRingTest, BufferIdOutOfRangeDisconnects) {

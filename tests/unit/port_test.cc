@@ -87,6 +87,7 @@ class PortTest : public ::testing::Test {
     options.mode = mode;
     options.max_rx_frame_size = max_rx_frame_size;
     options.churn_rate = churn_rate;
+    options.aux = this;  // What the port's log lines carry.
     char error[256] = "";
     vhu_port* port = vhu_port_create(&options, error, sizeof error);
     last_create_error_ = error;
@@ -984,17 +985,22 @@ INSTANTIATE_TEST_SUITE_P(
                    "announces"}),
     [](const ::testing::TestParamInfo<BadMessage>& info) { return info.param.name; });
 
-// The log lines that name an unsupported request, counted by a log function of ours.
-std::atomic<int> unsupported_lines{0};
-void CountUnsupportedLines(vhu_log_level, const char* message) {
+// The log lines that name an unsupported request, counted by a log function of ours,
+// by whether they carry the port's aux (the fixture's this).
+std::atomic<int> unsupported_lines{0}, lines_without_port_aux{0};
+std::atomic<const void*> port_aux{nullptr};
+void CountUnsupportedLines(vhu_log_level, const char* message, void* aux) {
+  if (aux != port_aux.load()) ++lines_without_port_aux;
   if (strstr(message, "ignoring unsupported request") != nullptr) ++unsupported_lines;
 }
 
 // A frontend may send requests we do not implement as often as it likes: each was
-// logged, and their lines used up the log's rate limit, which every port's share (so
-// other ports' disconnects went unlogged).  A few are logged per connection.
+// logged, and their lines used up the log's rate limit, which every port's shared (so
+// other ports' disconnects went unlogged).  A few are logged per connection, and each
+// line carries its port's aux, by which the daemon gives every port a budget of its own.
 TEST_F(PortTest, UnsupportedRequestsAreAnsweredSafely) {
-  unsupported_lines = 0;
+  unsupported_lines = lines_without_port_aux = 0;
+  port_aux = this;
   vhu_set_log_function(CountUnsupportedLines);
   struct RestoreLog {
     ~RestoreLog() { vhu_set_log_function(nullptr); }
@@ -1011,6 +1017,7 @@ TEST_F(PortTest, UnsupportedRequestsAreAnsweredSafely) {
   }
   ASSERT_TRUE((*fe)->Sync().ok()) << "still connected and answering";
   EXPECT_EQ(unsupported_lines.load(), 8);
+  EXPECT_EQ(lines_without_port_aux.load(), 0);
 }
 
 // A frontend starting rings of 32768 descriptors on every vring (they may share its

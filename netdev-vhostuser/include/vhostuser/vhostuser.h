@@ -197,9 +197,13 @@ uint32_t vhu_enqueue_burst(struct vhu_port *, uint16_t qp,
 uint32_t vhu_port_max_rx_frame(struct vhu_port *);
 
 /* Where the library's log lines go (connects, disconnects and why, refused messages).
- * Default: stderr.  'level' is one of VHU_LOG_*.  Called from the control thread. */
+ * Default: stderr.  'level' is one of VHU_LOG_*.  A line about one port carries that
+ * port's vhu_port_options.aux in 'aux' (NULL for a line about no port), so that a user
+ * can rate-limit each port's lines on their own: what a frontend makes us log then
+ * cannot use up the budget that another port's lines need.  Called from the control
+ * thread, or from a thread in vhu_port_destroy(), never after it for that port. */
 enum vhu_log_level { VHU_LOG_ERR, VHU_LOG_WARN, VHU_LOG_INFO, VHU_LOG_DBG };
-typedef void vhu_log_fn(enum vhu_log_level level, const char *message);
+typedef void vhu_log_fn(enum vhu_log_level level, const char *message, void *aux);
 void vhu_set_log_function(vhu_log_fn *);
 
 /* Formats 'features' as a comma-separated list of names into 'buf'. */
