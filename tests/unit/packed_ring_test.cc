@@ -67,6 +67,15 @@ class PackedRingTest : public ::testing::Test {
     ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_READY; }));
   }
 
+  // GET_VRING_BASE of vring 'index', which stops it.
+  void GetVringBase(uint32_t index, VringState* got) {
+    VringState state{index, 0};
+    ASSERT_TRUE(frontend_->Send(Request::kGetVringBase, &state, sizeof state).ok());
+    auto reply = frontend_->Receive(Request::kGetVringBase);
+    ASSERT_TRUE(reply.ok());
+    memcpy(got, reply->data(), sizeof *got);
+  }
+
   vhu_port_status Status() {
     vhu_port_status s;
     vhu_port_get_status(port_, &s);
@@ -516,12 +525,8 @@ TEST_F(PackedRingTest, GetVringBaseReturnsPositionAndWrapCounter) {
     VringUsedElem e;
     ASSERT_TRUE(tx_.PopUsed(1, &e));
   }
-  VringState state{1, 0};
-  ASSERT_TRUE(frontend_->Send(Request::kGetVringBase, &state, sizeof state).ok());
-  auto reply = frontend_->Receive(Request::kGetVringBase);
-  ASSERT_TRUE(reply.ok());
   VringState got;
-  memcpy(&got, reply->data(), sizeof got);
+  ASSERT_NO_FATAL_FAILURE(GetVringBase(1, &got));
   EXPECT_EQ(got.num & 0x7fff, 70u - 64u);
   EXPECT_EQ((got.num >> 15) & 1, 0u) << "the avail wrap counter flipped once";
   EXPECT_EQ(got.num >> 16, got.num & 0xffff) << "the used half: nothing in flight";
@@ -537,12 +542,8 @@ TEST_F(PackedRingTest, QemusBaseWithBothHalvesIsTaken) {
   VringUsedElem e;
   ASSERT_TRUE(tx_.PopUsed(1, &e));
   EXPECT_EQ(e.id, 0u);
-  VringState state{1, 0};
-  ASSERT_TRUE(frontend_->Send(Request::kGetVringBase, &state, sizeof state).ok());
-  auto reply = frontend_->Receive(Request::kGetVringBase);
-  ASSERT_TRUE(reply.ok());
   VringState got;
-  memcpy(&got, reply->data(), sizeof got);
+  ASSERT_NO_FATAL_FAILURE(GetVringBase(1, &got));
   EXPECT_EQ(got.num, 0x80018001u) << "position 1 on both sides, wrap counters still set";
 }
 
