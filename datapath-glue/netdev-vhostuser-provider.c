@@ -22,6 +22,7 @@
 #include "netdev-vhostuser-provider.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,29 +86,49 @@ netdev_vhostuser_cast(const struct netdev *netdev)
  * as OVS limits what packets make it log: a local process connecting and hanging up
  * in a loop must not fill the disk.  Each port has its own budget
  * (netdev_vhostuser.frontend_rl), so that frontends on other ports cannot use up the
- * lines that say why this one's guest went away; lines about no port in particular
- * share this one. */
+ * lines that say why this one's guest went away; and all of them together are held
+ * to frontends_rl, so that the lines stay bounded however many ports there are
+ * (a process that can reach one socket directory can reach all of its ports). */
+static struct vlog_rate_limit frontends_rl = VLOG_RATE_LIMIT_INIT(1200, 1200);
+
+/* Lines about no port in particular. */
 static struct vlog_rate_limit library_rl = VLOG_RATE_LIMIT_INIT(60, 60);
 
 /* Each port's: about six connections of a guest, with its queues and its reasons for
  * leaving, a minute. */
 #define FRONTEND_LOG_RATE 30
 
-static void
-backend_log(enum vhu_log_level level, const char *message, void *dev_)
+/* Logs a line about 'dev' (NULL: about no port) at 'level', within the budgets
+ * above. */
+static void OVS_PRINTF_FORMAT(3, 4)
+frontend_log(struct netdev_vhostuser *dev, enum vlog_level level, const char *format,
+             ...)
 {
-    struct netdev_vhostuser *dev = dev_;
-    struct vlog_rate_limit *rl = dev ? &dev->frontend_rl : &library_rl;
+    if (dev ? vlog_should_drop(&this_module, level, &dev->frontend_rl)
+                  || vlog_should_drop(&this_module, level, &frontends_rl)
+            : vlog_should_drop(&this_module, level, &library_rl)) {
+        return;
+    }
 
+    va_list args;
+
+    va_start(args, format);
+    vlog_valist(&this_module, level, format, args);
+    va_end(args);
+}
+
+static void
+backend_log(enum vhu_log_level level, const char *message, void *dev)
+{
     switch (level) {
     case VHU_LOG_ERR:
-        VLOG_ERR_RL(rl, "%s", message);
+        frontend_log(dev, VLL_ERR, "%s", message);
         break;
     case VHU_LOG_WARN:
-        VLOG_WARN_RL(rl, "%s", message);
+        frontend_log(dev, VLL_WARN, "%s", message);
         break;
     case VHU_LOG_INFO:
-        VLOG_INFO_RL(rl, "%s", message);
+        frontend_log(dev, VLL_INFO, "%s", message);
         break;
     default:
         VLOG_DBG("%s", message);
@@ -231,13 +252,13 @@ update_from_backend(struct netdev_vhostuser *dev)
             char features[256];
 
             vhu_format_features(status.features, false, features, sizeof features);
-            VLOG_INFO_RL(&dev->frontend_rl, "%s: guest ready, %u vrings, features %s", name,
+            frontend_log(dev, VLL_INFO, "%s: guest ready, %u vrings, features %s", name,
                          status.num_vrings, features);
         } else if (status.last_error[0]) {
-            VLOG_WARN_RL(&dev->frontend_rl, "%s: guest disconnected: %s", name,
+            frontend_log(dev, VLL_WARN, "%s: guest disconnected: %s", name,
                          status.last_error);
         } else {
-            VLOG_INFO_RL(&dev->frontend_rl, "%s: guest %s", name,
+            frontend_log(dev, VLL_INFO, "%s: guest %s", name,
                          status.state == VHU_STATE_DISCONNECTED ? "disconnected"
                                                                 : "not ready");
         }
@@ -259,7 +280,7 @@ update_from_backend(struct netdev_vhostuser *dev)
 
         format_queue_set(&rx, status.enabled_rx_queues);
         format_queue_set(&tx, status.enabled_tx_queues);
-        VLOG_INFO_RL(&dev->frontend_rl, "%s: guest queues enabled: receive %s, transmit %s",
+        frontend_log(dev, VLL_INFO, "%s: guest queues enabled: receive %s, transmit %s",
                      name, rx.length ? ds_cstr(&rx) : "none",
                      tx.length ? ds_cstr(&tx) : "none");
         ds_destroy(&rx);
@@ -296,7 +317,7 @@ update_from_backend(struct netdev_vhostuser *dev)
             dev->queue_change_pending = true;   /* run() comes back for it. */
         } else {
             if (n_pairs != dev->requested_n_rxq) {
-                VLOG_INFO_RL(&dev->frontend_rl, "%s: guest has %d queue pairs (was %d)",
+                frontend_log(dev, VLL_INFO, "%s: guest has %d queue pairs (was %d)",
                              name, n_pairs, dev->requested_n_rxq);
                 dev->requested_n_rxq = dev->requested_n_txq = n_pairs;
             }

@@ -69,13 +69,11 @@ void ControlLoop::Remove(Port* port) {
   ports_.erase(port->id());
 }
 
-void ControlLoop::Watch(Port* port, int fd, FdKind kind) {
+bool ControlLoop::Watch(Port* port, int fd, FdKind kind) {
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = Token(port->id(), kind);
-  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
-    Log(VHU_LOG_ERR, "epoll_ctl(ADD): ", strerror(errno));
-  }
+  return epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) == 0;
 }
 
 void ControlLoop::Unwatch(int fd) { epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr); }

@@ -28,7 +28,9 @@ class ControlLoop {
   void Add(Port* port);
   void Remove(Port* port);
   // Callable only from port callbacks (loop thread) or with the port not yet added.
-  void Watch(Port* port, int fd, FdKind kind);
+  // False, errno set, if the fd could not be watched (the kernel's limit on epoll
+  // watches, or its memory): the port says so in its own log lines.
+  bool Watch(Port* port, int fd, FdKind kind);
   void Unwatch(int fd);
   // Makes the loop run its timers and failure checks now.  Any thread, no locks held.
   void Wake();

@@ -136,6 +136,12 @@ absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
             features & ~kSupportedFeatures));
       }
       const bool had_log_all = features_ & Bit(feature::kLogAll);
+      if ((features & Bit(feature::kLogAll)) &&
+          !(protocol_features_ & Bit(protocol_feature::kLogShmfd))) {
+        // Its rings would wait for a log that cannot come.
+        return absl::InvalidArgumentError(
+            "VHOST_F_LOG_ALL without VHOST_USER_PROTOCOL_F_LOG_SHMFD negotiated");
+      }
       features_ = features;
       features_set_ = true;
       if (!protocol_features_enabled()) protocol_features_ = 0;
@@ -221,6 +227,10 @@ absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
             break;
           default:  // kGetVringBase
             base = (*vq)->Stop();
+            // QEMU stopping a ring during a migration frees its log; starting the
+            // ring again, it gives a new one after the ring's setup.  Until then the
+            // ring waits, rather than mark a log nobody reads (PointAtLog()).
+            if (features_ & Bit(feature::kLogAll)) (*vq)->set_log_needed(log_bases_ + 1);
             break;
         }
       }
@@ -421,6 +431,7 @@ absl::Status Device::SetLogBase(int fd, Message& m, bool* replied) {
   {
     AllVringsLocked locked(vrings_);  // No burst may be marking the old log.
     old = std::exchange(log_, *std::move(log));
+    ++log_bases_;
     vrings_.ForEach([&](unsigned, Virtqueue& vq) { PointAtLog(vq); });
   }
   // With LOG_SHMFD the frontend waits for a reply (an empty u64) before it goes on.
@@ -435,7 +446,8 @@ void Device::ApplyLogging() {
 
 void Device::PointAtLog(Virtqueue& vq) const {
   const bool log_all = features_ & Bit(feature::kLogAll);
-  vq.SetLog(log_all ? log_.get() : nullptr, log_all && log_ == nullptr);
+  const bool have_log = log_ != nullptr && log_bases_ >= vq.log_needed();
+  vq.SetLog(log_all && have_log ? log_.get() : nullptr, log_all && !have_log);
 }
 
 absl::Status Device::SetVringFd(Message& m, Request request) {

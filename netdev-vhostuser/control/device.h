@@ -112,7 +112,8 @@ class Device {
   absl::Status SetLogBase(int fd, Message& message, bool* replied);
   // Points every vring at the dirty log, or at none, as features_ and log_ say.
   void ApplyLogging();
-  // The same for one vring, whose lock the caller holds.
+  // The same for one vring, whose lock the caller holds: a vring waits while logging
+  // is on and the log it needs has not come (Virtqueue::log_needed()).
   void PointAtLog(Virtqueue& vq) const;
   absl::Status SetVringFd(Message& message, Request request);
   absl::StatusOr<Virtqueue*> VringFor(uint32_t index);
@@ -140,6 +141,7 @@ class Device {
   QueueSet tx_queues_{};
   std::unique_ptr<GuestMemory> memory_;
   std::unique_ptr<DirtyLog> log_;
+  uint64_t log_bases_ = 0;  // SET_LOG_BASE requests taken, on this connection or before.
   UniqueFd backend_req_fd_;
   // A SEND_RARP's MAC (bytes 0-5) with bit 63 set while it waits for the data path.
   std::atomic<uint64_t> rarp_{0};

@@ -92,11 +92,11 @@ Port::Port(const vhu_port_options& options)
       socket_gid_(options.socket_gid),
       notify_(options.notify),
       aux_(options.aux),
+      log_(path_, aux_),
       backoff_(kFirstBackoff),
       churn_rate_(options.churn_rate == UINT32_MAX ? 0
                   : options.churn_rate           ? options.churn_rate
                                                  : VHU_DEFAULT_CHURN_RATE),
-      log_(path_, aux_),
       device_([this](vhu_event e) { Post(e); },
               PortLog(absl::StrCat("vhost-user ", path_), aux_),
               options.max_guest_memory ? options.max_guest_memory
@@ -206,9 +206,17 @@ absl::Status Port::SetSocketPermissions() {
 }
 
 void Port::OnAdded() {
-  if (listen_fd_.valid()) {
-    ControlLoop::Get().Watch(this, listen_fd_.get(), ControlLoop::FdKind::kListener);
+  if (listen_fd_.valid()) WatchListener();
+}
+
+void Port::WatchListener() {
+  if (ControlLoop::Get().Watch(this, listen_fd_.get(), ControlLoop::FdKind::kListener)) {
+    return;
   }
+  log_(VHU_LOG_ERR, "cannot watch the listening socket (", strerror(errno),
+       "); trying again in a second");
+  accept_paused_ = true;
+  accept_resumes_ = SteadyClock::now() + std::chrono::seconds(1);
 }
 
 void Port::OnReadable(bool listener) {
@@ -262,9 +270,14 @@ void Port::TryConnect(absl::Time now) {
 }
 
 void Port::Connected(UniqueFd fd) {
+  if (!ControlLoop::Get().Watch(this, fd.get(), ControlLoop::FdKind::kConnection)) {
+    log_(VHU_LOG_ERR, "cannot watch a frontend's connection (", strerror(errno),
+         "); hanging up");
+    HangUp(fd);
+    return;
+  }
   conn_fd_ = std::move(fd);
   connected_at_ = SteadyClock::now();
-  ControlLoop::Get().Watch(this, conn_fd_.get(), ControlLoop::FdKind::kConnection);
   {
     std::lock_guard<std::mutex> lock(status_mu_);
     device_.NewConnection();
@@ -448,7 +461,8 @@ absl::Time Port::OnTick(absl::Time now) {
     const auto left = accept_resumes_ - SteadyClock::now();
     if (left > SteadyClock::duration::zero()) return now + absl::FromChrono(left);
     accept_paused_ = false;
-    ControlLoop::Get().Watch(this, listen_fd_.get(), ControlLoop::FdKind::kListener);
+    WatchListener();
+    if (accept_paused_) return now + absl::Seconds(1);
   }
   if (mode_ == VHU_MODE_CLIENT && !conn_fd_.valid()) {
     if (now >= next_connect_) TryConnect(now);

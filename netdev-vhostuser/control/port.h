@@ -66,6 +66,9 @@ class Port {
   // Whether too many of this port's fds wait on closes that block to take more
   // (kMaxBlockedCloses); logs the first time.
   bool ClosesBacklogged();
+  // Has the control loop watch the listening socket; if it cannot, pauses accepting
+  // for a second.
+  void WatchListener();
   // Takes no frontend for a while after one stalled a data-path thread.
   void Penalize(SteadyClock::time_point now);
 

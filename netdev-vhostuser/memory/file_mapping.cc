@@ -1,5 +1,6 @@
 #include "memory/file_mapping.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "memory/sigbus_guard.h"
+#include "runtime/fd_closer.h"
 
 namespace vhostuser {
 
@@ -42,6 +44,14 @@ absl::StatusOr<FileMapping> FileMapping::Map(int fd, uint64_t offset, uint64_t s
     return absl::InvalidArgumentError(absl::StrCat(what, " is too large"));
   }
   const size_t length = static_cast<size_t>(last - first);
+  // Every mapping's descriptor has the same FdCloser owner, no port's: closing one
+  // frees memory, and need not count against the port whose frontend it came from.
+  static const uint32_t kMappingsOwner = FdCloser::NewOwner();
+  UniqueFd file = UniqueFd::FromFrontend(fcntl(fd, F_DUPFD_CLOEXEC, 0), kMappingsOwner);
+  if (!file.valid()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot keep ", what, "'s fd: ", strerror(errno)));
+  }
   void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
                     static_cast<off_t>(first));
   if (base == MAP_FAILED) {
@@ -60,6 +70,7 @@ absl::StatusOr<FileMapping> FileMapping::Map(int fd, uint64_t offset, uint64_t s
   mapping.length_ = length;
   mapping.data_ = static_cast<uint8_t*>(base) + (offset - first);
   mapping.sigbus_guard_ = guard;
+  mapping.file_ = std::move(file);
   return mapping;
 }
 
@@ -67,7 +78,8 @@ FileMapping::FileMapping(FileMapping&& other) noexcept
     : base_(std::exchange(other.base_, nullptr)),
       length_(std::exchange(other.length_, 0)),
       data_(std::exchange(other.data_, nullptr)),
-      sigbus_guard_(std::exchange(other.sigbus_guard_, -1)) {}
+      sigbus_guard_(std::exchange(other.sigbus_guard_, -1)),
+      file_(std::move(other.file_)) {}
 
 FileMapping& FileMapping::operator=(FileMapping&& other) noexcept {
   if (this != &other) {
@@ -76,6 +88,7 @@ FileMapping& FileMapping::operator=(FileMapping&& other) noexcept {
     length_ = std::exchange(other.length_, 0);
     data_ = std::exchange(other.data_, nullptr);
     sigbus_guard_ = std::exchange(other.sigbus_guard_, -1);
+    file_ = std::move(other.file_);
   }
   return *this;
 }
@@ -86,6 +99,7 @@ void FileMapping::Release() {
   if (base_ == nullptr) return;
   SigbusGuard::Unregister(sigbus_guard_);
   munmap(base_, length_);
+  file_.reset();  // After the unmap: this may be the file's last reference.
   base_ = nullptr;
   sigbus_guard_ = -1;
 }

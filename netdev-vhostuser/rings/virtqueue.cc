@@ -69,6 +69,9 @@ absl::Status Virtqueue::SetBase(uint32_t base, bool packed) {
     return absl::InvalidArgumentError(absl::StrCat("ring base ", base, " out of range"));
   }
   if (started_) return absl::FailedPreconditionError("ring base changed while running");
+  // Start() sets it again; set here too, so that GET_VRING_BASE on a ring that never
+  // started answers in the form it was given (wrap counters included).
+  packed_ = packed;
   if (packed) {
     last_avail_idx_ = used_idx_ = static_cast<uint16_t>(base & 0x7fff);
     avail_wrap_ = used_wrap_ = (base >> 15) & 1;
@@ -203,6 +206,7 @@ void Virtqueue::Reset() {
   Stop();
   log_ = nullptr;
   awaiting_log_ = false;
+  log_needed_ = 0;
   size_ = mask_ = 0;
   address_ = {};
   address_set_ = false;

@@ -116,6 +116,11 @@ class Virtqueue {
     log_ = log;
     awaiting_log_ = awaiting_log;
   }
+  // The number of SET_LOG_BASE requests the port must have taken before this ring
+  // may use its log (Device::PointAtLog()): one more than when it was stopped during a
+  // migration.  0 after Reset().
+  uint64_t log_needed() const { return log_needed_; }
+  void set_log_needed(uint64_t n) { log_needed_ = n; }
 
   // Whether SET_VRING_KICK arrived since the ring was last stopped: the spec's cue that
   // the frontend finished setting the ring up.
@@ -474,6 +479,7 @@ class Virtqueue {
   const GuestMemory* memory_ = nullptr;
   const DirtyLog* log_ = nullptr;
   bool awaiting_log_ = false;
+  uint64_t log_needed_ = 0;
 
   // The rings, in our address space (valid while started_).  Packed: desc_ is the
   // descriptor ring (PackedDesc), avail_ the driver's event suppression area

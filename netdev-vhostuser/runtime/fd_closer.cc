@@ -5,8 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <vector>
@@ -20,6 +21,9 @@ namespace {
 
 class Closers {
  public:
+  // Monotonic: a step of the wall clock must not make a close look slow or stuck.
+  using Clock = std::chrono::steady_clock;
+
   static Closers& Get() {
     // Never destroyed: closer threads may still be in close() when the process exits.
     static Closers* closers = new Closers;
@@ -55,9 +59,9 @@ class Closers {
     if (it == unclosed_.end()) return 0;
     const size_t n = it->second;
     if (n > FdCloser::kMaxUnclosedPerOwner) return n;
-    const absl::Time now = absl::Now();
+    const auto now = Clock::now();
     for (const Closer* c = closers_; c != nullptr; c = c->next) {
-      if (c->closing && c->owner == owner && now - c->since >= FdCloser::kSlowClose) {
+      if (c->closing && c->owner == owner && now - c->since >= kSlowClose) {
         return n;
       }
     }
@@ -87,7 +91,7 @@ class Closers {
   struct Closer {
     bool closing = false;
     uint32_t owner = 0;  // Whose fd it is closing.
-    absl::Time since;
+    Clock::time_point since;
     bool stuck = false;
     Closer* next = nullptr;
   };
@@ -236,7 +240,7 @@ class Closers {
       }
       self.closing = true;
       self.owner = taken.owner;
-      self.since = absl::Now();
+      self.since = Clock::now();
       ++closing_;
       cv_watch_.notify_one();
       lock.unlock();
@@ -274,9 +278,9 @@ class Closers {
         return closing_ > static_cast<size_t>(stuck_) || NeedsCloserLocked();
       });
       cv_watch_.wait_for(lock, std::chrono::milliseconds(100));
-      const absl::Time now = absl::Now();
+      const auto now = Clock::now();
       for (Closer* c = closers_; c != nullptr; c = c->next) {
-        if (c->closing && !c->stuck && now - c->since >= FdCloser::kStuckAfter) {
+        if (c->closing && !c->stuck && now - c->since >= kStuckAfter) {
           c->stuck = true;
           ++stuck_;
         }
@@ -304,6 +308,10 @@ class Closers {
     return count_ > 0 && running_ == stuck_ && running_ < FdCloser::kMaxClosers;
   }
 
+  static inline const std::chrono::nanoseconds kSlowClose =
+      absl::ToChronoNanoseconds(FdCloser::kSlowClose);
+  static inline const std::chrono::nanoseconds kStuckAfter =
+      absl::ToChronoNanoseconds(FdCloser::kStuckAfter);
   static constexpr size_t kStackSize = 64 * 1024;
   static constexpr size_t kMaxStartsPerTick = 64;
 

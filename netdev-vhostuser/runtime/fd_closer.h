@@ -40,13 +40,14 @@ class FdCloser {
   // Queues 'fd' for closing.  Any thread, any lock held: never blocks on the fd.
   static void Close(int fd, uint32_t owner);
   // A close() under way this long is taken for one that blocks: one that does not (an
-  // eventfd, a memfd, a socket without SO_LINGER) takes microseconds.
-  static constexpr absl::Duration kSlowClose = absl::Milliseconds(10);
+  // eventfd, a memfd, a socket without SO_LINGER) takes microseconds, and this is far
+  // beyond what a closer preempted on a busy machine loses.
+  static constexpr absl::Duration kSlowClose = absl::Milliseconds(100);
   // More of one owner's fds than this still to close are held up, whatever their
-  // closes do: as many as the kick and call fds of 256 vrings, which a frontend at its
-  // largest has us close at once when it goes.  A frontend whose first fds' closes
-  // block can make a port hold about this many before kSlowClose has passed.
-  static constexpr size_t kMaxUnclosedPerOwner = 512;
+  // closes do: above the kick, call and err fds of 256 vrings (768), which a frontend
+  // at its largest has us close at once when it goes.  A frontend whose first fds'
+  // closes block can make a port hold about this many before kSlowClose has passed.
+  static constexpr size_t kMaxUnclosedPerOwner = 1024;
   // The fds of 'owner' held up by closes that block: all it has queued or being
   // closed once one of its closes has taken kSlowClose, or once they number more than
   // kMaxUnclosedPerOwner; else 0 (fds merely queued, closing fast, do not count).  A

@@ -445,13 +445,13 @@ TEST_F(DroppedFdsTest, FdFloodBehindABlockingCloseHoldsFewFds) {
   Connect();
   const size_t pending_before = FdCloser::PendingForTest();
   uint8_t inflight[24] = {};
-  lingering_.push_back(LingeringSocketFd(5));
-  lingering_.push_back(LingeringSocketFd(5));
+  LingeringSocket first(60), second(60);
   {
     auto hold = ControlLoop::Get().HoldForTest();  // The switch's copies are the last.
     ASSERT_TRUE(frontend_->Send(Request::kSetInflightFd, inflight, sizeof inflight,
-                                {lingering_[0].get(), lingering_[1].get()}).ok());
-    lingering_.clear();
+                                {first.fd(), second.fd()}).ok());
+    first.TakeSocket().reset();
+    second.TakeSocket().reset();
   }
   UniqueFd event(eventfd(0, EFD_CLOEXEC));
   const std::vector<int> eight(8, event.get());  // Eight fds on the other side.
@@ -467,6 +467,9 @@ TEST_F(DroppedFdsTest, FdFloodBehindABlockingCloseHoldsFewFds) {
   EXPECT_LE(held, FdCloser::kMaxUnclosedPerOwner + 8 + 2 + 1)
       << "after " << sent << " requests with 8 fds each";
   EXPECT_LT(NeighbourWait(), std::chrono::milliseconds(1500));
+  first.Unblock();
+  second.Unblock();
+  EXPECT_TRUE(FdCloser::WaitIdleForTest(absl::Seconds(20)));
 }
 
 // The CPU time the library's control thread has used, in clock ticks.
@@ -494,6 +497,35 @@ long ControlThreadTicks() {
   }
   closedir(tasks);
   return ticks;
+}
+
+// A guest's memory whose QEMU went first (killed, or its guest powered off) is freed by
+// our munmap(), ours being the file's last reference: for a guest of many GiB, seconds
+// of work, which fell on the control thread (a disconnect) or on ovs-vswitchd's main
+// thread (a port deleted) while every other port's requests waited.  The closer
+// threads do it now: the mapping keeps an fd of the file, closed there after the unmap.
+TEST_F(DroppedFdsTest, FreeingAGuestsMemoryCostsTheControlThreadNothing) {
+  constexpr uint64_t kSize = uint64_t{1} << 30;
+  UniqueFd memory(memfd_create("big-guest", MFD_CLOEXEC));
+  ASSERT_TRUE(memory.valid());
+  ASSERT_EQ(fallocate(memory.get(), 0, 0, kSize), 0) << "every page allocated";
+  Connect();
+  struct {
+    MemoryTableHeader header;
+    MemoryRegionDesc region;
+  } table{{1, 0}, {GuestRam::kGuestBase, kSize, uint64_t{1} << 40, 0}};
+  ASSERT_TRUE(
+      frontend_->Send(Request::kSetMemTable, &table, sizeof table, {memory.get()}).ok());
+  ASSERT_TRUE(frontend_->Sync().ok());
+  memory.reset();  // QEMU gone: the switch's mapping holds the file's last reference.
+  ASSERT_TRUE(FdCloser::WaitIdleForTest());  // The region's fd too.
+  const long before = ControlThreadTicks();
+  frontend_.reset();
+  ASSERT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_DISCONNECTED; }));
+  ASSERT_TRUE(FdCloser::WaitIdleForTest(absl::Seconds(20)));  // The pages freed.
+  EXPECT_LE(ControlThreadTicks() - before, 3)
+      << "the control thread freed the guest's memory (clock ticks of its CPU time)";
+  EXPECT_LT(NeighbourWait(), std::chrono::milliseconds(1500));
 }
 
 // A port deleted while its frontend was connected left the connection in the control

@@ -180,6 +180,44 @@ TEST_F(MigrationTest, LogAllBackWithoutANewLogWaitsForOne) {
   EXPECT_FALSE(TakeMarked().empty());
 }
 
+// QEMU stopping a ring during a migration (a guest's virtio reset) frees its log
+// without telling us; starting it again, it sends LOG_ALL (no change for us), sets the
+// ring up and only then a new SET_LOG_BASE.  The restarted ring marked the old log,
+// which nobody reads any more.  It waits for the new one.
+TEST_F(MigrationTest, RingRestartedDuringAMigrationWaitsForTheNewLog) {
+  Start(kModernFeatures);
+  StartLogging(kModernFeatures);
+  VringState state{0, 0};
+  ASSERT_TRUE(frontend_->Send(Request::kGetVringBase, &state, sizeof state).ok());
+  auto reply = frontend_->Receive(Request::kGetVringBase);
+  ASSERT_TRUE(reply.ok());
+  VringState base;
+  memcpy(&base, reply->data(), sizeof base);
+  ASSERT_TRUE(frontend_->Send(Request::kSetVringBase, &base, sizeof base).ok());
+  UniqueFd kick(eventfd(0, EFD_CLOEXEC));
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetVringKick, 0, {kick.get()}).ok());
+  ASSERT_TRUE(frontend_->Sync().ok());
+  TakeMarked();
+  const uint64_t gpa = BufferAtPage(ram_, 1);
+  rx_.Publish(rx_.AddChain({{gpa, 2048}}, true));
+  auto frame = TestFrame(64, 1);
+  vhu_tx_packet pkt{frame.data(), 64};
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 0u) << "written before the log";
+  EXPECT_TRUE(TakeMarked().empty()) << "the freed log was marked";
+  StartLogging(kModernFeatures);
+  TakeMarked();
+  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+  EXPECT_TRUE(TakeMarked().contains(gpa / kPage));
+}
+
+// Without LOG_SHMFD no log can come, and the rings would wait for ever.
+TEST_F(MigrationTest, LogAllWithoutLogShmfdIsRefused) {
+  Connect();
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetFeatures,
+                                 kModernFeatures | Bit(feature::kLogAll)).ok());
+  ExpectDropped("VHOST_F_LOG_ALL without VHOST_USER_PROTOCOL_F_LOG_SHMFD");
+}
+
 TEST_F(MigrationTest, MergeableEnqueueMarksEveryBufferItFilled) {
   Start(kModernFeatures | Bit(feature::kNetMrgRxbuf));
   StartLogging(kModernFeatures | Bit(feature::kNetMrgRxbuf));

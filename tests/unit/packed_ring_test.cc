@@ -547,6 +547,23 @@ TEST_F(PackedRingTest, QemusBaseWithBothHalvesIsTaken) {
   EXPECT_EQ(got.num, 0x80018001u) << "position 1 on both sides, wrap counters still set";
 }
 
+// A ring stopped before it started (no kick) answers GET_VRING_BASE with the base it
+// was given, wrap counters included: it said 0, which a frontend restoring the ring
+// from it would send back, and the ring would then wait for descriptors with the
+// wrong wrap counter for ever.
+TEST_F(PackedRingTest, RingThatNeverStartedReturnsItsBase) {
+  auto fe = Frontend::Connect(path_);
+  ASSERT_TRUE(fe.ok());
+  frontend_ = *std::move(fe);
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetFeatures, kPacked).ok());
+  VringState num{1, 64}, base{1, 0x80008000u};
+  ASSERT_TRUE(frontend_->Send(Request::kSetVringNum, &num, sizeof num).ok());
+  ASSERT_TRUE(frontend_->Send(Request::kSetVringBase, &base, sizeof base).ok());
+  VringState got;
+  ASSERT_NO_FATAL_FAILURE(GetVringBase(1, &got));
+  EXPECT_EQ(got.num, 0x80008000u);
+}
+
 TEST_F(PackedRingTest, ChainLongerThanTheRingDisconnects) {
   Start(kPacked);
   // Every descriptor of the ring says NEXT: the chain never ends.
