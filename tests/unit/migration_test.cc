@@ -18,6 +18,9 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 
+// Far from the rings, and on a page of its own.
+uint64_t BufferAtPage(GuestRam& ram, uint32_t pages) { return ram.Alloc(pages * kPage, kPage); }
+
 class MigrationTest : public PortFixture {
  protected:
   void SetUp() override {
@@ -58,6 +61,21 @@ class MigrationTest : public PortFixture {
     ASSERT_TRUE(frontend_->Sync().ok());
   }
 
+  // With logging on and the log the rings need not given yet: an enqueue waits, writing
+  // and marking nothing, until a new log comes; then it goes through and is marked.
+  void ExpectEnqueueWaitsForTheLog() {
+    const uint64_t gpa = BufferAtPage(ram_, 1);
+    rx_.Publish(rx_.AddChain({{gpa, 2048}}, true));
+    auto frame = TestFrame(64, 1);
+    vhu_tx_packet pkt{frame.data(), 64};
+    EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 0u) << "written before the log";
+    EXPECT_TRUE(TakeMarked().empty()) << "a log nobody reads was marked";
+    StartLogging(kModernFeatures);
+    TakeMarked();
+    ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
+    EXPECT_TRUE(TakeMarked().contains(gpa / kPage));
+  }
+
   // The pages marked in the log, as guest-physical page numbers; clears the log.
   std::set<uint64_t> TakeMarked() {
     std::set<uint64_t> pages;
@@ -91,9 +109,6 @@ class MigrationTest : public PortFixture {
   UniqueFd log_fd_;
   uint8_t* log_ = nullptr;
 };
-
-// Far from the rings, and on a page of its own.
-uint64_t BufferAtPage(GuestRam& ram, uint32_t pages) { return ram.Alloc(pages * kPage, kPage); }
 
 TEST_F(MigrationTest, NothingIsMarkedWhileLoggingIsOff) {
   Start(kModernFeatures);
@@ -168,16 +183,7 @@ TEST_F(MigrationTest, LogAllBackWithoutANewLogWaitsForOne) {
                                  Bit(feature::kProtocolFeatures) | Bit(feature::kLogAll)).ok());
   ASSERT_TRUE(frontend_->Sync().ok());
   TakeMarked();
-  const uint64_t gpa = BufferAtPage(ram_, 1);
-  rx_.Publish(rx_.AddChain({{gpa, 2048}}, true));
-  auto frame = TestFrame(64, 1);
-  vhu_tx_packet pkt{frame.data(), 64};
-  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 0u);
-  EXPECT_TRUE(TakeMarked().empty()) << "the ended migration's log was marked";
-  StartLogging(kModernFeatures);
-  TakeMarked();
-  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
-  EXPECT_FALSE(TakeMarked().empty());
+  ExpectEnqueueWaitsForTheLog();
 }
 
 // QEMU stopping a ring during a migration (a guest's virtio reset) frees its log
@@ -198,16 +204,7 @@ TEST_F(MigrationTest, RingRestartedDuringAMigrationWaitsForTheNewLog) {
   ASSERT_TRUE(frontend_->SendU64(Request::kSetVringKick, 0, {kick.get()}).ok());
   ASSERT_TRUE(frontend_->Sync().ok());
   TakeMarked();
-  const uint64_t gpa = BufferAtPage(ram_, 1);
-  rx_.Publish(rx_.AddChain({{gpa, 2048}}, true));
-  auto frame = TestFrame(64, 1);
-  vhu_tx_packet pkt{frame.data(), 64};
-  EXPECT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 0u) << "written before the log";
-  EXPECT_TRUE(TakeMarked().empty()) << "the freed log was marked";
-  StartLogging(kModernFeatures);
-  TakeMarked();
-  ASSERT_EQ(vhu_enqueue_burst(port_, 0, &pkt, 1, nullptr), 1u);
-  EXPECT_TRUE(TakeMarked().contains(gpa / kPage));
+  ExpectEnqueueWaitsForTheLog();
 }
 
 // Without LOG_SHMFD no log can come, and the rings would wait for ever.
