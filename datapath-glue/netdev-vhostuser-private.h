@@ -91,8 +91,12 @@ struct netdev_vhostuser {
     struct ovs_mutex mutex;
 
     /* What this port's frontends make us log: the backend's lines about this port and
-     * ours about its guest (netdev-vhostuser-provider.c, backend_log()). */
-    struct vlog_rate_limit frontend_rl;
+     * ours about its guest (netdev-vhostuser-provider.c, frontend_log()).  Its own
+     * mutex: the library's control thread logs while the main thread may hold
+     * 'mutex' in vhu_port_destroy(), which waits for that thread. */
+    struct ovs_mutex frontend_log_mutex;
+    struct token_bucket frontend_log_budget OVS_GUARDED_BY(frontend_log_mutex);
+    unsigned int frontend_log_dropped OVS_GUARDED_BY(frontend_log_mutex);
 
     /* The Interface options as last applied, so that set_config (called on every
      * bridge reconfiguration) only acts, and logs, when they changed. */

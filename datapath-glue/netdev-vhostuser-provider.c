@@ -84,18 +84,20 @@ netdev_vhostuser_cast(const struct netdev *netdev)
 
 /* What frontends make us log (connects, hang-ups, refused requests) is rate-limited,
  * as OVS limits what packets make it log: a local process connecting and hanging up
- * in a loop must not fill the disk.  Each port has its own budget
- * (netdev_vhostuser.frontend_rl), so that frontends on other ports cannot use up the
- * lines that say why this one's guest went away; and all of them together are held
- * to frontends_rl, so that the lines stay bounded however many ports there are
- * (a process that can reach one socket directory can reach all of its ports). */
+ * in a loop must not fill the disk.  Each port has a budget of its own
+ * (netdev_vhostuser.frontend_log_budget), so that frontends on other ports cannot use
+ * up the lines that say why this one's guest went away; a port's line says how many
+ * of its lines before it were not logged.  And every line that passes its port's
+ * budget is held to frontends_rl too, so that all ports together log a bounded
+ * number of lines (a process that can reach one socket directory can reach all of
+ * its ports). */
 static struct vlog_rate_limit frontends_rl = VLOG_RATE_LIMIT_INIT(1200, 1200);
 
 /* Lines about no port in particular. */
 static struct vlog_rate_limit library_rl = VLOG_RATE_LIMIT_INIT(60, 60);
 
-/* Each port's: about six connections of a guest, with its queues and its reasons for
- * leaving, a minute. */
+/* Each port's lines a minute: about six connections of a guest, with its queues and
+ * its reasons for leaving. */
 #define FRONTEND_LOG_RATE 30
 
 /* Logs a line about 'dev' (NULL: about no port) at 'level', within the budgets
@@ -104,17 +106,42 @@ static void OVS_PRINTF_FORMAT(3, 4)
 frontend_log(struct netdev_vhostuser *dev, enum vlog_level level, const char *format,
              ...)
 {
-    if (dev ? vlog_should_drop(&this_module, level, &dev->frontend_rl)
-                  || vlog_should_drop(&this_module, level, &frontends_rl)
-            : vlog_should_drop(&this_module, level, &library_rl)) {
+    unsigned int dropped = 0;
+
+    if (!vlog_is_enabled(&this_module, level)) {
+        return;
+    }
+    if (dev) {
+        bool take;
+
+        ovs_mutex_lock(&dev->frontend_log_mutex);
+        take = token_bucket_withdraw(&dev->frontend_log_budget, VLOG_MSG_TOKENS);
+        if (take) {
+            dropped = dev->frontend_log_dropped;
+            dev->frontend_log_dropped = 0;
+        } else {
+            dev->frontend_log_dropped++;
+        }
+        ovs_mutex_unlock(&dev->frontend_log_mutex);
+        if (!take || vlog_should_drop(&this_module, level, &frontends_rl)) {
+            return;
+        }
+    } else if (vlog_should_drop(&this_module, level, &library_rl)) {
         return;
     }
 
+    struct ds line = DS_EMPTY_INITIALIZER;
     va_list args;
 
     va_start(args, format);
-    vlog_valist(&this_module, level, format, args);
+    ds_put_format_valist(&line, format, args);
     va_end(args);
+    if (dropped) {
+        ds_put_format(&line, " (%u earlier lines about this port were not logged)",
+                      dropped);
+    }
+    vlog(&this_module, level, "%s", ds_cstr(&line));
+    ds_destroy(&line);
 }
 
 static void
@@ -520,8 +547,9 @@ netdev_vhostuser_construct__(struct netdev *netdev, bool client_mode)
 
     dev->client_mode = client_mode;
     ovs_mutex_init(&dev->mutex);
-    dev->frontend_rl = (struct vlog_rate_limit) VLOG_RATE_LIMIT_INIT(FRONTEND_LOG_RATE,
-                                                                     FRONTEND_LOG_RATE);
+    ovs_mutex_init(&dev->frontend_log_mutex);
+    token_bucket_init(&dev->frontend_log_budget, FRONTEND_LOG_RATE,
+                      FRONTEND_LOG_RATE * VLOG_MSG_TOKENS);
     smap_init(&dev->applied_args);
     vhostuser_options_init(&dev->options);
     dev->hwaddr = eth_addr_zero;
@@ -624,6 +652,7 @@ netdev_vhostuser_destruct(struct netdev *netdev)
     vhostuser_policer_destroy(&dev->ingress_policer);
     vhostuser_policer_destroy(&dev->egress_policer);
     ovs_mutex_destroy(&dev->mutex);
+    ovs_mutex_destroy(&dev->frontend_log_mutex);
     VLOG_INFO("%s: vhost-user port destroyed", netdev_get_name(netdev));
 }
 

@@ -136,8 +136,12 @@ absl::Status Device::Dispatch(int fd, Message& m, bool* replied) {
             features & ~kSupportedFeatures));
       }
       const bool had_log_all = features_ & Bit(feature::kLogAll);
+      // The protocol features that hold once this is taken (none without
+      // VHOST_USER_F_PROTOCOL_FEATURES).
+      const uint64_t protocol_features =
+          (features & Bit(feature::kProtocolFeatures)) ? protocol_features_ : 0;
       if ((features & Bit(feature::kLogAll)) &&
-          !(protocol_features_ & Bit(protocol_feature::kLogShmfd))) {
+          !(protocol_features & Bit(protocol_feature::kLogShmfd))) {
         // Its rings would wait for a log that cannot come.
         return absl::InvalidArgumentError(
             "VHOST_F_LOG_ALL without VHOST_USER_PROTOCOL_F_LOG_SHMFD negotiated");
@@ -374,7 +378,7 @@ absl::Status Device::SetMemTable(Message& m) {
           max_memory_ >> 20));
     }
   }
-  auto memory = GuestMemory::Map(regions, fds);
+  auto memory = GuestMemory::Map(regions, fds, mappings_owner_);
   if (!memory.ok()) return memory.status();
   // The mappings hold the memory; the fds are closed with the message.
 
@@ -425,7 +429,8 @@ absl::Status Device::SetLogBase(int fd, Message& m, bool* replied) {
   if (auto s = CheckMemoryFd(m.fds[0].get(), "SET_LOG_BASE fd"); !s.ok()) {
     return s;
   }
-  auto log = DirtyLog::Map(m.fds[0].get(), base.mmap_size, base.mmap_offset, MaxLogSize());
+  auto log = DirtyLog::Map(m.fds[0].get(), base.mmap_size, base.mmap_offset, MaxLogSize(),
+                           mappings_owner_);
   if (!log.ok()) return log.status();
   std::unique_ptr<DirtyLog> old;
   {

@@ -21,6 +21,7 @@
 #include "control/vring_table.h"
 #include "rings/virtqueue.h"
 #include "runtime/log.h"
+#include "runtime/fd_closer.h"
 #include "runtime/unique_fd.h"
 #include "vhostuser/vhostuser.h"
 
@@ -130,6 +131,10 @@ class Device {
   int unsupported_logged_ = 0;
   const uint64_t max_memory_;
   const uint32_t max_frame_size_;
+  // FdCloser's owner of the fds our mappings keep (file_mapping.h): the port's own, so
+  // that freeing one guest's memory waits behind no other port's, and not the one its
+  // frontend's other fds count against.
+  const uint32_t mappings_owner_ = FdCloser::NewOwner();
 
   uint64_t features_ = 0;
   uint64_t protocol_features_ = 0;

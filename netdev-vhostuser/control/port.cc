@@ -274,6 +274,13 @@ void Port::Connected(UniqueFd fd) {
     log_(VHU_LOG_ERR, "cannot watch a frontend's connection (", strerror(errno),
          "); hanging up");
     HangUp(fd);
+    // Not at once again, for as long as the kernel refuses.
+    if (mode_ == VHU_MODE_CLIENT) {
+      next_connect_ = absl::Now() + backoff_;
+      backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+    } else {
+      ChargeShortConnection(SteadyClock::now());
+    }
     return;
   }
   conn_fd_ = std::move(fd);

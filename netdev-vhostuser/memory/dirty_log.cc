@@ -7,7 +7,8 @@ namespace vhostuser {
 
 absl::StatusOr<std::unique_ptr<DirtyLog>> DirtyLog::Map(int fd, uint64_t size,
                                                         uint64_t offset,
-                                                        uint64_t max_size) {
+                                                        uint64_t max_size,
+                                                        uint32_t closer_owner) {
   if (size == 0 || offset + size < offset) {
     return absl::InvalidArgumentError(
         absl::StrFormat("SET_LOG_BASE size %#x at offset %#x is not a log", size, offset));
@@ -18,7 +19,8 @@ absl::StatusOr<std::unique_ptr<DirtyLog>> DirtyLog::Map(int fd, uint64_t size,
         "times the port's guest memory limit, or its memory table and 32 GiB",
         size, max_size));
   }
-  absl::StatusOr<FileMapping> file = FileMapping::Map(fd, offset, size, "SET_LOG_BASE log");
+  absl::StatusOr<FileMapping> file = FileMapping::Map(fd, offset, size, "SET_LOG_BASE log",
+                                                     closer_owner);
   if (!file.ok()) return file.status();
   std::unique_ptr<DirtyLog> log(new DirtyLog);
   log->bitmap_ = file->data();

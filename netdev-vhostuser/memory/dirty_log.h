@@ -27,9 +27,10 @@ class DirtyLog {
   static constexpr uint64_t kPageSize = 4096;
 
   // Maps 'size' bytes at 'offset' of 'fd' (the caller keeps the fd), refusing a log
-  // larger than 'max_size' bytes.
+  // larger than 'max_size' bytes.  'closer_owner': as for FileMapping::Map().
   static absl::StatusOr<std::unique_ptr<DirtyLog>> Map(int fd, uint64_t size,
-                                                       uint64_t offset, uint64_t max_size);
+                                                       uint64_t offset, uint64_t max_size,
+                                                       uint32_t closer_owner = 0);
   DirtyLog(const DirtyLog&) = delete;
   DirtyLog& operator=(const DirtyLog&) = delete;
 

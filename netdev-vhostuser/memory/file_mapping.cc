@@ -17,7 +17,8 @@
 namespace vhostuser {
 
 absl::StatusOr<FileMapping> FileMapping::Map(int fd, uint64_t offset, uint64_t size,
-                                             absl::string_view what) {
+                                             absl::string_view what,
+                                             uint32_t closer_owner) {
   if (size == 0 || offset + size < offset) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s of %#x bytes at file offset %#x is not a range", what, size,
@@ -44,10 +45,9 @@ absl::StatusOr<FileMapping> FileMapping::Map(int fd, uint64_t offset, uint64_t s
     return absl::InvalidArgumentError(absl::StrCat(what, " is too large"));
   }
   const size_t length = static_cast<size_t>(last - first);
-  // Every mapping's descriptor has the same FdCloser owner, no port's: closing one
-  // frees memory, and need not count against the port whose frontend it came from.
-  static const uint32_t kMappingsOwner = FdCloser::NewOwner();
-  UniqueFd file = UniqueFd::FromFrontend(fcntl(fd, F_DUPFD_CLOEXEC, 0), kMappingsOwner);
+  static const uint32_t kSharedOwner = FdCloser::NewOwner();
+  UniqueFd file = UniqueFd::FromFrontend(fcntl(fd, F_DUPFD_CLOEXEC, 0),
+                                         closer_owner != 0 ? closer_owner : kSharedOwner);
   if (!file.valid()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot keep ", what, "'s fd: ", strerror(errno)));

@@ -29,11 +29,13 @@ namespace vhostuser {
 class FileMapping {
  public:
   // Maps [offset, offset + size) of 'fd' (the caller keeps the fd; the mapping takes a
-  // duplicate).  'fd' must be a
+  // duplicate, which FdCloser closes as 'closer_owner's: 0, an owner all such
+  // mappings share).  'fd' must be a
   // regular file (its kind was checked: fd_kind.h) that holds the whole range.  'what'
   // names the range in errors ("region 2").
   static absl::StatusOr<FileMapping> Map(int fd, uint64_t offset, uint64_t size,
-                                         absl::string_view what);
+                                         absl::string_view what,
+                                         uint32_t closer_owner = 0);
 
   FileMapping() = default;
   FileMapping(FileMapping&& other) noexcept;

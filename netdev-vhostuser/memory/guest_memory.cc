@@ -17,7 +17,8 @@ bool RangesOverlap(uint64_t a, uint64_t a_size, uint64_t b, uint64_t b_size) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Map(
-    std::span<const MemoryRegionDesc> regions, std::span<const int> fds) {
+    std::span<const MemoryRegionDesc> regions, std::span<const int> fds,
+    uint32_t closer_owner) {
   if (regions.empty() || regions.size() > kMaxMemoryRegions) {
     return absl::InvalidArgumentError(
         absl::StrCat("memory table has ", regions.size(), " regions (1 to ",
@@ -56,7 +57,8 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Map(
   for (size_t i = 0; i < regions.size(); ++i) {
     const MemoryRegionDesc& r = regions[i];
     absl::StatusOr<FileMapping> file =
-        FileMapping::Map(fds[i], r.mmap_offset, r.memory_size, absl::StrCat("region ", i));
+        FileMapping::Map(fds[i], r.mmap_offset, r.memory_size, absl::StrCat("region ", i),
+                         closer_owner);
     if (!file.ok()) return file.status();
     memory->regions_.push_back(Region{
         .guest_phys_addr = r.guest_phys_addr,

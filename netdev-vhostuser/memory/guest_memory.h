@@ -31,8 +31,11 @@ class GuestMemory {
   // the region's own pages only (file_mapping.h).  Refuses zero-sized, overflowing or
   // overlapping regions, a region beyond its fd's size and an fd that is not a regular
   // file or memfd.
+  // 'closer_owner': whose the mappings' fds are when FdCloser closes them
+  // (FileMapping::Map()).
   static absl::StatusOr<std::unique_ptr<GuestMemory>> Map(
-      std::span<const MemoryRegionDesc> regions, std::span<const int> fds);
+      std::span<const MemoryRegionDesc> regions, std::span<const int> fds,
+      uint32_t closer_owner = 0);
 
   GuestMemory(const GuestMemory&) = delete;
   GuestMemory& operator=(const GuestMemory&) = delete;

@@ -207,9 +207,16 @@ TEST_F(MigrationTest, RingRestartedDuringAMigrationWaitsForTheNewLog) {
   ExpectEnqueueWaitsForTheLog();
 }
 
-// Without LOG_SHMFD no log can come, and the rings would wait for ever.
+// Without LOG_SHMFD no log can come, and the rings would wait for ever: refused, also
+// when the same SET_FEATURES turns the protocol features (LOG_SHMFD with them) off.
 TEST_F(MigrationTest, LogAllWithoutLogShmfdIsRefused) {
   Connect();
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetFeatures,
+                                 kModernFeatures | Bit(feature::kLogAll)).ok());
+  ExpectDropped("VHOST_F_LOG_ALL without VHOST_USER_PROTOCOL_F_LOG_SHMFD");
+  Connect();
+  ASSERT_TRUE(frontend_->SendU64(Request::kSetProtocolFeatures,
+                                 Bit(protocol_feature::kLogShmfd)).ok());
   ASSERT_TRUE(frontend_->SendU64(Request::kSetFeatures,
                                  kModernFeatures | Bit(feature::kLogAll)).ok());
   ExpectDropped("VHOST_F_LOG_ALL without VHOST_USER_PROTOCOL_F_LOG_SHMFD");
