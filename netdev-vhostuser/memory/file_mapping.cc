@@ -52,8 +52,16 @@ absl::StatusOr<FileMapping> FileMapping::Map(int fd, uint64_t offset, uint64_t s
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot keep ", what, "'s fd: ", strerror(errno)));
   }
-  void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-                    static_cast<off_t>(first));
+  // MAP_NORESERVE: on hugetlbfs, a shared mapping otherwise reserves a huge page for
+  // every page of the range the file does not hold yet.  The frontend's own mapping has
+  // reserved them already, unless it chose not to (QEMU's reserve=off, for hugepages
+  // overcommitted), and then ours failed for want of pages the guest may never use.
+  // And a sparse file made us take the free pages of the whole system, for as long as
+  // the file lived.  A page missing when we touch it is then a SIGBUS, as a truncated
+  // file is: the guard below takes it, and the port goes.  Elsewhere (tmpfs, memfd)
+  // the flag changes nothing: shared file pages are not reserved per mapping.
+  void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                    fd, static_cast<off_t>(first));
   if (base == MAP_FAILED) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "mmap of ", what, " (", length, " bytes) failed: ", strerror(errno)));

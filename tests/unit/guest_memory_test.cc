@@ -2,7 +2,13 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
 
 #include "gtest/gtest.h"
 #include "runtime/unique_fd.h"
@@ -58,6 +64,44 @@ TEST(GuestMemoryTest, MapsOnlyTheRegionsOwnPagesOfItsFile) {
   uint8_t byte = 0;
   ASSERT_EQ(pread(sparse.get(), &byte, 1, static_cast<off_t>(far + 0x10 + 0x7fff)), 1);
   EXPECT_EQ(byte, 0xcd);
+}
+
+// How many huge pages of the default size the system could give at most: the pool and
+// what may be allocated beyond it.
+uint64_t HugePagesTheSystemCouldGive() {
+  uint64_t total = 0, overcommit = 0;
+  if (FILE* meminfo = fopen("/proc/meminfo", "r")) {
+    char line[128];
+    while (fgets(line, sizeof line, meminfo) != nullptr) {
+      sscanf(line, "HugePages_Total: %" SCNu64, &total);
+    }
+    fclose(meminfo);
+  }
+  if (FILE* f = fopen("/proc/sys/vm/nr_overcommit_hugepages", "r")) {
+    if (fscanf(f, "%" SCNu64, &overcommit) != 1) overcommit = 0;
+    fclose(f);
+  }
+  return total + overcommit;
+}
+
+// A hugetlbfs file larger than the pages the system has, with none of them allocated
+// yet, as the frontend's own mapping leaves it with QEMU's reserve=off (or a sparse file
+// of a hostile frontend's), is mapped all the same.  A shared hugetlbfs mapping that
+// reserves its pages failed here with ENOMEM, and short of that took the system's free
+// huge pages for as long as the file lived.
+TEST(GuestMemoryTest, HugetlbfsRegionsReserveNoPages) {
+  UniqueFd huge(memfd_create("t", MFD_CLOEXEC | MFD_HUGETLB));
+  if (!huge.valid()) GTEST_SKIP() << "no hugetlbfs memfd here: " << strerror(errno);
+  struct stat st;
+  ASSERT_EQ(fstat(huge.get(), &st), 0);
+  const uint64_t page = static_cast<uint64_t>(st.st_blksize);
+  const uint64_t size = (HugePagesTheSystemCouldGive() + 1) * page;
+  ASSERT_EQ(ftruncate(huge.get(), static_cast<off_t>(size)), 0);
+  MemoryRegionDesc regions[] = {{0, size, 0x7000000000, 0}};
+  int fds[] = {huge.get()};
+  auto memory = GuestMemory::Map(regions, fds);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  EXPECT_EQ((*memory)->mapped_bytes(), size);
 }
 
 TEST(GuestMemoryTest, RefusesBadTables) {
