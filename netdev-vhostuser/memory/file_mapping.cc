@@ -60,11 +60,25 @@ absl::StatusOr<FileMapping> FileMapping::Map(int fd, uint64_t offset, uint64_t s
   // the file lived.  A page missing when we touch it is then a SIGBUS, as a truncated
   // file is: the guard below takes it, and the port goes.  Elsewhere (tmpfs, memfd)
   // the flag changes nothing: shared file pages are not reserved per mapping.
-  void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-                    fd, static_cast<off_t>(first));
+  //
+  // Mapped without access, then given it: under mlockall(MCL_FUTURE), which
+  // ovs-vswitchd's --mlockall sets (ovs-ctl passes it by default), an accessible
+  // mapping is filled in and locked as it is made: every page of the range allocated
+  // (a sparse memfd up to vhost-max-guest-memory), charged to us and pinned, on the
+  // control thread.  An inaccessible mapping is not filled in, and mprotect() fills in
+  // no shared mapping: pages come in as the data path touches them, as they do
+  // without mlockall, and are locked then.
+  void* base = mmap(nullptr, length, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd,
+                    static_cast<off_t>(first));
   if (base == MAP_FAILED) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "mmap of ", what, " (", length, " bytes) failed: ", strerror(errno)));
+  }
+  if (mprotect(base, length, PROT_READ | PROT_WRITE) != 0) {
+    const int error = errno;
+    munmap(base, length);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot give access to ", what, " (", length, " bytes): ", strerror(error)));
   }
   const int guard = SigbusGuard::Register(base, length, page);
   if (guard < 0) {

@@ -62,9 +62,15 @@ void OnSigbus(int signo, siginfo_t* info, void* context) {
       // 2 MiB pages, but its mapping need not start on a 2 MiB boundary.
       uintptr_t from = addr & ~slot.page_mask.load(std::memory_order_relaxed);
       if (from < start) from = start;
-      void* p = mmap(reinterpret_cast<void*>(from), end - from, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+      // Shared (zero-filled shmem), inaccessible, then given access, as FileMapping
+      // maps guest memory: under mlockall(MCL_FUTURE) an accessible mapping is filled
+      // in as it is made, and a private one again when mprotect() makes it writable,
+      // which would allocate the whole rest of the region here, up to
+      // vhost-max-guest-memory, for a frontend that truncated its file.
+      void* p = mmap(reinterpret_cast<void*>(from), end - from, PROT_NONE,
+                     MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
       if (p == MAP_FAILED) break;
+      if (mprotect(p, end - from, PROT_READ | PROT_WRITE) != 0) break;
       slot.faulted.store(true, std::memory_order_release);
       const int fd = wake_fd.load(std::memory_order_relaxed);
       if (fd >= 0) {

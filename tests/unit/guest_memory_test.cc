@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "gtest/gtest.h"
@@ -102,6 +103,71 @@ TEST(GuestMemoryTest, HugetlbfsRegionsReserveNoPages) {
   auto memory = GuestMemory::Map(regions, fds);
   ASSERT_TRUE(memory.ok()) << memory.status();
   EXPECT_EQ((*memory)->mapped_bytes(), size);
+}
+
+// kB of the process's resident memory of one kind ("RssShmem:", "RssAnon:").
+long ResidentKb(const char* kind) {
+  long kb = -1;
+  if (FILE* status = fopen("/proc/self/status", "r")) {
+    char line[128];
+    while (fgets(line, sizeof line, status) != nullptr) {
+      if (strncmp(line, kind, strlen(kind)) == 0) kb = atol(line + strlen(kind));
+    }
+    fclose(status);
+  }
+  return kb;
+}
+
+long ResidentKb() { return ResidentKb("RssShmem:") + ResidentKb("RssAnon:"); }
+
+// Runs in a child (a death test): maps 1 GiB of a sparse memfd as guest memory under
+// mlockall(MCL_CURRENT | MCL_FUTURE), then truncates the file under the mapping and
+// touches it (the SIGBUS guard puts memory of its own there); exits 0 if neither
+// brought more than 64 MiB in.
+[[noreturn]] void MapSparseMemoryUnderMlockall() {
+  if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0) {
+    fprintf(stderr, "mlockall: %s\n", strerror(errno));
+    exit(2);
+  }
+  constexpr uint64_t kSize = uint64_t{1} << 30;
+  constexpr long kMostKb = 64 << 10;
+  UniqueFd sparse = Memfd(kSize);
+  const long before = ResidentKb();
+  MemoryRegionDesc regions[] = {{0, kSize, 0x7000000, 0}};
+  int fds[] = {sparse.get()};
+  auto memory = GuestMemory::Map(regions, fds);
+  if (!memory.ok()) {
+    fprintf(stderr, "%s\n", memory.status().ToString().c_str());
+    exit(3);
+  }
+  uint8_t* base = (*memory)->TranslateGuest(0, kSize);
+  base[kSize / 2] = 1;
+  if (ResidentKb() - before > kMostKb) {
+    fprintf(stderr, "mapping took %ld kB in\n", ResidentKb() - before);
+    exit(4);
+  }
+  if (ftruncate(sparse.get(), 0) != 0) exit(5);
+  base[4096] = 1;  // SIGBUS, taken by the guard.
+  if ((*memory)->LostRegion() != 0) exit(6);
+  if (ResidentKb() - before > kMostKb) {
+    fprintf(stderr, "the guard's replacement took %ld kB in\n", ResidentKb() - before);
+    exit(7);
+  }
+  exit(0);
+}
+
+// ovs-vswitchd as ovs-ctl starts it runs under mlockall(MCL_CURRENT | MCL_FUTURE) (its
+// --mlockall, on by default), which fills in and locks every mapping as it is made: a
+// guest's memory, mapped readable and writable at once, was allocated and pinned whole
+// (up to vhost-max-guest-memory for a frontend's sparse memfd), on the control thread;
+// and so was the rest of a region after a frontend truncated its file, by the guard.
+TEST(GuestMemoryDeathTest, MlockallFillsInNoGuestMemory) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "mlockall(MCL_CURRENT) would fill in the sanitizer's shadow memory";
+#else
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(MapSparseMemoryUnderMlockall(), ::testing::ExitedWithCode(0), "");
+#endif
 }
 
 TEST(GuestMemoryTest, RefusesBadTables) {
