@@ -79,6 +79,9 @@ struct vhostuser_policer {
     uint32_t burst_kb;
 };
 
+/* How many queue changes a port may have in a row (netdev-vhostuser-provider.c). */
+#define QUEUE_CHANGE_BURST 4
+
 struct netdev_vhostuser {
     struct netdev up;
 
@@ -137,10 +140,13 @@ struct netdev_vhostuser {
     uint64_t enabled_tx_queues[VHU_QUEUE_SET_WORDS] OVS_GUARDED;
     uint64_t carrier_resets OVS_GUARDED;
     /* PMD reloads for a queue count change or for transmit queues coming up are
-     * damped (update_from_backend()): the earliest time the next may be requested,
-     * and whether one waits for it. */
-    long long int next_queue_change OVS_GUARDED;
+     * damped (update_from_backend()): when the last QUEUE_CHANGE_BURST were requested
+     * (0: not yet; a ring, 'queue_change_oldest' the oldest), whether one waits, and
+     * the earliest time it may be requested. */
+    long long int queue_change_times[QUEUE_CHANGE_BURST] OVS_GUARDED;
+    int queue_change_oldest OVS_GUARDED;
     bool queue_change_pending OVS_GUARDED;
+    long long int next_queue_change OVS_GUARDED;
     /* Updates from the backend are damped too (run()): the earliest time for the
      * next, whether events wait for it, and when the bridge is told of the port's
      * state once more (0: not). */

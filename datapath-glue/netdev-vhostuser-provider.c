@@ -248,8 +248,34 @@ max_frame_for_mtu(int mtu)
  * their state once more, or to apply a queue count change that had to wait. */
 static long long int vhostuser_timer_at = LLONG_MAX;
 
-/* The least time between two queue count changes of one port (PMD reloads). */
+/* A port's queue changes (a queue count change, or transmit queues coming up) reload
+ * every PMD thread, and dpif-netdev logs a line at INFO for every rx queue of the
+ * switch each time: with hundreds of guests, hundreds of lines.  A guest gets
+ * QUEUE_CHANGE_BURST of them in any QUEUE_CHANGE_WINDOW_MS, at least
+ * QUEUE_CHANGE_INTERVAL_MS apart: a boot takes one to three (the firmware's driver,
+ * the kernel's, ethtool -L), a migration one.  A frontend that connects and hangs up
+ * in a loop got one a second for as long as it liked, each paid for by every port. */
 #define QUEUE_CHANGE_INTERVAL_MS 1000
+#define QUEUE_CHANGE_WINDOW_MS (120 * 1000)
+BUILD_ASSERT_DECL(QUEUE_CHANGE_BURST * QUEUE_CHANGE_INTERVAL_MS < QUEUE_CHANGE_WINDOW_MS);
+
+/* The earliest time 'dev' may have its next queue change. */
+static long long int
+next_queue_change_at(const struct netdev_vhostuser *dev)
+    OVS_REQUIRES(dev->mutex)
+{
+    const long long int *times = dev->queue_change_times;
+    int newest = (dev->queue_change_oldest + QUEUE_CHANGE_BURST - 1) % QUEUE_CHANGE_BURST;
+
+    if (!times[newest]) {
+        return 0;   /* None yet. */
+    }
+    long long int at = times[newest] + QUEUE_CHANGE_INTERVAL_MS;
+    if (times[dev->queue_change_oldest]) {
+        at = MAX(at, times[dev->queue_change_oldest] + QUEUE_CHANGE_WINDOW_MS);
+    }
+    return at;
+}
 
 /* The least time between two updates of one port from its backend (and so between
  * two writes of its status): a port whose guest comes and goes faster is seen at
@@ -339,9 +365,18 @@ update_from_backend(struct netdev_vhostuser *dev)
     }
     if (n_pairs != dev->requested_n_rxq || tx_woke || dev->queue_change_pending) {
         long long int now = time_msec();
+        long long int at = next_queue_change_at(dev);
 
-        if (now < dev->next_queue_change) {
+        if (now < at) {
+            if (!dev->queue_change_pending
+                && at - now > QUEUE_CHANGE_INTERVAL_MS) {
+                frontend_log(dev, VLL_WARN, "%s: guest changed its queues %d times in "
+                             "%d s: the next change is taken in %lld s", name,
+                             QUEUE_CHANGE_BURST, QUEUE_CHANGE_WINDOW_MS / 1000,
+                             (at - now + 999) / 1000);
+            }
             dev->queue_change_pending = true;   /* run() comes back for it. */
+            dev->next_queue_change = at;
         } else {
             if (n_pairs != dev->requested_n_rxq) {
                 frontend_log(dev, VLL_INFO, "%s: guest has %d queue pairs (was %d)",
@@ -349,7 +384,8 @@ update_from_backend(struct netdev_vhostuser *dev)
                 dev->requested_n_rxq = dev->requested_n_txq = n_pairs;
             }
             dev->queue_change_pending = false;
-            dev->next_queue_change = now + QUEUE_CHANGE_INTERVAL_MS;
+            dev->queue_change_times[dev->queue_change_oldest] = now;
+            dev->queue_change_oldest = (dev->queue_change_oldest + 1) % QUEUE_CHANGE_BURST;
             netdev_request_reconfigure(&dev->up);
         }
     }

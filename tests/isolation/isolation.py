@@ -91,18 +91,25 @@ ADD_PORT_TIMEOUT_S = 8
 # per thread); only a change of this size is counted as not back.  It is reported.
 VMSIZE_SLACK_KB = 1024 * 1024
 PORTS = ("vhu1", "vhu2", "vhu3")
+# What dpif-netdev logs each time it reassigns the rx queues to the PMD threads.
+RXQ_ASSIGNMENT = "Performing pmd to rx queue assignment"
 ALL_CPUS = os.sched_getaffinity(0)
 ATTACKED = "vhu3"
 
 
 class Case:
-    def __init__(self, name, what, expect_error=None, attack_s=None, squat=False):
+    def __init__(self, name, what, expect_error=None, attack_s=None, squat=False,
+                 max_reloads=None):
         self.name = name
         self.what = what
         # None: no protocol error to report; "": any error; else a part of the error.
         self.expect_error = expect_error
         self.attack_s = attack_s
         self.squat = squat
+        # How many times the attack may make the switch reassign its rx queues (each a
+        # reload of every PMD thread and a log line per rx queue of the switch) over
+        # all its windows; None: not counted.
+        self.max_reloads = max_reloads
 
     def seconds(self):
         """One attack window; a case's attack_s is its attacks' total."""
@@ -123,7 +130,8 @@ CASES = [
     Case("connect_hangup_loop", "connect and hang up in a tight loop for 10 s; the "
          "daemon's log lines are counted", attack_s=max(ATTACK_S * ATTACK_WINDOWS, 10.0)),
     Case("queue_flapping", "connect, negotiate multiqueue, set up queue pairs 0 and 7 "
-         "(vrings 14 and 15), hang up, again"),
+         "(vrings 14 and 15), hang up, again; the switch's rx queue reassignments are "
+         "counted", max_reloads=4),
     Case("squat_socket", "a foreign process listens on the port's socket path before "
          "add-port, its backlog full, and never accepts; add-port must return promptly "
          "and the port say why it has no socket", expect_error="in use", squat=True),
@@ -611,6 +619,14 @@ def run_case(bed, case):
             "%s; required < %.0f ms)" % (r.appctl[1], r.appctl[0] * 1000, t_worst,
                                          "answered" if r.appctl[3] else "failed",
                                          MAX_APPCTL_MS))
+    reloads = sum(RXQ_ASSIGNMENT in line for line in r.log_lines)
+    if case.max_reloads is not None:
+        r.notes.append("rx queue reassignments during the attacks: %d" % reloads)
+        # A port gets QUEUE_CHANGE_BURST (4) in two minutes, and the bed's warm-up
+        # took some of them already; each one a second apart gave about one a second.
+        if reloads > case.max_reloads:
+            r.problems.append("the attack made the switch reassign its rx queues %d "
+                              "times (at most %d)" % (reloads, case.max_reloads))
     if MAX_LOG_LINES is not None and len(r.log_lines) > int(MAX_LOG_LINES):
         r.problems.append("the daemon logged %d lines during the attack (at most %s)"
                           % (len(r.log_lines), MAX_LOG_LINES))
