@@ -1,26 +1,61 @@
-/* Rate limiting for vhost-user ports (ingress policing and the egress-policer QoS type)
- * on OVS's token bucket, counting bytes.  A disabled policer costs one atomic read per
- * batch. */
+/* Rate limiting for vhost-user ports (ingress policing and the egress-policer QoS type):
+ * a token bucket counting bytes, refilled to the microsecond as DPDK's rte_meter is to
+ * the TSC tick, so that any burst lets the whole rate through.  A disabled policer costs
+ * one atomic read per batch. */
 
 #include <config.h>
 
 #include "netdev-vhostuser-private.h"
 
 #include "dp-packet.h"
+#include "timeval.h"
+
+/* The burst a policer set with a burst of 0 gets, in kbit: OVS-DPDK's (vswitch.xml's
+ * ingress_policing_burst) default. */
+#define DEFAULT_BURST_KBIT 8000
+
+/* The least burst, in bytes: smaller, a jumbo frame could never pass. */
+#define MIN_BURST_BYTES 9728
+
+#define MICROS_PER_S 1000000
 
 static void
 vhostuser_policer_configure__(struct vhostuser_policer *policer, uint32_t rate_kbps,
                               uint32_t burst_kb)
     OVS_REQUIRES(policer->lock)
 {
-    /* kbit/s -> bytes per millisecond; kbit -> bytes.  A burst smaller than one
-     * jumbo frame would never let such a frame pass, so it is raised to one. */
-    unsigned int rate = MAX(1, rate_kbps / 8);
-    unsigned int burst = MAX((uint64_t) burst_kb * 1000 / 8, 9728);
+    /* kbit/s -> bytes/s; kbit -> bytes.  OVS's own token bucket, which this replaces,
+     * fills a millisecond at a time and holds at most the burst, so it passed at most a
+     * burst a millisecond: with the burst of one frame that 0 gave, 78 Mbit/s whatever
+     * the rate. */
+    uint64_t burst = (uint64_t) (burst_kb ? burst_kb : DEFAULT_BURST_KBIT) * 1000 / 8;
 
-    token_bucket_init(&policer->bucket, rate, burst);
+    policer->rate = (uint64_t) rate_kbps * 1000 / 8;
+    policer->capacity = MAX(burst, MIN_BURST_BYTES) * MICROS_PER_S;
+    policer->tokens = policer->capacity;
+    policer->last_refill = time_usec();
     policer->rate_kbps = rate_kbps;
     policer->burst_kb = burst_kb;
+}
+
+/* Adds what the time since the last refill earned, up to the capacity. */
+static void
+vhostuser_policer_refill(struct vhostuser_policer *policer)
+    OVS_REQUIRES(policer->lock)
+{
+    long long int now = time_usec();
+    uint64_t room = policer->capacity - policer->tokens;
+
+    if (now <= policer->last_refill || !policer->rate) {
+        return;
+    }
+    /* capacity <= 2^32 * 125 * 10^6 < 2^60, and the product below is taken only while
+     * elapsed <= room / rate, so it is at most room. */
+    uint64_t elapsed = now - policer->last_refill;
+    policer->tokens = (elapsed > room / policer->rate
+                       ? policer->capacity
+                       : policer->tokens + elapsed * policer->rate);
+    policer->last_refill = now;
 }
 
 void
@@ -64,9 +99,17 @@ vhostuser_policer_run(struct vhostuser_policer *policer, struct dp_packet_batch 
         return 0;
     }
     ovs_spin_lock(&policer->lock);
+    bool refilled = false;
     /* 'size' is read first: the refill loop empties the batch before it starts. */
     DP_PACKET_BATCH_REFILL_FOR_EACH (i, size, packet, batch) {
-        if (token_bucket_withdraw(&policer->bucket, dp_packet_size(packet))) {
+        uint64_t cost = (uint64_t) dp_packet_size(packet) * MICROS_PER_S;
+
+        if (policer->tokens < cost && !refilled) {
+            vhostuser_policer_refill(policer);   /* Once a batch at most. */
+            refilled = true;
+        }
+        if (policer->tokens >= cost) {
+            policer->tokens -= cost;
             dp_packet_batch_refill(batch, packet, i);
         } else {
             dp_packet_delete(packet);

@@ -68,13 +68,18 @@ struct vhostuser_drop_counters {
     atomic_uint64_t tx_retries;        /* Retries, not drops, but counted alongside. */
 };
 
-/* A rate limiter (ingress policing, egress-policer QoS) on OVS's token bucket, shared
- * by the PMD threads.  Costs nothing while disabled; while enabled, one spinlock per
- * batch, as OVS-DPDK's policers. */
+/* A rate limiter (ingress policing, egress-policer QoS), a token bucket counting bytes
+ * and refilled to the microsecond, shared by the PMD threads.  Costs nothing while
+ * disabled; while enabled, one spinlock and at most one clock read per batch, as
+ * OVS-DPDK's policers. */
 struct vhostuser_policer {
     atomic_bool enabled;
     struct ovs_spin lock;
-    struct token_bucket bucket OVS_GUARDED_BY(lock);  /* Tokens are bytes. */
+    /* Tokens in millionths of a byte: a microsecond at 'rate' bytes/s adds 'rate'. */
+    uint64_t rate OVS_GUARDED_BY(lock);       /* Bytes per second. */
+    uint64_t capacity OVS_GUARDED_BY(lock);   /* The burst, in millionths of a byte. */
+    uint64_t tokens OVS_GUARDED_BY(lock);
+    long long int last_refill OVS_GUARDED_BY(lock);   /* time_usec(). */
     uint32_t rate_kbps;   /* As configured, for get_qos and status. */
     uint32_t burst_kb;
 };
@@ -196,7 +201,8 @@ int netdev_vhostuser_get_custom_stats(const struct netdev *,
 /* netdev-vhostuser-policer.c */
 void vhostuser_policer_init(struct vhostuser_policer *);
 void vhostuser_policer_destroy(struct vhostuser_policer *);
-/* Sets the rate and burst; a rate of 0 disables the policer. */
+/* Sets the rate and burst (0: 8000 kbit, as OVS-DPDK; at least one 9728-byte frame); a
+ * rate of 0 disables the policer. */
 void vhostuser_policer_set(struct vhostuser_policer *, uint32_t rate_kbps,
                            uint32_t burst_kb);
 /* Keeps the packets of 'batch' the policer lets through, in order, deletes the rest

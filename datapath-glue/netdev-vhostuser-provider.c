@@ -939,8 +939,12 @@ netdev_vhostuser_set_qos(struct netdev *netdev, const char *type,
     if (!cir) {
         return EINVAL;
     }
+    /* Rounded up, so that a small cbs stays a small burst rather than becoming 0,
+     * the default burst (8000 kbit, as for ingress policing). */
+    uint32_t burst_kb = (cbs >= 125ULL * UINT32_MAX ? UINT32_MAX
+                         : DIV_ROUND_UP(cbs, 125));
     vhostuser_policer_set(&dev->egress_policer, MAX(1, MIN(cir / 125, UINT32_MAX)),
-                          MIN(cbs / 125, UINT32_MAX));
+                          burst_kb);
     return 0;
 }
 
