@@ -168,8 +168,8 @@ struct netdev_vhostuser {
     struct vhostuser_dir_counters rx;
     struct vhostuser_dir_counters tx;
     struct vhostuser_drop_counters drops;
-    /* One per OVS rx or tx queue, whichever are more.  Grown by reconfigure(), while
-     * no PMD thread uses the port, and never shrunk: the counters survive a guest
+    /* One per OVS rx or tx queue, whichever are more.  Grown by reconfigure(), under
+     * the mutex while no PMD thread uses the port, and never shrunk: the counters survive a guest
      * that comes back with fewer queues.  An idle port has one, not one per queue
      * pair a guest could ask for. */
     struct vhostuser_queue *queues;

@@ -173,11 +173,13 @@ queue_packets(const struct vhostuser_queue_counters *c)
     return packets;
 }
 
-/* The port's total of the counter at 'offset' in each queue's counters.  Read on
- * the main thread, as reconfigure() that grows 'dev->queues' runs: OVS calls
- * get_stats and get_custom_stats there only. */
+/* The port's total of the counter at 'offset' in each queue's counters.  Under the
+ * port's mutex, which reconfigure() holds while it grows 'dev->queues': OVS calls
+ * get_stats from other threads than the main one too (BFD and CFM, on its monitor
+ * thread). */
 static uint64_t
 sum_queues(const struct netdev_vhostuser *dev, bool rx, size_t offset)
+    OVS_REQUIRES(dev->mutex)
 {
     uint64_t sum = 0;
 
@@ -200,6 +202,7 @@ netdev_vhostuser_get_stats(const struct netdev *netdev, struct netdev_stats *sta
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
     struct vhostuser_dir_counters *rx = &dev->rx, *tx = &dev->tx;
 
+    ovs_mutex_lock(&dev->mutex);
     stats->rx_packets = 0;   /* Summed over the bins below. */
     stats->tx_packets = 0;
     stats->rx_bytes = SUM_QUEUES(dev, true, bytes);
@@ -234,6 +237,7 @@ netdev_vhostuser_get_stats(const struct netdev *netdev, struct netdev_stats *sta
         stats->rx_packets += *rx_bins[i];
         stats->tx_packets += *tx_bins[i];
     }
+    ovs_mutex_unlock(&dev->mutex);
     return 0;
 }
 
@@ -254,6 +258,7 @@ netdev_vhostuser_get_custom_stats(const struct netdev *netdev,
     int n_rxq = netdev_n_rxq(netdev), n_txq = netdev_n_txq(netdev);
     char name[NETDEV_CUSTOM_STATS_NAME_SIZE];
 
+    ovs_mutex_lock(&dev->mutex);   /* For 'dev->queues': see sum_queues(). */
     n_rxq = MIN(n_rxq, dev->n_queues);
     n_txq = MIN(n_txq, dev->n_queues);
     custom->size = 0;
@@ -283,5 +288,6 @@ netdev_vhostuser_get_custom_stats(const struct netdev *netdev,
         snprintf(name, sizeof name, "tx_q%d_dropped", q);
         custom_counter(custom, name, vhostuser_counter_read(&dev->queues[q].tx.dropped));
     }
+    ovs_mutex_unlock(&dev->mutex);
     return 0;
 }
