@@ -53,34 +53,39 @@ if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # openvswitch-switch's postinst starts the system's OVS; our demo and tests use private
-  # run directories and never touch it, but it must not hold CPU or sockets we need.
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The distribution's OVS services are not needed by anything here; stop them when a
-# package install started them so they do not compete for the two cores.
-if command -v ovs-ctl >/dev/null 2>&1 || [[ -x /usr/share/openvswitch/scripts/ovs-ctl ]]; then
+# The distribution's OVS and OVN services are needed by nothing here: the demo and the
+# tests run their own daemons in private directories.  But a package this run installed
+# starts its services (its postinst), which would then hold CPU the benchmarks need,
+# the system OVS's sockets and pidfiles the package test needs free, and, for
+# ovn-controller, the system's OVS as a chassis: stop those, and keep them from
+# starting at boot.  Services that were installed before are the machine's own (an
+# operator trying the demo on a compute node) and are left alone, running or not.
+installed_now() { [[ " ${missing[*]:-} " == *" $1 "* ]]; }
+systemd=false
+[[ -d /run/systemd/system ]] && systemd=true
+if installed_now openvswitch-switch || installed_now openvswitch-switch-dpdk; then
   /usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1 || true
+  if $systemd; then systemctl disable openvswitch-switch >/dev/null 2>&1 || true; fi
 fi
-
-# OVN (tests/ovn/) likewise: the tests run their own OVN central and ovn-controllers
-# in private directories.  On a systemd machine the packages start ovn-central (the
-# NB/SB databases and ovn-northd) and ovn-host (ovn-controller, which would take the
-# system's OVS as a chassis); stop them, and keep them from starting at boot when this
-# script installed them.
-if [[ -d /run/systemd/system ]]; then
-  for unit in ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb \
-              ovn-ovsdb-server-sb; do
-    systemctl stop "$unit" >/dev/null 2>&1 || true
-  done
-  if [[ " ${missing[*]:-} " == *" ovn-"* ]]; then
+if installed_now ovn-central || installed_now ovn-host; then
+  if $systemd; then
+    for unit in ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb \
+                ovn-ovsdb-server-sb; do
+      systemctl stop "$unit" >/dev/null 2>&1 || true
+    done
     systemctl disable ovn-central ovn-host >/dev/null 2>&1 || true
   fi
+  if [[ -x /usr/share/ovn/scripts/ovn-ctl ]]; then
+    /usr/share/ovn/scripts/ovn-ctl stop_controller >/dev/null 2>&1 || true
+    /usr/share/ovn/scripts/ovn-ctl stop_northd >/dev/null 2>&1 || true
+  fi
 fi
-if [[ -x /usr/share/ovn/scripts/ovn-ctl ]]; then
-  /usr/share/ovn/scripts/ovn-ctl stop_controller >/dev/null 2>&1 || true
-  /usr/share/ovn/scripts/ovn-ctl stop_northd >/dev/null 2>&1 || true
+if pgrep -x ovs-vswitchd >/dev/null 2>&1 || pgrep -x ovn-controller >/dev/null 2>&1; then
+  echo "install-deps: the system's Open vSwitch or OVN is running; left alone (it" \
+       "shares the CPUs with what runs here, and the package test skips meanwhile)" >&2
 fi
 
 if ((hugepages > 0)); then
