@@ -152,6 +152,10 @@ struct netdev_vhostuser {
     int queue_change_oldest OVS_GUARDED;
     bool queue_change_pending OVS_GUARDED;
     long long int next_queue_change OVS_GUARDED;
+    /* A socket that could not be made (socket_error) is tried again at
+     * 'socket_retry_at' (0: not planned), after 'socket_retry_ms' (doubling). */
+    long long int socket_retry_at OVS_GUARDED;
+    int socket_retry_ms OVS_GUARDED;
     /* Updates from the backend are damped too (run()): the earliest time for the
      * next, whether events wait for it, and when the bridge is told of the port's
      * state once more (0: not). */

@@ -469,6 +469,16 @@ netdev_vhostuser_run(const struct netdev_class *class OVS_UNUSED)
         if (dev->queue_change_pending) {
             vhostuser_timer_at = MIN(vhostuser_timer_at, dev->next_queue_change);
         }
+        if (dev->socket_retry_at) {
+            if (now >= dev->socket_retry_at) {
+                /* Through reconfigure(), the one place the port's backend may
+                 * change while PMD threads may use the port. */
+                dev->socket_retry_at = 0;
+                netdev_request_reconfigure(&dev->up);
+            } else {
+                vhostuser_timer_at = MIN(vhostuser_timer_at, dev->socket_retry_at);
+            }
+        }
         ovs_mutex_unlock(&dev->mutex);
     }
     ovs_mutex_unlock(&vhostuser_ports_mutex);
@@ -487,25 +497,75 @@ netdev_vhostuser_wait(const struct netdev_class *class OVS_UNUSED)
 
 /* ---- The backend port ---- */
 
+/* How long a port whose socket could not be made waits before it tries again, at
+ * first and at most (the wait doubles in between). */
+#define SOCKET_RETRY_MIN_MS 1000
+#define SOCKET_RETRY_MAX_MS (60 * 1000)
+
 /* Makes the backend port serve dev->socket_path, creating it or moving it there.
  * Failure is shown in the port's status (and logged), not returned: dpif-netdev
  * deletes a port whose reconfiguration fails, and the user would lose the port
- * instead of seeing why it does not work. */
+ * instead of seeing why it does not work.  A port moving to a path it cannot use
+ * keeps serving the old one, and a port that has none tries again later (run()):
+ * the path may be held by a process that goes away, its directory made later. */
 static void
 ensure_backend_port(struct netdev_vhostuser *dev)
     OVS_REQUIRES(dev->mutex)
 {
     const char *name = netdev_get_name(&dev->up);
+    struct vhu_port *port = NULL;
     char error[256];
 
     if (dev->port && nullable_string_is_equal(dev->port_path, dev->socket_path)) {
         return;
     }
+    if (dev->socket_path) {
+        struct vhu_port_options options = {
+            .socket_path = dev->socket_path,
+            .mode = dev->client_mode ? VHU_MODE_CLIENT : VHU_MODE_SERVER,
+            .notify = backend_notify,
+            .aux = dev,
+            .max_guest_memory = vhostuser_max_guest_memory(),
+            .socket_mode = vhostuser_sock_mode(),
+            .socket_gid = vhostuser_sock_gid(),
+            /* A dp_packet counts its bytes, headroom included, in 16 bits. */
+            .max_rx_frame_size = UINT16_MAX - DP_NETDEV_HEADROOM,
+        };
+
+        port = vhu_port_create(&options, error, sizeof error);
+        if (!port) {
+            dev->socket_retry_ms = (dev->socket_retry_ms
+                                    ? MIN(2 * dev->socket_retry_ms, SOCKET_RETRY_MAX_MS)
+                                    : SOCKET_RETRY_MIN_MS);
+            dev->socket_retry_at = time_msec() + dev->socket_retry_ms;
+            vhostuser_timer_at = MIN(vhostuser_timer_at, dev->socket_retry_at);
+            VLOG_ERR("%s: cannot %s vhost-user socket %s: %s%s%s; trying again in "
+                     "%d s", name, dev->client_mode ? "use" : "create",
+                     dev->socket_path, error, dev->port ? "; still on " : "",
+                     dev->port ? dev->port_path : "", dev->socket_retry_ms / 1000);
+            free(dev->socket_error);
+            dev->socket_error = (dev->port
+                                 ? xasprintf("%s (still on %s)", error, dev->port_path)
+                                 : xstrdup(error));
+            return;
+        }
+    }
+    dev->socket_retry_ms = 0;
+    dev->socket_retry_at = 0;
+    free(dev->socket_error);
+    dev->socket_error = NULL;
     if (dev->port) {
         VLOG_INFO("%s: leaving socket %s", name, dev->port_path);
         vhu_port_destroy(dev->port);
         dev->port = NULL;
-        atomic_store_relaxed(&dev->carrier, false);
+
+        bool carrier;
+        atomic_read_relaxed(&dev->carrier, &carrier);
+        if (carrier) {
+            /* The guest's connection went with the socket: link_resets counts it. */
+            atomic_store_relaxed(&dev->carrier, false);
+            dev->carrier_resets++;
+        }
         memset(dev->enabled_rx_queues, 0, sizeof dev->enabled_rx_queues);
         memset(dev->enabled_tx_queues, 0, sizeof dev->enabled_tx_queues);
         set_guest_tx_queues(dev, dev->enabled_tx_queues);
@@ -513,30 +573,10 @@ ensure_backend_port(struct netdev_vhostuser *dev)
     }
     free(dev->port_path);
     dev->port_path = NULL;
-    free(dev->socket_error);
-    dev->socket_error = NULL;
-    if (!dev->socket_path) {
+    if (!port) {
         return;   /* Client port without options:vhost-server-path. */
     }
-
-    struct vhu_port_options options = {
-        .socket_path = dev->socket_path,
-        .mode = dev->client_mode ? VHU_MODE_CLIENT : VHU_MODE_SERVER,
-        .notify = backend_notify,
-        .aux = dev,
-        .max_guest_memory = vhostuser_max_guest_memory(),
-        .socket_mode = vhostuser_sock_mode(),
-        .socket_gid = vhostuser_sock_gid(),
-        /* A dp_packet counts its bytes, headroom included, in 16 bits. */
-        .max_rx_frame_size = UINT16_MAX - DP_NETDEV_HEADROOM,
-    };
-    dev->port = vhu_port_create(&options, error, sizeof error);
-    if (!dev->port) {
-        VLOG_ERR("%s: cannot %s vhost-user socket %s: %s", name,
-                 dev->client_mode ? "use" : "create", dev->socket_path, error);
-        dev->socket_error = xstrdup(error);
-        return;
-    }
+    dev->port = port;
     dev->port_path = xstrdup(dev->socket_path);
     VLOG_INFO("%s: vhost-user %s on %s", name,
               dev->client_mode ? "client connecting to" : "server listening",
@@ -629,8 +669,10 @@ netdev_vhostuser_construct__(struct netdev *netdev, bool client_mode)
             vhostuser_policer_destroy(&dev->egress_policer);
             vhostuser_options_destroy(&dev->options);
             smap_destroy(&dev->applied_args);
+            free(dev->queues);
             ovs_mutex_destroy(&dev->mutex);
-            return ENAMETOOLONG;
+            ovs_mutex_destroy(&dev->frontend_log_mutex);
+            return EINVAL;
         }
         dev->socket_path = path;
         /* Listen at once: QEMU may be waiting for the socket. */
@@ -720,6 +762,13 @@ netdev_vhostuser_set_config(struct netdev *netdev, const struct smap *args,
 
     ovs_mutex_lock(&dev->mutex);
     if (!smap_is_empty(&dev->applied_args) && smap_equal(args, &dev->applied_args)) {
+        if (dev->config_error) {
+            /* Back to the options in use, after a refused change: nothing is wrong
+             * any more. */
+            free(dev->config_error);
+            dev->config_error = NULL;
+            netdev_change_seq_changed(netdev);
+        }
         goto out;
     }
 
@@ -990,12 +1039,17 @@ netdev_vhostuser_get_status(const struct netdev *netdev, struct smap *args)
 
     ovs_mutex_lock(&dev->mutex);
     smap_add(args, "mode", dev->client_mode ? "client" : "server");
-    if (dev->socket_path) {
-        smap_add(args, "socket", dev->socket_path);
+    /* The path served, which is not yet the one asked for while a move to a new
+     * vhost-sock-dir fails. */
+    const char *socket = dev->port ? dev->port_path : dev->socket_path;
+    if (socket) {
+        smap_add(args, "socket", socket);
     }
     smap_add_format(args, "tx-retries-max", "%d", dev->options.tx_retries_max);
     if (dev->config_error) {
         smap_add(args, "config_error", dev->config_error);
+    } else if (dev->port && dev->socket_error) {
+        smap_add(args, "config_error", dev->socket_error);
     }
 
     if (!dev->port) {
@@ -1183,9 +1237,6 @@ netdev_vhostuser_send(struct netdev *netdev, int qid, struct dp_packet_batch *ba
         return 0;
     }
 
-    int n_policed = vhostuser_policer_run(&dev->egress_policer, batch);
-    count_tx_drops(dev, q, &dev->drops.tx_qos, n_policed);
-
     /* Frames longer than the MTU (or than the guest's buffers hold) are dropped here,
      * so that what reaches the guest is exactly what the counters below count. */
     atomic_read_relaxed(&dev->max_frame, &max_frame);
@@ -1205,6 +1256,20 @@ netdev_vhostuser_send(struct netdev *netdev, int qid, struct dp_packet_batch *ba
         }
     }
     count_tx_drops(dev, q, &dev->drops.tx_mtu_exceeded, n_oversized);
+
+    /* The policer after the MTU check, as in OVS-DPDK: a frame that would be dropped
+     * anyway takes none of the rate, and counts as oversized.  'pkts' follows the
+     * batch's order, so it is rebuilt from what the policer keeps. */
+    int n_policed = vhostuser_policer_run(&dev->egress_policer, batch);
+    if (n_policed) {
+        count_tx_drops(dev, q, &dev->drops.tx_qos, n_policed);
+        n = 0;
+        DP_PACKET_BATCH_FOR_EACH (j, packet, batch) {
+            pkts[n].data = dp_packet_data(packet);
+            pkts[n].size = dp_packet_size(packet);
+            n++;
+        }
+    }
 
     /* Retry while the guest keeps making room, up to tx-retries-max times. */
     atomic_read_relaxed(&dev->tx_retries_max, &retries_max);

@@ -9,6 +9,7 @@ Run by ctest; by hand:
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -131,6 +132,47 @@ class PortLifecycleTest(unittest.TestCase):
             self.assertIn("not absolute", status.get("config_error", ""))
             self.assertEqual(status.get("socket"), path)
             self.assertIn("vhu1", ovs.appctl("ovs-vswitchd", "dpif/show"))
+
+    def test_socket_that_cannot_be_made_is_tried_again(self):
+        """A server port whose path is taken comes up by itself once the path is free,
+        and a move to a vhost-sock-dir that does not exist yet keeps the old socket
+        until the directory is there.  The port stayed without a socket until the
+        next reconfiguration, and a move destroyed the old socket first."""
+        with sandbox() as ovs:
+            add_netdev_bridge(ovs)
+            path = os.path.join(ovs.rundir, "vhu0")
+            with open(path, "w") as f:
+                f.write("not a socket")
+            ovs.vsctl("add-port", "br0", "vhu0", "--",
+                      "set", "Interface", "vhu0", "type=dpdkvhostuser")
+            ovs.wait_for(lambda: ovs.get_map("Interface", "vhu0", "status")
+                         .get("status") == "error", "status error while the path is taken")
+            os.unlink(path)
+            ovs.wait_for(lambda: os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode),
+                         "the socket, once the path is free", ovs.vswitchd, timeout=10)
+            ovs.wait_for(lambda: ovs.get_map("Interface", "vhu0", "status")
+                         .get("status") == "disconnected", "status disconnected")
+
+            # Relative to the run directory, as for OVS-DPDK.
+            newdir = os.path.join(ovs.rundir, "later")
+            ovs.vsctl("set", "Open_vSwitch", ".", "other_config:vhost-sock-dir=later")
+            ovs.wait_for(lambda: "still on" in ovs.get_map("Interface", "vhu0", "status")
+                         .get("config_error", ""), "the failed move in config_error",
+                         ovs.vswitchd)
+            status = ovs.get_map("Interface", "vhu0", "status")
+            self.assertEqual(status.get("socket"), path)
+            self.assertTrue(os.path.exists(path), "the old socket went with the move")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as guest:
+                guest.connect(path)   # Still served.
+            os.mkdir(newdir)
+            moved = os.path.join(newdir, "vhu0")
+            ovs.wait_for(lambda: os.path.exists(moved), "the socket in the new directory",
+                         ovs.vswitchd, timeout=15)
+            ovs.wait_for(lambda: not os.path.exists(path), "the old socket removed")
+            ovs.wait_for(lambda: "config_error" not in
+                         ovs.get_map("Interface", "vhu0", "status"), "the error cleared")
+            self.assertEqual(ovs.get_map("Interface", "vhu0", "status").get("socket"),
+                             moved)
 
     def test_tx_retries_max_out_of_range_is_reported(self):
         with sandbox() as ovs:

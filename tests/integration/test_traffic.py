@@ -367,7 +367,16 @@ class TrafficTest(unittest.TestCase):
             ovs.wait_for(lambda: ovs.get("Interface", "vhu2", "error") != "[]",
                          "an error column for vhu2")
             self.assertIn("tx-retries-max", ovs.get("Interface", "vhu2", "error"))
-            # Fixing the value clears the refusal.
+            # Going back to the value in use clears the refusal (it stayed, as the
+            # options had not changed from those applied).
+            ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=4")
+            ovs.wait_for(lambda: "config_error" not in
+                         ovs.get_map("Interface", "vhu1", "status"),
+                         "refusal cleared by the previous value")
+            # And so does a new good value, after another refusal.
+            ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=99")
+            ovs.wait_for(lambda: "config_error" in
+                         ovs.get_map("Interface", "vhu1", "status"), "refused again")
             ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=2")
             ovs.wait_for(lambda: "config_error" not in
                          ovs.get_map("Interface", "vhu1", "status"), "refusal cleared")
