@@ -165,6 +165,21 @@ dpdk_init(const struct smap *ovs_other_config)
         }
     }
 
+    if (smap_get_bool(ovs_other_config, "userspace-tso-enable", false)) {
+        static struct ovsthread_once once = OVSTHREAD_ONCE_INITIALIZER;
+
+        if (ovsthread_once_start(&once)) {
+            /* OVS 3.1's netdev_send_prepare_packet() drops what needs an offload the
+             * egress port lacks, counted in a coverage counter only. */
+            VLOG_WARN("other_config:userspace-tso-enable is set, but vhost-user ports "
+                      "offer no TSO or checksum offload: the switch drops the packets "
+                      "that tap and internal ports receive with those offloads before "
+                      "they reach a vhost-user port (coverage counter "
+                      "netdev_send_prepare_drops)");
+            ovsthread_once_done(&once);
+        }
+    }
+
     if (sock_dir_setting && !strcmp(setting, sock_dir_setting)) {
         return;
     }

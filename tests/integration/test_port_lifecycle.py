@@ -174,6 +174,15 @@ class PortLifecycleTest(unittest.TestCase):
             self.assertEqual(ovs.get_map("Interface", "vhu0", "status").get("socket"),
                              moved)
 
+    def test_userspace_tso_is_warned_about(self):
+        """With userspace-tso-enable, OVS 3.1 drops offloaded packets on their way to a
+        port without offloads, counted nowhere the port's users look: say so."""
+        with sandbox() as ovs:
+            ovs.vsctl("set", "Open_vSwitch", ".", "other_config:userspace-tso-enable=true")
+            ovs.wait_for(lambda: any("userspace-tso-enable" in line for line in
+                                     ovs.log_lines(levels=("WARN",))),
+                         "a warning about userspace-tso-enable", ovs.vswitchd)
+
     def test_tx_retries_max_out_of_range_is_reported(self):
         with sandbox() as ovs:
             add_netdev_bridge(ovs)

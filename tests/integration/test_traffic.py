@@ -12,6 +12,7 @@ Run by ctest; by hand:
 
 import os
 import re
+import subprocess
 import sys
 import time
 import unittest
@@ -380,6 +381,37 @@ class TrafficTest(unittest.TestCase):
             ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=2")
             ovs.wait_for(lambda: "config_error" not in
                          ovs.get_map("Interface", "vhu1", "status"), "refusal cleared")
+
+    def test_socket_dir_helper_will_not_move_connected_guests(self):
+        """utilities/ovs-vhostuser-setup-sockdir refuses to change vhost-sock-dir while
+        guests are connected to dpdkvhostuser ports (the switch moves their sockets at
+        once and their QEMU never finds them again), unless forced."""
+        helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                              "utilities", "ovs-vhostuser-setup-sockdir")
+        with self.sandbox() as ovs:
+            self.two_port_bridge(ovs, openflow=False)
+            a = self.start_vm(ovs, "vhu0", "a", "io")
+            self.wait_carrier(ovs, "vhu0")
+            ovs.wait_for(lambda: ovs.get_map("Interface", "vhu0", "status")
+                         .get("status") == "connected", "vhu0 connected")
+            argv = [helper, "--rundir", ovs.rundir, "--group", "root", "--dir", "socks"]
+            result = subprocess.run(argv, env=ovs.env, capture_output=True, text=True,
+                                    timeout=60)
+            self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+            self.assertIn("vhu0", result.stderr)
+            self.assertNotIn("vhu1", result.stderr, "vhu1 has no guest")
+            self.assertEqual(ovs.get_map("Open_vSwitch", ".", "other_config")
+                             .get("vhost-sock-dir"), None)
+            self.assertFalse(os.path.exists(os.path.join(ovs.rundir, "socks")),
+                             "refused, yet it made the directory")
+            a.kill()
+            ovs.wait_for(lambda: ovs.get_map("Interface", "vhu0", "status")
+                         .get("status") != "connected", "vhu0 without its guest")
+            result = subprocess.run(argv, env=ovs.env, capture_output=True, text=True,
+                                    timeout=60)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            ovs.wait_for(lambda: os.path.exists(os.path.join(ovs.rundir, "socks", "vhu0")),
+                         "vhu0's socket in the new directory")
 
     def test_admin_down_drops_and_up_resumes(self):
         with self.sandbox() as ovs:

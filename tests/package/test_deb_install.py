@@ -244,6 +244,17 @@ class DebInstallTest(unittest.TestCase):
         self.assertIn("." + OURS, files)
         self.assertIn("./usr/sbin/ovs-vhostuser-setup-sockdir", files)
         self.assertIn("./usr/share/man/man7/ovs-vhostuser.7.gz", files)
+        # The documents keep the names the man page and README.Debian give them.
+        for doc in ("README.md", "ovsdb-schema/vhostuser.xml", "utilities/openstack.md",
+                    "copyright.openvswitch"):
+            self.assertIn("./usr/share/doc/%s/%s\n" % (PKG, doc), files + "\n")
+        # The OVS code the daemon embeds: named, and no older OVS installed beside it.
+        source = run("dpkg-query", "-W", "-f=${source:Version}", "openvswitch-source")
+        upstream = source.split(":")[-1].rsplit("-", 1)[0]
+        self.assertEqual(run("dpkg-deb", "--field", deb, "Built-Using").strip(),
+                         "openvswitch (= %s)" % source)
+        self.assertIn("openvswitch-switch (>= %s)" % upstream,
+                      run("dpkg-deb", "--field", deb, "Depends"))
 
         self.state = MachineState(self.workdir)
         before_status, before_value, before_alts = self.state.alternative
