@@ -1162,7 +1162,10 @@ netdev_vhostuser_rxq_recv(struct netdev_rxq *rxq, struct dp_packet_batch *batch,
     uint32_t n;
 
     if (qfill) {
-        *qfill = 0;
+        /* What is left in the guest's queue is not known here: say so, as the
+         * contract asks, rather than 0, which pmd-perf-show took for an empty queue
+         * (its "max vhost qfill") and its suspicious-iteration log never looked at. */
+        *qfill = -ENOTSUP;
     }
     atomic_read_relaxed(&dev->admin_up, &admin_up);
     if (!dev->port || !admin_up || qid >= dev->n_queues) {
