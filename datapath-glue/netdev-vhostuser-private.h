@@ -139,6 +139,9 @@ struct netdev_vhostuser {
     atomic_uint64_t guest_tx_queues[VHU_QUEUE_SET_WORDS];
     atomic_int tx_retries_max;
     atomic_uint32_t max_frame;  /* Longest frame send() passes to the guest. */
+    /* get_numa_id(): the node of the last ready guest's memory, NETDEV_NUMA_UNSPEC
+     * before one; taken in with a reconfiguration, as a queue change is. */
+    atomic_int numa_id;
 
     /* Guest-state bookkeeping, updated from backend events in the main thread. */
     uint64_t enabled_rx_queues[VHU_QUEUE_SET_WORDS] OVS_GUARDED;

@@ -325,6 +325,19 @@ update_from_backend(struct netdev_vhostuser *dev)
     bool tx_woke = queue_set_is_empty(dev->enabled_tx_queues)
                    && !queue_set_is_empty(status.enabled_tx_queues);
 
+    /* On a machine of several NUMA nodes, the port is polled from its guest's memory's
+     * node, as OVS-DPDK polls its vhost-user ports (dpif-netdev reads get_numa_id() as
+     * it assigns rx queues, so a new node takes a reconfiguration).  Not knowing it,
+     * dpif-netdev spread the port's queues over all nodes and, finding them polled
+     * across nodes, left pmd-auto-lb idle for every port of the switch. */
+    int numa_id, guest_numa = NETDEV_NUMA_UNSPEC;
+    atomic_read_relaxed(&dev->numa_id, &numa_id);
+    if (status.state == VHU_STATE_READY && status.numa_node >= 0
+        && ovs_numa_get_n_numas() > 1 && ovs_numa_numa_id_is_valid(status.numa_node)) {
+        guest_numa = status.numa_node;
+    }
+    bool numa_moved = guest_numa != NETDEV_NUMA_UNSPEC && guest_numa != numa_id;
+
     if (memcmp(status.enabled_rx_queues, dev->enabled_rx_queues,
                sizeof dev->enabled_rx_queues)
         || memcmp(status.enabled_tx_queues, dev->enabled_tx_queues,
@@ -363,7 +376,8 @@ update_from_backend(struct netdev_vhostuser *dev)
     if (status.state == VHU_STATE_READY && status.num_vrings) {
         n_pairs = MIN((status.num_vrings + 1) / 2, VHU_MAX_QUEUE_PAIRS);
     }
-    if (n_pairs != dev->requested_n_rxq || tx_woke || dev->queue_change_pending) {
+    if (n_pairs != dev->requested_n_rxq || tx_woke || numa_moved
+        || dev->queue_change_pending) {
         long long int now = time_msec();
         long long int at = next_queue_change_at(dev);
 
@@ -382,6 +396,11 @@ update_from_backend(struct netdev_vhostuser *dev)
                 frontend_log(dev, VLL_INFO, "%s: guest has %d queue pairs (was %d)",
                              name, n_pairs, dev->requested_n_rxq);
                 dev->requested_n_rxq = dev->requested_n_txq = n_pairs;
+            }
+            if (numa_moved) {
+                frontend_log(dev, VLL_INFO, "%s: guest memory on NUMA node %d (was %d)",
+                             name, guest_numa, numa_id);
+                atomic_store_relaxed(&dev->numa_id, guest_numa);
             }
             dev->queue_change_pending = false;
             dev->queue_change_times[dev->queue_change_oldest] = now;
@@ -653,6 +672,7 @@ netdev_vhostuser_construct__(struct netdev *netdev, bool client_mode)
     }
     atomic_init(&dev->tx_retries_max, dev->options.tx_retries_max);
     atomic_init(&dev->max_frame, max_frame_for_mtu(dev->mtu));
+    atomic_init(&dev->numa_id, NETDEV_NUMA_UNSPEC);
     vhostuser_counters_init(dev);
     vhostuser_policer_init(&dev->ingress_policer);
     vhostuser_policer_init(&dev->egress_policer);
@@ -1000,14 +1020,18 @@ netdev_vhostuser_set_qos(struct netdev *netdev, const char *type,
 /* ---- State ---- */
 
 static int
-netdev_vhostuser_get_numa_id(const struct netdev *netdev OVS_UNUSED)
+netdev_vhostuser_get_numa_id(const struct netdev *netdev)
 {
+    struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
+    int numa_id;
+
     /* On a single-node machine there is no choice to make, and saying so spares
      * dpif-netdev's warning about ports on an unknown node. */
     if (ovs_numa_get_n_numas() == 1 && ovs_numa_numa_id_is_valid(0)) {
         return 0;
     }
-    return NETDEV_NUMA_UNSPEC;
+    atomic_read_relaxed(&dev->numa_id, &numa_id);
+    return numa_id;
 }
 
 static int
@@ -1076,6 +1100,9 @@ netdev_vhostuser_get_status(const struct netdev *netdev, struct smap *args)
     smap_add(args, "features", names);
     vhu_format_features(status.protocol_features, true, names, sizeof names);
     smap_add(args, "protocol_features", names);
+    if (status.numa_node >= 0) {
+        smap_add_format(args, "numa", "%d", status.numa_node);
+    }
     smap_add_format(args, "num_of_vrings", "%u", status.num_vrings);
     for (unsigned i = 0; i < status.num_vrings && i < VHU_MAX_VRINGS; i++) {
         struct vhu_vring_status vs;

@@ -1,6 +1,8 @@
 #include "control/device.h"
 
 #include <fcntl.h>
+#include <linux/mempolicy.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +20,20 @@
 
 namespace vhostuser {
 namespace {
+
+// The NUMA node of the page at 'address', or -1.  The switch polls a port from PMD
+// threads of its node, as OVS-DPDK does with the node its vhost library finds for the
+// guest's rings.  A ring's descriptor table has been written by the guest, so its page
+// is there; had the frontend truncated the file, the fault is the SIGBUS guard's.
+int NumaNodeOf(const void* address) {
+  if (address == nullptr) return -1;
+  int node = -1;
+  if (syscall(SYS_get_mempolicy, &node, nullptr, 0UL, address,
+              MPOL_F_NODE | MPOL_F_ADDR) != 0) {
+    return -1;
+  }
+  return node;
+}
 
 absl::Status BadPayload(const Message& m) {
   return absl::InvalidArgumentError(absl::StrCat(
@@ -86,6 +102,7 @@ void Device::Reset() {
   mtu_ = 0;
   device_status_ = 0;
   num_vrings_ = 0;
+  numa_node_ = -1;
   rx_queues_ = tx_queues_ = {};
 }
 
@@ -523,6 +540,7 @@ absl::Status Device::MaybeStart(Virtqueue& vq) {
   // Without protocol features a ring is enabled as soon as it starts; with them it
   // waits for SET_VRING_ENABLE.
   if (!protocol_features_enabled()) vq.SetEnabled(true);
+  if (numa_node_ < 0) numa_node_ = NumaNodeOf(vq.descriptor_table());
   return absl::OkStatus();
 }
 

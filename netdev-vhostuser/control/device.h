@@ -65,6 +65,9 @@ class Device {
   uint16_t mtu() const { return mtu_; }
   uint8_t device_status() const { return device_status_; }
   uint32_t num_vrings() const { return num_vrings_; }
+  // The NUMA node of the guest's memory (where the first ring started on this
+  // connection has its descriptors), or -1 before any started.
+  int numa_node() const { return numa_node_; }
   // The queue pairs whose guest-RX (rx_queues) or guest-TX (tx_queues) vring is
   // usable, as of the last request handled (vhu_queue_set_has() reads them).
   using QueueSet = std::array<uint64_t, VHU_QUEUE_SET_WORDS>;
@@ -142,6 +145,7 @@ class Device {
   uint16_t mtu_ = 0;
   uint8_t device_status_ = 0;
   uint32_t num_vrings_ = 0;
+  int numa_node_ = -1;
   QueueSet rx_queues_{};
   QueueSet tx_queues_{};
   std::unique_ptr<GuestMemory> memory_;

@@ -519,6 +519,7 @@ void Port::GetStatus(vhu_port_status* status) {
   status->mtu = device_.mtu();
   status->device_status = device_.device_status();
   status->num_vrings = device_.num_vrings();
+  status->numa_node = connected_ ? device_.numa_node() : -1;
   std::copy(device_.rx_queues().begin(), device_.rx_queues().end(),
             status->enabled_rx_queues);
   std::copy(device_.tx_queues().begin(), device_.tx_queues().end(),

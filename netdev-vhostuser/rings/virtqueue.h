@@ -147,6 +147,12 @@ class Virtqueue {
   void Reset();
 
   bool started() const { return started_; }
+  // Where the started ring's descriptor table is, in our address space (nullptr when
+  // stopped): the guest memory whose NUMA node the port reports.
+  const void* descriptor_table() const {
+    return packed_desc_ != nullptr ? static_cast<const void*>(packed_desc_)
+                                   : static_cast<const void*>(desc_);
+  }
   bool enabled() const { return enabled_; }
   bool usable() const {
     return started_ && enabled_ && failure_.load(std::memory_order_relaxed) == nullptr;

@@ -2,9 +2,11 @@
 // guest over a real Unix socket and a memfd as guest RAM.
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/mempolicy.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -197,6 +199,13 @@ TEST_F(PortTest, BecomesReadyAndReportsEvents) {
   EXPECT_EQ(s.enabled_tx_queues[0], 1u);
   EXPECT_EQ(s.enabled_rx_queues[1], 0u);
   EXPECT_EQ(s.connects, 1u);
+  // The node of the guest's memory: that of the first started ring's descriptors, as
+  // the kernel answers for our own mapping of the same page.
+  int node = -1;
+  ASSERT_EQ(syscall(SYS_get_mempolicy, &node, nullptr, 0UL, rx_.desc(),
+                    MPOL_F_NODE | MPOL_F_ADDR),
+            0);
+  EXPECT_EQ(s.numa_node, node);
   std::vector<vhu_event_type> types;
   vhu_event e;
   while (vhu_port_next_event(port_, &e)) types.push_back(e.type);

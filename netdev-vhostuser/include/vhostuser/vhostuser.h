@@ -121,6 +121,9 @@ struct vhu_port_status {
     uint16_t mtu;               /* From NET_SET_MTU; 0 if the frontend sent none. */
     uint8_t device_status;      /* Last SET_STATUS value. */
     uint32_t num_vrings;        /* Vrings the frontend configured (highest index + 1). */
+    /* NUMA node of the guest's memory (of the first ring started on this connection),
+     * or -1 while unknown. */
+    int numa_node;
     /* Queue pairs whose vring 2q (guest RX) or 2q+1 (guest TX) is usable. */
     uint64_t enabled_rx_queues[VHU_QUEUE_SET_WORDS];
     uint64_t enabled_tx_queues[VHU_QUEUE_SET_WORDS];
