@@ -62,15 +62,25 @@ void OnSigbus(int signo, siginfo_t* info, void* context) {
       // 2 MiB pages, but its mapping need not start on a 2 MiB boundary.
       uintptr_t from = addr & ~slot.page_mask.load(std::memory_order_relaxed);
       if (from < start) from = start;
-      // Shared (zero-filled shmem), inaccessible, then given access, as FileMapping
-      // maps guest memory: under mlockall(MCL_FUTURE) an accessible mapping is filled
-      // in as it is made, and a private one again when mprotect() makes it writable,
-      // which would allocate the whole rest of the region here, up to
-      // vhost-max-guest-memory, for a frontend that truncated its file.
-      void* p = mmap(reinterpret_cast<void*>(from), end - from, PROT_NONE,
-                     MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+      // The replacement is made elsewhere, then moved over the lost pages in one
+      // step: other threads (PMD threads on other queues of this guest, the dirty
+      // log's marks) may touch them meanwhile, and must never find them inaccessible.
+      // It is shared (zero-filled shmem), made inaccessible and then given access, as
+      // FileMapping maps guest memory: under mlockall(MCL_FUTURE) an accessible
+      // mapping is filled in as it is made, and a private one again when mprotect()
+      // makes it writable, which would allocate the whole rest of the region, up to
+      // vhost-max-guest-memory, for a frontend that truncated its file.  mremap()
+      // fills in only what a mapping grows by.
+      const size_t length = end - from;
+      void* p = mmap(nullptr, length, PROT_NONE,
+                     MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
       if (p == MAP_FAILED) break;
-      if (mprotect(p, end - from, PROT_READ | PROT_WRITE) != 0) break;
+      if (mprotect(p, length, PROT_READ | PROT_WRITE) != 0 ||
+          mremap(p, length, length, MREMAP_MAYMOVE | MREMAP_FIXED,
+                 reinterpret_cast<void*>(from)) == MAP_FAILED) {
+        munmap(p, length);
+        break;
+      }
       slot.faulted.store(true, std::memory_order_release);
       const int fd = wake_fd.load(std::memory_order_relaxed);
       if (fd >= 0) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -161,10 +162,29 @@ long ResidentKb() { return ResidentKb("RssShmem:") + ResidentKb("RssAnon:"); }
 // guest's memory, mapped readable and writable at once, was allocated and pinned whole
 // (up to vhost-max-guest-memory for a frontend's sparse memfd), on the control thread;
 // and so was the rest of a region after a frontend truncated its file, by the guard.
+// Whether this process may lock all its memory: CAP_IPC_LOCK (bit 14 of CapEff), or no
+// RLIMIT_MEMLOCK.
+bool MayLockAllMemory() {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_MEMLOCK, &limit) == 0 && limit.rlim_cur == RLIM_INFINITY) {
+    return true;
+  }
+  unsigned long long effective = 0;
+  if (FILE* status = fopen("/proc/self/status", "r")) {
+    char line[128];
+    while (fgets(line, sizeof line, status) != nullptr) {
+      sscanf(line, "CapEff: %llx", &effective);
+    }
+    fclose(status);
+  }
+  return (effective >> 14) & 1;
+}
+
 TEST(GuestMemoryDeathTest, MlockallFillsInNoGuestMemory) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "mlockall(MCL_CURRENT) would fill in the sanitizer's shadow memory";
 #else
+  if (!MayLockAllMemory()) GTEST_SKIP() << "no CAP_IPC_LOCK and a RLIMIT_MEMLOCK";
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(MapSparseMemoryUnderMlockall(), ::testing::ExitedWithCode(0), "");
 #endif

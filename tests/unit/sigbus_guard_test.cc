@@ -7,6 +7,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
 #include "gtest/gtest.h"
 #include "memory/guest_memory.h"
 #include "runtime/unique_fd.h"
@@ -62,6 +67,44 @@ TEST(SigbusGuardTest, ShrunkMappingMarksOnlyItsOwnRegion) {
   ASSERT_EQ(ftruncate(b.get(), 0), 0);
   EXPECT_EQ(Touch((*memory)->TranslateGuest(kSize + 100, 1)), 0);
   EXPECT_EQ((*memory)->LostRegion(), 1);
+}
+
+// Several threads touching a region whose file was truncated fault together, and each
+// thread's handler replaces the lost pages while the others touch them.  They must
+// never find the pages inaccessible: a guard that put an inaccessible mapping there
+// before giving it access left a window in which such a touch was a SIGSEGV, which
+// nothing handles.  Several PMD threads serve one guest's queues, and the dirty log is
+// marked from all of them.
+TEST(SigbusGuardTest, ThreadsFaultingTogetherNeverFindThePagesInaccessible) {
+  constexpr int kRounds = 200;
+  constexpr int kThreads = 3;
+  for (int round = 0; round < kRounds; ++round) {
+    UniqueFd fd = Memfd(kSize);
+    MemoryRegionDesc region{0, kSize, 0x40000000, 0};
+    int fds[] = {fd.get()};
+    auto memory = GuestMemory::Map({&region, 1}, fds);
+    ASSERT_TRUE(memory.ok()) << memory.status();
+    const uint8_t* base = (*memory)->TranslateGuest(0, kSize);
+    std::atomic<bool> go{false}, stop{false};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        while (!go.load(std::memory_order_acquire)) {
+        }
+        // Each thread starts on a page of its own, so their faults cover different
+        // ranges; then all sweep the region until told to stop.
+        for (size_t i = t; !stop.load(std::memory_order_relaxed); ++i) {
+          Touch(base + (i % (kSize / kPage)) * kPage);
+        }
+      });
+    }
+    ASSERT_EQ(ftruncate(fd.get(), 0), 0);
+    go.store(true, std::memory_order_release);
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    stop.store(true);
+    for (std::thread& thread : threads) thread.join();
+    EXPECT_EQ((*memory)->LostRegion(), 0);
+  }
 }
 
 // In a death test's child: maps 'fd' (kSize bytes, readable, shared), or exits 0 so
