@@ -29,9 +29,15 @@ show_port(struct ds *out, struct netdev_vhostuser *dev)
     struct vhu_port_status status;
     char names[512];
 
+    /* The path served; while a move to a new one fails, the old. */
+    const char *socket = dev->port ? dev->port_path : dev->socket_path;
+
     ds_put_format(out, "%s: %s, socket %s\n", netdev_get_name(&dev->up),
-                  dev->client_mode ? "client" : "server",
-                  dev->socket_path ? dev->socket_path : "(none)");
+                  dev->client_mode ? "client" : "server", socket ? socket : "(none)");
+    if (dev->port && dev->socket_error) {
+        ds_put_format(out, "  cannot move to %s: %s\n",
+                      dev->socket_path ? dev->socket_path : "(none)", dev->socket_error);
+    }
     if (!dev->port) {
         ds_put_format(out, "  error: %s\n",
                       dev->socket_error ? dev->socket_error : "no socket path");

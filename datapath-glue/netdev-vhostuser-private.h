@@ -159,6 +159,9 @@ struct netdev_vhostuser {
      * 'socket_retry_at' (0: not planned), after 'socket_retry_ms' (doubling). */
     long long int socket_retry_at OVS_GUARDED;
     int socket_retry_ms OVS_GUARDED;
+    /* A backend port a retry made for 'pending_path', for reconfigure() to take. */
+    struct vhu_port *pending_port OVS_GUARDED;
+    char *pending_path OVS_GUARDED;
     /* Updates from the backend are damped too (run()): the earliest time for the
      * next, whether events wait for it, and when the bridge is told of the port's
      * state once more (0: not). */

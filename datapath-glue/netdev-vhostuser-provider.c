@@ -259,9 +259,11 @@ static long long int vhostuser_timer_at = LLONG_MAX;
 #define QUEUE_CHANGE_WINDOW_MS (120 * 1000)
 BUILD_ASSERT_DECL(QUEUE_CHANGE_BURST * QUEUE_CHANGE_INTERVAL_MS < QUEUE_CHANGE_WINDOW_MS);
 
-/* The earliest time 'dev' may have its next queue change. */
+/* The earliest time 'dev' may have its next queue change: a second after the last,
+ * and, if 'window', no sooner than QUEUE_CHANGE_WINDOW_MS after the
+ * QUEUE_CHANGE_BURST-th last. */
 static long long int
-next_queue_change_at(const struct netdev_vhostuser *dev)
+next_queue_change_at__(const struct netdev_vhostuser *dev, bool window)
     OVS_REQUIRES(dev->mutex)
 {
     const long long int *times = dev->queue_change_times;
@@ -271,10 +273,17 @@ next_queue_change_at(const struct netdev_vhostuser *dev)
         return 0;   /* None yet. */
     }
     long long int at = times[newest] + QUEUE_CHANGE_INTERVAL_MS;
-    if (times[dev->queue_change_oldest]) {
+    if (window && times[dev->queue_change_oldest]) {
         at = MAX(at, times[dev->queue_change_oldest] + QUEUE_CHANGE_WINDOW_MS);
     }
     return at;
+}
+
+static long long int
+next_queue_change_at(const struct netdev_vhostuser *dev)
+    OVS_REQUIRES(dev->mutex)
+{
+    return next_queue_change_at__(dev, true);
 }
 
 /* The least time between two updates of one port from its backend (and so between
@@ -376,12 +385,27 @@ update_from_backend(struct netdev_vhostuser *dev)
     if (status.state == VHU_STATE_READY && status.num_vrings) {
         n_pairs = MIN((status.num_vrings + 1) / 2, VHU_MAX_QUEUE_PAIRS);
     }
-    if (n_pairs != dev->requested_n_rxq || tx_woke || numa_moved
-        || dev->queue_change_pending) {
+    /* What a reload is needed for.  Transmit queues coming up alone are not worth one
+     * that waited: by then PMD threads have seen them (rxq_enabled()), so such a change
+     * is dropped rather than deferred, and a deferred change that is no longer needed
+     * (the guest back to the queue count in use) is dropped too. */
+    bool needed = n_pairs != dev->requested_n_rxq || numa_moved;
+
+    if (!needed && !tx_woke) {
+        dev->queue_change_pending = false;
+    } else {
         long long int now = time_msec();
         long long int at = next_queue_change_at(dev);
 
-        if (now < at) {
+        if (n_pairs > dev->requested_n_rxq) {
+            /* More queues, a second after the last change: until the reload the
+             * guest's new queues are not polled.  A frontend gets one more only after
+             * one fewer, which is held to the window. */
+            at = MIN(at, next_queue_change_at__(dev, false));
+        }
+        if (now < at && !needed) {
+            /* A wake-up only: dropped, see above. */
+        } else if (now < at) {
             if (!dev->queue_change_pending
                 && at - now > QUEUE_CHANGE_INTERVAL_MS) {
                 frontend_log(dev, VLL_WARN, "%s: guest changed its queues %d times in "
@@ -415,6 +439,8 @@ update_from_backend(struct netdev_vhostuser *dev)
     netdev_change_seq_changed(&dev->up);
 }
 
+
+static void retry_backend_port(struct netdev_vhostuser *dev) OVS_REQUIRES(dev->mutex);
 
 static void
 netdev_vhostuser_run(const struct netdev_class *class OVS_UNUSED)
@@ -490,11 +516,9 @@ netdev_vhostuser_run(const struct netdev_class *class OVS_UNUSED)
         }
         if (dev->socket_retry_at) {
             if (now >= dev->socket_retry_at) {
-                /* Through reconfigure(), the one place the port's backend may
-                 * change while PMD threads may use the port. */
-                dev->socket_retry_at = 0;
-                netdev_request_reconfigure(&dev->up);
-            } else {
+                retry_backend_port(dev);
+            }
+            if (dev->socket_retry_at) {
                 vhostuser_timer_at = MIN(vhostuser_timer_at, dev->socket_retry_at);
             }
         }
@@ -521,6 +545,99 @@ netdev_vhostuser_wait(const struct netdev_class *class OVS_UNUSED)
 #define SOCKET_RETRY_MIN_MS 1000
 #define SOCKET_RETRY_MAX_MS (60 * 1000)
 
+/* A backend port for dev->socket_path, or NULL with the reason in 'error'. */
+static struct vhu_port *
+create_backend_port(struct netdev_vhostuser *dev, char *error, size_t error_size)
+    OVS_REQUIRES(dev->mutex)
+{
+    struct vhu_port_options options = {
+        .socket_path = dev->socket_path,
+        .mode = dev->client_mode ? VHU_MODE_CLIENT : VHU_MODE_SERVER,
+        .notify = backend_notify,
+        .aux = dev,
+        .max_guest_memory = vhostuser_max_guest_memory(),
+        .socket_mode = vhostuser_sock_mode(),
+        .socket_gid = vhostuser_sock_gid(),
+        /* A dp_packet counts its bytes, headroom included, in 16 bits. */
+        .max_rx_frame_size = UINT16_MAX - DP_NETDEV_HEADROOM,
+    };
+    return vhu_port_create(&options, error, error_size);
+}
+
+/* Records that dev->socket_path could not be served, and plans the next try. */
+static void
+socket_failed(struct netdev_vhostuser *dev, const char *error)
+    OVS_REQUIRES(dev->mutex)
+{
+    /* The first failure of a port is always logged, the retries at most 10 lines a
+     * minute for all ports: the status says it all the time. */
+    static struct vlog_rate_limit rl = VLOG_RATE_LIMIT_INIT(10, 10);
+    bool first = !dev->socket_retry_ms;
+
+    dev->socket_retry_ms = (first ? SOCKET_RETRY_MIN_MS
+                            : MIN(2 * dev->socket_retry_ms, SOCKET_RETRY_MAX_MS));
+    dev->socket_retry_at = time_msec() + dev->socket_retry_ms;
+    vhostuser_timer_at = MIN(vhostuser_timer_at, dev->socket_retry_at);
+    if (first || !vlog_should_drop(&this_module, VLL_ERR, &rl)) {
+        VLOG_ERR("%s: cannot %s vhost-user socket %s: %s%s%s; trying again in %d s",
+                 netdev_get_name(&dev->up), dev->client_mode ? "use" : "create",
+                 dev->socket_path, error, dev->port ? "; still on " : "",
+                 dev->port ? dev->port_path : "", dev->socket_retry_ms / 1000);
+    }
+    free(dev->socket_error);
+    dev->socket_error = (dev->port
+                         ? xasprintf("%s (still on %s)", error, dev->port_path)
+                         : xstrdup(error));
+}
+
+static void
+socket_succeeded(struct netdev_vhostuser *dev)
+    OVS_REQUIRES(dev->mutex)
+{
+    dev->socket_retry_ms = 0;
+    dev->socket_retry_at = 0;
+    free(dev->socket_error);
+    dev->socket_error = NULL;
+}
+
+/* run(): tries again to make the socket of a port that could not have it.  Only a
+ * backend port made is handed to reconfigure() (the one place the port's backend may
+ * change under the PMD threads): a reconfiguration reloads the PMD threads and makes
+ * dpif-netdev log a line for every rx queue of the switch, too much to pay for each
+ * try that fails. */
+static void
+retry_backend_port(struct netdev_vhostuser *dev)
+    OVS_REQUIRES(dev->mutex)
+{
+    char error[256];
+
+    dev->socket_retry_at = 0;
+    if (dev->pending_port || !dev->socket_path) {
+        return;
+    }
+    struct vhu_port *port = create_backend_port(dev, error, sizeof error);
+    if (!port) {
+        socket_failed(dev, error);
+        netdev_change_seq_changed(&dev->up);
+        return;
+    }
+    dev->pending_port = port;
+    dev->pending_path = xstrdup(dev->socket_path);
+    netdev_request_reconfigure(&dev->up);
+}
+
+static void
+drop_pending_port(struct netdev_vhostuser *dev)
+    OVS_REQUIRES(dev->mutex)
+{
+    if (dev->pending_port) {
+        vhu_port_destroy(dev->pending_port);
+        dev->pending_port = NULL;
+    }
+    free(dev->pending_path);
+    dev->pending_path = NULL;
+}
+
 /* Makes the backend port serve dev->socket_path, creating it or moving it there.
  * Failure is shown in the port's status (and logged), not returned: dpif-netdev
  * deletes a port whose reconfiguration fails, and the user would lose the port
@@ -536,43 +653,31 @@ ensure_backend_port(struct netdev_vhostuser *dev)
     char error[256];
 
     if (dev->port && nullable_string_is_equal(dev->port_path, dev->socket_path)) {
+        /* Served already: a move that failed was taken back, say. */
+        drop_pending_port(dev);
+        if (dev->socket_error || dev->socket_retry_ms) {
+            socket_succeeded(dev);
+            netdev_change_seq_changed(&dev->up);
+        }
         return;
     }
     if (dev->socket_path) {
-        struct vhu_port_options options = {
-            .socket_path = dev->socket_path,
-            .mode = dev->client_mode ? VHU_MODE_CLIENT : VHU_MODE_SERVER,
-            .notify = backend_notify,
-            .aux = dev,
-            .max_guest_memory = vhostuser_max_guest_memory(),
-            .socket_mode = vhostuser_sock_mode(),
-            .socket_gid = vhostuser_sock_gid(),
-            /* A dp_packet counts its bytes, headroom included, in 16 bits. */
-            .max_rx_frame_size = UINT16_MAX - DP_NETDEV_HEADROOM,
-        };
-
-        port = vhu_port_create(&options, error, sizeof error);
+        if (dev->pending_port
+            && nullable_string_is_equal(dev->pending_path, dev->socket_path)) {
+            port = dev->pending_port;   /* run() made it. */
+            dev->pending_port = NULL;
+        }
+        drop_pending_port(dev);
         if (!port) {
-            dev->socket_retry_ms = (dev->socket_retry_ms
-                                    ? MIN(2 * dev->socket_retry_ms, SOCKET_RETRY_MAX_MS)
-                                    : SOCKET_RETRY_MIN_MS);
-            dev->socket_retry_at = time_msec() + dev->socket_retry_ms;
-            vhostuser_timer_at = MIN(vhostuser_timer_at, dev->socket_retry_at);
-            VLOG_ERR("%s: cannot %s vhost-user socket %s: %s%s%s; trying again in "
-                     "%d s", name, dev->client_mode ? "use" : "create",
-                     dev->socket_path, error, dev->port ? "; still on " : "",
-                     dev->port ? dev->port_path : "", dev->socket_retry_ms / 1000);
-            free(dev->socket_error);
-            dev->socket_error = (dev->port
-                                 ? xasprintf("%s (still on %s)", error, dev->port_path)
-                                 : xstrdup(error));
+            port = create_backend_port(dev, error, sizeof error);
+        }
+        if (!port) {
+            socket_failed(dev, error);
             return;
         }
     }
-    dev->socket_retry_ms = 0;
-    dev->socket_retry_at = 0;
-    free(dev->socket_error);
-    dev->socket_error = NULL;
+    drop_pending_port(dev);
+    socket_succeeded(dev);
     if (dev->port) {
         VLOG_INFO("%s: leaving socket %s", name, dev->port_path);
         vhu_port_destroy(dev->port);
@@ -739,6 +844,7 @@ netdev_vhostuser_destruct(struct netdev *netdev)
         vhu_port_destroy(dev->port);
         dev->port = NULL;
     }
+    drop_pending_port(dev);
     free(dev->port_path);
     free(dev->socket_path);
     free(dev->socket_error);

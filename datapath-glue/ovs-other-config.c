@@ -53,6 +53,32 @@ has_dotdot_component(const char *path)
     return false;
 }
 
+/* 'dir' without empty or "." components and without a trailing '/', in place: the
+ * spellings of one directory ("socks/", "./socks", "." for the run directory itself)
+ * give one string, so that changing vhost-sock-dir from one to another moves no
+ * socket (a port moving makes its new socket before it leaves the old one, and found
+ * its own there). */
+static void
+normalize_dir(char *dir)
+{
+    char *out = dir;
+    const char *in = dir;
+
+    while (*in) {
+        if (in[0] == '/' && (in[1] == '/' || in[1] == '\0')) {
+            in++;                                       /* "//" or a trailing '/'. */
+        } else if (in[0] == '/' && in[1] == '.' && (in[2] == '/' || in[2] == '\0')) {
+            in += 2;                                    /* "/." */
+        } else {
+            *out++ = *in++;
+        }
+    }
+    if (out == dir) {
+        *out++ = '/';
+    }
+    *out = '\0';
+}
+
 const char *
 vhostuser_sock_dir(void)
 {
@@ -198,6 +224,7 @@ dpdk_init(const struct smap *ovs_other_config)
     sock_dir_setting = xstrdup(setting);
     sock_dir = setting[0] ? xasprintf("%s/%s", ovs_rundir(), setting)
                           : xstrdup(ovs_rundir());
+    normalize_dir(sock_dir);
     if (!first || setting[0]) {
         VLOG_INFO("vhost-user server sockets go in %s", sock_dir);
     }
