@@ -49,6 +49,19 @@ for p in "${packages[@]}"; do
   [[ $status == "install ok installed" ]] || missing+=("$p")
 done
 
+# Whether the system's OVS or OVN daemons run, by their pidfiles (the demo's and the
+# tests' daemons keep theirs elsewhere).
+pid_running() { [[ -r $1 ]] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
+system_ovs_running() { pid_running /var/run/openvswitch/ovs-vswitchd.pid \
+                         || pid_running /var/run/openvswitch/ovsdb-server.pid; }
+system_ovn_running() { pid_running /var/run/ovn/ovn-controller.pid \
+                         || pid_running /var/run/ovn/ovn-northd.pid \
+                         || pid_running /var/run/ovn/ovnnb_db.pid \
+                         || pid_running /var/run/ovn/ovnsb_db.pid; }
+ovs_ran_before=false ovn_ran_before=false
+system_ovs_running && ovs_ran_before=true
+system_ovn_running && ovn_ran_before=true
+
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -57,33 +70,39 @@ if ((${#missing[@]})); then
 fi
 
 # The distribution's OVS and OVN services are needed by nothing here: the demo and the
-# tests run their own daemons in private directories.  But a package this run installed
+# tests run their own daemons in private directories.  But a package this run installs
 # starts its services (its postinst), which would then hold CPU the benchmarks need,
 # the system OVS's sockets and pidfiles the package test needs free, and, for
-# ovn-controller, the system's OVS as a chassis: stop those, and keep them from
-# starting at boot.  Services that were installed before are the machine's own (an
-# operator trying the demo on a compute node) and are left alone, running or not.
+# ovn-controller, the system's OVS as a chassis: those are stopped, and kept from
+# starting at boot.  Services that ran before are the machine's own (an operator trying
+# the demo on a compute node) and are left alone.
 installed_now() { [[ " ${missing[*]:-} " == *" $1 "* ]]; }
 systemd=false
 [[ -d /run/systemd/system ]] && systemd=true
-if installed_now openvswitch-switch || installed_now openvswitch-switch-dpdk; then
-  /usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1 || true
-  if $systemd; then systemctl disable openvswitch-switch >/dev/null 2>&1 || true; fi
-fi
-if installed_now ovn-central || installed_now ovn-host; then
-  if $systemd; then
-    for unit in ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb \
-                ovn-ovsdb-server-sb; do
-      systemctl stop "$unit" >/dev/null 2>&1 || true
-    done
+if ((${#missing[@]})); then
+  if ! $ovs_ran_before && system_ovs_running; then
+    /usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1 || true
+    if $systemd && installed_now openvswitch-switch; then
+      systemctl disable openvswitch-switch >/dev/null 2>&1 || true
+    fi
+  fi
+  if ! $ovn_ran_before && system_ovn_running; then
+    if $systemd; then
+      for unit in ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb \
+                  ovn-ovsdb-server-sb; do
+        systemctl stop "$unit" >/dev/null 2>&1 || true
+      done
+    fi
+    if [[ -x /usr/share/ovn/scripts/ovn-ctl ]]; then
+      /usr/share/ovn/scripts/ovn-ctl stop_controller >/dev/null 2>&1 || true
+      /usr/share/ovn/scripts/ovn-ctl stop_northd >/dev/null 2>&1 || true
+    fi
+  fi
+  if $systemd && { installed_now ovn-central || installed_now ovn-host; }; then
     systemctl disable ovn-central ovn-host >/dev/null 2>&1 || true
   fi
-  if [[ -x /usr/share/ovn/scripts/ovn-ctl ]]; then
-    /usr/share/ovn/scripts/ovn-ctl stop_controller >/dev/null 2>&1 || true
-    /usr/share/ovn/scripts/ovn-ctl stop_northd >/dev/null 2>&1 || true
-  fi
 fi
-if pgrep -x ovs-vswitchd >/dev/null 2>&1 || pgrep -x ovn-controller >/dev/null 2>&1; then
+if system_ovs_running || system_ovn_running; then
   echo "install-deps: the system's Open vSwitch or OVN is running; left alone (it" \
        "shares the CPUs with what runs here, and the package test skips meanwhile)" >&2
 fi
