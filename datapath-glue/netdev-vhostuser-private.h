@@ -155,6 +155,8 @@ struct netdev_vhostuser {
     int queue_change_oldest OVS_GUARDED;
     bool queue_change_pending OVS_GUARDED;
     long long int next_queue_change OVS_GUARDED;
+    /* When a change to more queues last skipped the window (0: never). */
+    long long int queue_increase_skipped_window OVS_GUARDED;
     /* A socket that could not be made (socket_error) is tried again at
      * 'socket_retry_at' (0: not planned), after 'socket_retry_ms' (doubling). */
     long long int socket_retry_at OVS_GUARDED;

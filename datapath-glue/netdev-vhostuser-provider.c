@@ -397,11 +397,19 @@ update_from_backend(struct netdev_vhostuser *dev)
         long long int now = time_msec();
         long long int at = next_queue_change_at(dev);
 
-        if (n_pairs > dev->requested_n_rxq) {
-            /* More queues, a second after the last change: until the reload the
-             * guest's new queues are not polled.  A frontend gets one more only after
-             * one fewer, which is held to the window. */
-            at = MIN(at, next_queue_change_at__(dev, false));
+        if (n_pairs > dev->requested_n_rxq
+            && now >= dev->queue_increase_skipped_window + QUEUE_CHANGE_WINDOW_MS) {
+            /* More queues: until the reload the guest's new queues are not polled, so
+             * once a window an increase waits only the second after the last change.
+             * Not more often: one change to fewer queues would otherwise buy a climb
+             * back of up to 127 changes, one a second. */
+            long long int soon = next_queue_change_at__(dev, false);
+            if (soon < at) {
+                at = soon;
+                if (now >= at) {
+                    dev->queue_increase_skipped_window = now;
+                }
+            }
         }
         if (now < at && !needed) {
             /* A wake-up only: dropped, see above. */
@@ -612,8 +620,9 @@ retry_backend_port(struct netdev_vhostuser *dev)
     char error[256];
 
     dev->socket_retry_at = 0;
-    if (dev->pending_port || !dev->socket_path) {
-        return;
+    if (dev->pending_port || !dev->socket_path
+        || (dev->port && nullable_string_is_equal(dev->port_path, dev->socket_path))) {
+        return;   /* Made already, or no longer wanted (a move taken back). */
     }
     struct vhu_port *port = create_backend_port(dev, error, sizeof error);
     if (!port) {
@@ -702,6 +711,10 @@ ensure_backend_port(struct netdev_vhostuser *dev)
     }
     dev->port = port;
     dev->port_path = xstrdup(dev->socket_path);
+    /* A port run() made may have had a guest connect before it was installed: its
+     * events waited while run() drained the old port; look at it now. */
+    dev->update_pending = true;
+    seq_change(vhostuser_seq);
     VLOG_INFO("%s: vhost-user %s on %s", name,
               dev->client_mode ? "client connecting to" : "server listening",
               dev->socket_path);

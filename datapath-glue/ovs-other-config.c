@@ -219,12 +219,17 @@ dpdk_init(const struct smap *ovs_other_config)
     }
 
     bool first = sock_dir_setting == NULL;
+    char *dir = setting[0] ? xasprintf("%s/%s", ovs_rundir(), setting)
+                           : xstrdup(ovs_rundir());
+    normalize_dir(dir);
     free(sock_dir_setting);
-    free(sock_dir);
     sock_dir_setting = xstrdup(setting);
-    sock_dir = setting[0] ? xasprintf("%s/%s", ovs_rundir(), setting)
-                          : xstrdup(ovs_rundir());
-    normalize_dir(sock_dir);
+    if (sock_dir && !strcmp(dir, sock_dir)) {
+        free(dir);      /* Another spelling of the same directory: nothing moves. */
+        return;
+    }
+    free(sock_dir);
+    sock_dir = dir;
     if (!first || setting[0]) {
         VLOG_INFO("vhost-user server sockets go in %s", sock_dir);
     }

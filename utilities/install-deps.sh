@@ -49,18 +49,25 @@ for p in "${packages[@]}"; do
   [[ $status == "install ok installed" ]] || missing+=("$p")
 done
 
-# Whether the system's OVS or OVN daemons run, by their pidfiles (the demo's and the
-# tests' daemons keep theirs elsewhere).
-pid_running() { [[ -r $1 ]] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
-system_ovs_running() { pid_running /var/run/openvswitch/ovs-vswitchd.pid \
-                         || pid_running /var/run/openvswitch/ovsdb-server.pid; }
-system_ovn_running() { pid_running /var/run/ovn/ovn-controller.pid \
-                         || pid_running /var/run/ovn/ovn-northd.pid \
-                         || pid_running /var/run/ovn/ovnnb_db.pid \
-                         || pid_running /var/run/ovn/ovnsb_db.pid; }
-ovs_ran_before=false ovn_ran_before=false
-system_ovs_running && ovs_ran_before=true
-system_ovn_running && ovn_ran_before=true
+# Which of the system's OVS and OVN daemons run, each by its pidfile and the name of
+# the process it names (a stale pidfile's number may have been given to another
+# process; the demo's and the tests' daemons keep their pidfiles elsewhere).
+daemons=(/var/run/openvswitch/ovs-vswitchd.pid:ovs-vswitchd
+         /var/run/openvswitch/ovsdb-server.pid:ovsdb-server
+         /var/run/ovn/ovn-controller.pid:ovn-controller
+         /var/run/ovn/ovn-northd.pid:ovn-northd
+         /var/run/ovn/ovnnb_db.pid:ovsdb-server
+         /var/run/ovn/ovnsb_db.pid:ovsdb-server)
+daemon_running() {
+  local pidfile=${1%%:*} name=${1#*:} pid
+  pid=$(cat "$pidfile" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == "$name"* ]]
+}
+ran_before=()
+for d in "${daemons[@]}"; do daemon_running "$d" && ran_before+=("$d"); done
+started_now() {  # Whether daemon $1 (an entry of 'daemons') runs and did not before.
+  [[ " ${ran_before[*]:-} " != *" $1 "* ]] && daemon_running "$1"
+}
 
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}" >&2
@@ -80,32 +87,45 @@ installed_now() { [[ " ${missing[*]:-} " == *" $1 "* ]]; }
 systemd=false
 [[ -d /run/systemd/system ]] && systemd=true
 if ((${#missing[@]})); then
-  if ! $ovs_ran_before && system_ovs_running; then
+  if started_now "${daemons[0]}" || started_now "${daemons[1]}"; then
     /usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1 || true
     if $systemd && installed_now openvswitch-switch; then
       systemctl disable openvswitch-switch >/dev/null 2>&1 || true
     fi
   fi
-  if ! $ovn_ran_before && system_ovn_running; then
+  if started_now "${daemons[2]}"; then
     if $systemd; then
-      for unit in ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb \
-                  ovn-ovsdb-server-sb; do
-        systemctl stop "$unit" >/dev/null 2>&1 || true
-      done
+      systemctl stop ovn-host ovn-controller >/dev/null 2>&1 || true
     fi
     if [[ -x /usr/share/ovn/scripts/ovn-ctl ]]; then
       /usr/share/ovn/scripts/ovn-ctl stop_controller >/dev/null 2>&1 || true
+    fi
+  fi
+  if started_now "${daemons[3]}" || started_now "${daemons[4]}" \
+     || started_now "${daemons[5]}"; then
+    if $systemd; then
+      systemctl stop ovn-central ovn-northd ovn-ovsdb-server-nb ovn-ovsdb-server-sb \
+        >/dev/null 2>&1 || true
+    fi
+    if [[ -x /usr/share/ovn/scripts/ovn-ctl ]]; then
       /usr/share/ovn/scripts/ovn-ctl stop_northd >/dev/null 2>&1 || true
     fi
   fi
-  if $systemd && { installed_now ovn-central || installed_now ovn-host; }; then
-    systemctl disable ovn-central ovn-host >/dev/null 2>&1 || true
+  if $systemd; then
+    for package in ovn-central ovn-host; do
+      if installed_now "$package"; then
+        systemctl disable "$package" >/dev/null 2>&1 || true
+      fi
+    done
   fi
 fi
-if system_ovs_running || system_ovn_running; then
-  echo "install-deps: the system's Open vSwitch or OVN is running; left alone (it" \
-       "shares the CPUs with what runs here, and the package test skips meanwhile)" >&2
-fi
+for d in "${daemons[@]}"; do
+  if daemon_running "$d"; then
+    echo "install-deps: the system's Open vSwitch or OVN is running; left alone (it" \
+         "shares the CPUs with what runs here, and the package test skips meanwhile)" >&2
+    break
+  fi
+done
 
 if ((hugepages > 0)); then
   have=$(cat /proc/sys/vm/nr_hugepages)
