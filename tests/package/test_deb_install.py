@@ -369,8 +369,13 @@ class DebInstallTest(unittest.TestCase):
         t0 = time.time()
         self.vsctl("del-br", BRIDGE)
         self.stop_ovs()
-        run("apt-get", "purge", "-y", "-qq", *APT_LOCK_WAIT, PKG)
+        print("+ apt-get purge " + PKG, flush=True)
+        purge = subprocess.run(["apt-get", "purge", "-y", "-qq", *APT_LOCK_WAIT, PKG],
+                               capture_output=True, text=True, timeout=600)
+        self.assertEqual(purge.returncode, 0, purge.stdout + purge.stderr)
         self.installed = False
+        # Our daemon was the one selected: removing it says what that means.
+        self.assertIn("goes back to Debian's daemon", purge.stdout + purge.stderr)
         self.timed("stop and purge", t0)
         status, value, alts = alternative()
         self.assertNotIn(OURS, alts)
