@@ -86,6 +86,7 @@ TEST(SigbusGuardTest, ThreadsFaultingTogetherNeverFindThePagesInaccessible) {
     ASSERT_TRUE(memory.ok()) << memory.status();
     const uint8_t* base = (*memory)->TranslateGuest(0, kSize);
     std::atomic<bool> go{false}, stop{false};
+    std::atomic<int> swept{0};  // Threads that have touched every page once.
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; ++t) {
       threads.emplace_back([&, t] {
@@ -93,13 +94,21 @@ TEST(SigbusGuardTest, ThreadsFaultingTogetherNeverFindThePagesInaccessible) {
         }
         // Each thread starts on a page of its own, so their faults cover different
         // ranges; then all sweep the region until told to stop.
+        constexpr size_t kPages = kSize / kPage;
         for (size_t i = t; !stop.load(std::memory_order_relaxed); ++i) {
-          Touch(base + (i % (kSize / kPage)) * kPage);
+          Touch(base + (i % kPages) * kPage);
+          if (i == t + kPages) swept.fetch_add(1);
         }
       });
     }
     ASSERT_EQ(ftruncate(fd.get(), 0), 0);
     go.store(true, std::memory_order_release);
+    // Until every thread has been over the region (a slow machine, or a sanitizer,
+    // may not have run them at all yet), then a little more.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (swept.load() < kThreads && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
     std::this_thread::sleep_for(std::chrono::microseconds(200));
     stop.store(true);
     for (std::thread& thread : threads) thread.join();
