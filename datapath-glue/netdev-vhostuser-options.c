@@ -60,8 +60,9 @@ vhostuser_socket_path_check(const char *path)
     return NULL;
 }
 
-/* Parses options:tx-retries-max into '*retries'.  OVS-DPDK replaces an out-of-range
- * value by the default without a word; refusing it tells the user instead. */
+/* Parses options:tx-retries-max into '*retries', which holds the value in effect.
+ * An out-of-range value leaves it there and returns why, for status:config_error.
+ * OVS-DPDK replaces such a value by the default without a word. */
 static char *
 parse_tx_retries(const struct smap *args, int *retries)
 {
@@ -75,8 +76,8 @@ parse_tx_retries(const struct smap *args, int *retries)
     if (!str_to_int(value, 10, &n)
         || n < VHOSTUSER_TX_RETRIES_MIN || n > VHOSTUSER_TX_RETRIES_MAX) {
         return xasprintf("options:tx-retries-max=%s is not an integer between %d "
-                         "and %d", value, VHOSTUSER_TX_RETRIES_MIN,
-                         VHOSTUSER_TX_RETRIES_MAX);
+                         "and %d; tx-retries-max=%d stays in effect", value,
+                         VHOSTUSER_TX_RETRIES_MIN, VHOSTUSER_TX_RETRIES_MAX, *retries);
     }
     *retries = n;
     return NULL;
@@ -85,18 +86,18 @@ parse_tx_retries(const struct smap *args, int *retries)
 int
 vhostuser_options_parse(const char *port_name, bool client_mode,
                         const struct smap *args,
-                        struct vhostuser_options *options, char **errp)
+                        struct vhostuser_options *options, char **errp,
+                        char **warningp)
 {
     struct vhostuser_options parsed;
     struct smap_node *node;
-    char *error;
+    char *error = NULL;
 
     vhostuser_options_init(&parsed);
+    *warningp = NULL;
 
-    error = parse_tx_retries(args, &parsed.tx_retries_max);
-    if (error) {
-        goto fail;
-    }
+    parsed.tx_retries_max = options->tx_retries_max;
+    char *warning = parse_tx_retries(args, &parsed.tx_retries_max);
 
     if (client_mode) {
         const char *path = smap_get(args, "vhost-server-path");
@@ -126,9 +127,14 @@ vhostuser_options_parse(const char *port_name, bool client_mode,
 
     vhostuser_options_destroy(options);
     *options = parsed;
+    if (warning) {
+        *warningp = xasprintf("%s: %s", port_name, warning);
+        free(warning);
+    }
     return 0;
 
 fail:
+    free(warning);
     vhostuser_options_destroy(&parsed);
     *errp = xasprintf("%s: %s", port_name, error);
     free(error);

@@ -29,11 +29,20 @@ void vhostuser_options_destroy(struct vhostuser_options *);
  * client mode if 'client_mode'.  On success returns 0 and replaces '*options'.  On
  * failure returns a positive errno value, leaves '*options' alone and stores in
  * '*errp' a message for the Interface's error column, which the caller frees.
+ *
+ * Only what leaves the port nothing to do fails (a client with no usable server
+ * path).  A value that is merely out of range, such as tx-retries-max=99, keeps the
+ * value '*options' had (the default for a new port), and the reason is stored in
+ * '*warningp' for status:config_error: a port refused for a typo made while it was in
+ * use would vanish, with its guest's network, at the daemon's next restart.  '*warningp'
+ * is NULL when there is nothing to say; the caller frees it.
+ *
  * Keys this port does not know are reported in the log, not refused: tools that drive
  * OVS-DPDK set some (n_rxq, for one) on every port. */
 int vhostuser_options_parse(const char *port_name, bool client_mode,
                             const struct smap *args,
-                            struct vhostuser_options *options, char **errp);
+                            struct vhostuser_options *options, char **errp,
+                            char **warningp);
 
 /* Adds the options in effect to 'args', as get_config reports them. */
 void vhostuser_options_format(const struct vhostuser_options *, bool client_mode,

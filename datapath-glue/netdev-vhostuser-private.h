@@ -111,7 +111,10 @@ struct netdev_vhostuser {
     struct smap applied_args OVS_GUARDED;
     struct vhostuser_options options OVS_GUARDED;
     bool configured OVS_GUARDED;       /* Options were accepted at least once. */
-    char *config_error OVS_GUARDED;    /* Why the last options change was refused. */
+    /* What is wrong with the options: why the last change was refused, or what in
+     * the applied ones was out of range and left as it was ('applied_warning'). */
+    char *config_error OVS_GUARDED;
+    char *applied_warning OVS_GUARDED;
 
     /* Where the socket should be (server: <vhost-sock-dir>/<name>; client:
      * options:vhost-server-path), and where the backend port is now. */

@@ -862,6 +862,7 @@ netdev_vhostuser_destruct(struct netdev *netdev)
     free(dev->socket_path);
     free(dev->socket_error);
     free(dev->config_error);
+    free(dev->applied_warning);
     vhostuser_options_destroy(&dev->options);
     smap_destroy(&dev->applied_args);
     free(dev->queues);
@@ -897,26 +898,26 @@ netdev_vhostuser_set_config(struct netdev *netdev, const struct smap *args,
                             char **errp)
 {
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(netdev);
+    /* Rate-limited: the bridge retries a configuration on every pass. */
+    static struct vlog_rate_limit rl = VLOG_RATE_LIMIT_INIT(5, 20);
+    char *warning;
     int error = 0;
 
     ovs_mutex_lock(&dev->mutex);
     if (!smap_is_empty(&dev->applied_args) && smap_equal(args, &dev->applied_args)) {
-        if (dev->config_error) {
-            /* Back to the options in use, after a refused change: nothing is wrong
-             * any more. */
+        if (!nullable_string_is_equal(dev->config_error, dev->applied_warning)) {
+            /* Back to the options in use, after a refused change: only what was
+             * wrong with those, if anything, is left to say. */
             free(dev->config_error);
-            dev->config_error = NULL;
+            dev->config_error = nullable_xstrdup(dev->applied_warning);
             netdev_change_seq_changed(netdev);
         }
         goto out;
     }
 
     error = vhostuser_options_parse(netdev_get_name(netdev), dev->client_mode, args,
-                                    &dev->options, errp);
+                                    &dev->options, errp, &warning);
     if (error) {
-        /* Rate-limited: the bridge retries a configuration on every pass. */
-        static struct vlog_rate_limit rl = VLOG_RATE_LIMIT_INIT(5, 20);
-
         VLOG_WARN_RL(&rl, "%s%s", *errp, dev->configured
                      ? "; the port keeps its previous options" : "");
         if (dev->configured) {
@@ -933,9 +934,14 @@ netdev_vhostuser_set_config(struct netdev *netdev, const struct smap *args,
         netdev_change_seq_changed(netdev);
         goto out;
     }
+    if (warning) {
+        VLOG_WARN_RL(&rl, "%s", warning);
+    }
     dev->configured = true;
     free(dev->config_error);
-    dev->config_error = NULL;
+    dev->config_error = nullable_xstrdup(warning);
+    free(dev->applied_warning);
+    dev->applied_warning = warning;
     smap_destroy(&dev->applied_args);
     smap_clone(&dev->applied_args, args);
     atomic_store_relaxed(&dev->tx_retries_max, dev->options.tx_retries_max);

@@ -183,15 +183,46 @@ class PortLifecycleTest(unittest.TestCase):
                                      ovs.log_lines(levels=("WARN",))),
                          "a warning about userspace-tso-enable", ovs.vswitchd)
 
-    def test_tx_retries_max_out_of_range_is_reported(self):
+    def test_tx_retries_max_out_of_range_is_reported_and_costs_no_port(self):
+        """An out-of-range tx-retries-max leaves the value in effect as it was (the
+        default, for a new port) and says so in status:config_error.  Refusing the
+        port instead would make a typo made while it was in use, which the database
+        keeps, delete it with its guest's network at the daemon's next restart."""
+        def status():
+            return ovs.get_map("Interface", "vhu0", "status")
+
         with sandbox() as ovs:
             add_netdev_bridge(ovs)
             ovs.vsctl("add-port", "br0", "vhu0", "--",
                       "set", "Interface", "vhu0", "type=dpdkvhostuser",
                       "options:tx-retries-max=99")
-            self.assertIn("tx-retries-max", ovs.get("Interface", "vhu0", "error"))
-            ovs.vsctl("set", "Interface", "vhu0", "options:tx-retries-max=0")
+            ovs.wait_for(lambda: "config_error" in status(), "status:config_error")
             self.assertNoInterfaceError(ovs, "vhu0")
+            self.assertIn("tx-retries-max=99", status()["config_error"])
+            self.assertEqual(status()["tx-retries-max"], "8")
+            self.assertTrue(any("tx-retries-max=99" in line
+                                for line in ovs.log_lines(levels=("WARN",))))
+
+            ovs.vsctl("set", "Interface", "vhu0", "options:tx-retries-max=4")
+            ovs.wait_for(lambda: "config_error" not in status(), "the warning cleared")
+            self.assertEqual(status()["tx-retries-max"], "4")
+            # A bad value on a port in use: 4 stays.
+            ovs.vsctl("set", "Interface", "vhu0", "options:tx-retries-max=-1")
+            ovs.wait_for(lambda: "config_error" in status(), "status:config_error")
+            self.assertEqual(status()["tx-retries-max"], "4")
+
+            # The daemon restarts with the bad value in the database: the port is
+            # there, with the default, and still says what is wrong.
+            ovs.kill_vswitchd()
+            ovs.start_vswitchd()
+            ovs.wait_for(lambda: status().get("tx-retries-max") == "8",
+                         "vhu0 back, with tx-retries-max=8")
+            self.assertNoInterfaceError(ovs, "vhu0")
+            self.assertGreater(int(ovs.get("Interface", "vhu0", "ofport")), 0)
+            self.assertIn("tx-retries-max=-1", status()["config_error"])
+
+            ovs.vsctl("set", "Interface", "vhu0", "options:tx-retries-max=0")
+            ovs.wait_for(lambda: "config_error" not in status(), "the warning cleared")
             self.assertIn("tx-retries-max=0",
                           ovs.appctl("ovs-vswitchd", "dpif/show"))
 

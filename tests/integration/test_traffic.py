@@ -349,43 +349,6 @@ class TrafficTest(unittest.TestCase):
                              s1["tx_packets"] + s1["tx_dropped"])
             self.assertEqual(s1["tx_packets"], b_stats["rx"])
 
-    def test_bad_tx_retries_max_is_refused_and_previous_value_stays(self):
-        with self.sandbox() as ovs:
-            self.two_port_bridge(ovs, openflow=False)
-            ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=4")
-            ovs.wait_for(lambda: ovs.get_map("Interface", "vhu1", "status")
-                         .get("tx-retries-max") == "4", "tx-retries-max=4")
-            # A port in use keeps its previous value and says why it refused.
-            ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=99")
-            ovs.wait_for(lambda: "config_error" in
-                         ovs.get_map("Interface", "vhu1", "status"),
-                         "status:config_error for tx-retries-max=99")
-            status = ovs.get_map("Interface", "vhu1", "status")
-            self.assertIn("tx-retries-max", status["config_error"])
-            self.assertEqual(status["tx-retries-max"], "4")
-            self.assertGreater(int(ovs.get("Interface", "vhu1", "ofport")), 0)
-            self.assertTrue(any("tx-retries-max=99" in line
-                                for line in ovs.log_lines(levels=("WARN",))))
-            # A new port with a bad value is not created, and the error column says why.
-            ovs.vsctl("add-port", "br0", "vhu2", "--", "set", "Interface", "vhu2",
-                      "type=dpdkvhostuser", "options:tx-retries-max=-1")
-            ovs.wait_for(lambda: ovs.get("Interface", "vhu2", "error") != "[]",
-                         "an error column for vhu2")
-            self.assertIn("tx-retries-max", ovs.get("Interface", "vhu2", "error"))
-            # Going back to the value in use clears the refusal (it stayed, as the
-            # options had not changed from those applied).
-            ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=4")
-            ovs.wait_for(lambda: "config_error" not in
-                         ovs.get_map("Interface", "vhu1", "status"),
-                         "refusal cleared by the previous value")
-            # And so does a new good value, after another refusal.
-            ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=99")
-            ovs.wait_for(lambda: "config_error" in
-                         ovs.get_map("Interface", "vhu1", "status"), "refused again")
-            ovs.vsctl("set", "Interface", "vhu1", "options:tx-retries-max=2")
-            ovs.wait_for(lambda: "config_error" not in
-                         ovs.get_map("Interface", "vhu1", "status"), "refusal cleared")
-
     def test_socket_dir_helper_will_not_move_connected_guests(self):
         """utilities/ovs-vhostuser-setup-sockdir refuses to change vhost-sock-dir while
         guests are connected to dpdkvhostuser ports (the switch moves their sockets at
