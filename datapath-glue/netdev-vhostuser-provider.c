@@ -1310,8 +1310,8 @@ netdev_vhostuser_rxq_recv(struct netdev_rxq *rxq, struct dp_packet_batch *batch,
 {
     struct netdev_vhostuser *dev = netdev_vhostuser_cast(rxq->netdev);
     int qid = rxq->queue_id;
+    uint32_t n, n_bad;
     bool admin_up;
-    uint32_t n;
 
     if (qfill) {
         /* What is left in the guest's queue is not known here: say so, as the
@@ -1326,7 +1326,12 @@ netdev_vhostuser_rxq_recv(struct netdev_rxq *rxq, struct dp_packet_batch *batch,
         return EAGAIN;
     }
     n = vhu_dequeue_burst(dev->port, qid, alloc_packet, NULL,
-                          (void **) batch->packets, NETDEV_MAX_BURST);
+                          (void **) batch->packets, NETDEV_MAX_BURST, &n_bad);
+    if (OVS_UNLIKELY(n_bad)) {
+        /* Frames the guest sent empty, or too large for any packet: errors on the
+         * wire, as a NIC counts runts and giants. */
+        vhostuser_counter_add(&dev->rx.errors, n_bad);
+    }
     if (!n) {
         return EAGAIN;
     }

@@ -46,7 +46,10 @@ bool vhu_vring_get_status(vhu_port* port, unsigned vring, vhu_vring_status* stat
 }
 
 uint32_t vhu_dequeue_burst(vhu_port* port, uint16_t qp, vhu_alloc_fn* alloc, void* aux,
-                           void** pkts, uint32_t max) {
+                           void** pkts, uint32_t max, uint32_t* n_dropped) {
+  uint32_t dropped_here;
+  if (n_dropped == nullptr) n_dropped = &dropped_here;
+  *n_dropped = 0;
   vhostuser::Device& device = port->impl->device();
   Virtqueue* vqp = device.FindVring(2u * qp + 1);
   if (vqp == nullptr) return 0;  // Out of range, or never configured.
@@ -66,7 +69,7 @@ uint32_t vhu_dequeue_burst(vhu_port* port, uint16_t qp, vhu_alloc_fn* alloc, voi
       device.ReturnRarp(mac);  // For the next call: the announcement must not be lost.
     }
   }
-  uint32_t n = vq.Dequeue(alloc, aux, pkts + injected, max - injected);
+  uint32_t n = vq.Dequeue(alloc, aux, pkts + injected, max - injected, n_dropped);
   if (vq.failure() != nullptr) port->impl->ReportRingFailure();
   return injected + n;
 }

@@ -298,7 +298,8 @@ int main(int argc, char** argv) {
     for (int q = 0; q < queues && !source; ++q) {
       QueueState& s = state[q];
       if (s.next == s.n_pending) {
-        s.n_pending = vhu_dequeue_burst(port, q, PacketPool::Alloc, &pool, s.pending, kBurst);
+        s.n_pending =
+            vhu_dequeue_burst(port, q, PacketPool::Alloc, &pool, s.pending, kBurst, nullptr);
         s.next = 0;
         s.rx += s.n_pending;
         ++s.rx_polls;

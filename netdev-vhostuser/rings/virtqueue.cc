@@ -443,8 +443,10 @@ void Virtqueue::Interrupt() {
   }
 }
 
-uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max) {
-  if (packed_) return DequeuePacked(alloc, aux, pkts, max);
+uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max,
+                            uint32_t* n_dropped) {
+  if (packed_) return DequeuePacked(alloc, aux, pkts, max, n_dropped);
+  *n_dropped = 0;
   uint16_t available;
   if (!accessible() || !AvailableEntries(&available)) return 0;
   const uint32_t count = std::min<uint32_t>(available, max);
@@ -471,6 +473,7 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
   EndBurst();
   PublishUsed(old_used);
   CountBurst(received, bytes, dropped);
+  *n_dropped = dropped;
   return received;
 }
 

@@ -170,8 +170,10 @@ class Virtqueue {
 
   // ---- Data path: the caller holds lock(). ----
 
-  // Guest TX: copies up to 'max' packets into buffers from 'alloc'.
-  uint32_t Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max);
+  // Guest TX: copies up to 'max' packets into buffers from 'alloc'; see
+  // vhu_dequeue_burst() for '*n_dropped'.
+  uint32_t Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max,
+                   uint32_t* n_dropped);
   // Guest RX: copies packets into the guest's buffers; see vhu_enqueue_burst().
   uint32_t Enqueue(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_dropped);
 
@@ -464,7 +466,8 @@ class Virtqueue {
   void MaybeInterruptPacked(uint16_t old_used, bool old_wrap);
   // Writes the call eventfd (both ring layouts, once they decided an interrupt is due).
   void Interrupt();
-  uint32_t DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max);
+  uint32_t DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_t max,
+                         uint32_t* n_dropped);
   uint32_t EnqueuePacked(const vhu_tx_packet* pkts, uint32_t n, uint32_t* n_dropped);
   bool EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits);
 

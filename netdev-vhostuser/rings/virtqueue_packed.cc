@@ -260,7 +260,8 @@ void Virtqueue::MaybeInterruptPacked(uint16_t old_used, bool old_wrap) {
 }
 
 uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
-                                  uint32_t max) {
+                                  uint32_t max, uint32_t* n_dropped) {
+  *n_dropped = 0;
   if (!accessible()) return 0;
   const uint16_t old_used = used_idx_;
   const bool old_wrap = used_wrap_;
@@ -327,6 +328,7 @@ uint32_t Virtqueue::DequeuePacked(vhu_alloc_fn* alloc, void* aux, void** pkts,
   FlushPackedUsed();
   FinishPackedBurst(old_used, old_wrap);
   CountBurst(received, bytes, dropped);
+  *n_dropped = dropped;
   return received;
 }
 

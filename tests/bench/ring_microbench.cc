@@ -228,7 +228,7 @@ bool RingBench::Dequeue() {
   }
   pool_.Reset();
   const uint32_t n =
-      vhu_dequeue_burst(port_, 0, PacketPool::Alloc, &pool_, pkts_.data(), kBurst);
+      vhu_dequeue_burst(port_, 0, PacketPool::Alloc, &pool_, pkts_.data(), kBurst, nullptr);
   benchmark::DoNotOptimize(pkts_.data());
   VringUsedElem used;
   uint32_t reaped = 0;

@@ -97,7 +97,7 @@ class PortChurnTest : public ::testing::Test {
 
   static uint32_t Loopback(vhu_port* port) {
     void* pkts[32];
-    const uint32_t n = vhu_dequeue_burst(port, 0, AllocVector, nullptr, pkts, 32);
+    const uint32_t n = vhu_dequeue_burst(port, 0, AllocVector, nullptr, pkts, 32, nullptr);
     vhu_tx_packet out[32];
     for (uint32_t i = 0; i < n; ++i) {
       auto* v = static_cast<std::vector<uint8_t>*>(pkts[i]);

@@ -769,6 +769,22 @@ absl::Status ZeroLengthOutsideMemory(Env& env) {
   return g.ExpectStillWorks(env);
 }
 
+// A transmit chain of exactly the virtio-net header: a frame of no bytes, between two
+// good ones.  It is dropped (the switch counts it in rx_errors); the ring goes on.
+absl::Status HeaderOnly(Env& env) {
+  Guest g;
+  RETURN_IF_ERROR(g.Start(env));
+  g.PostRx(3);  // The two frames, and ExpectStillWorks()'s.
+  auto before = EchoFrame(64, 1), after = EchoFrame(64, 2);
+  g.Send(before);
+  const uint64_t header = g.ram.Alloc(kHeader);
+  memset(g.ram.host(header), 0, kHeader);
+  g.tx.Publish(g.tx.AddChain({{header, kHeader}}, false));
+  g.Send(after);
+  RETURN_IF_ERROR(g.ExpectEcho(env, {before, after}));
+  return g.ExpectStillWorks(env);
+}
+
 absl::Status HeaderSplitOverDescriptors(Env& env) {
   Guest g;
   RETURN_IF_ERROR(g.Start(env));
@@ -1668,6 +1684,8 @@ const std::vector<Case>& Cases() {
        "shorter than the virtio-net header", 1, ChainShorterThanHeader},
       {"chain_writable_in_transmit", "a device-writable descriptor in a transmit chain",
        O::kError, "device-writable", 1, WritableDescriptorInTransmitChain},
+      {"chain_header_only", "a transmit chain of the header alone, between two frames",
+       O::kTraffic, "", 1, HeaderOnly},
       {"chain_header_split", "headers split over up to four descriptors (legal)",
        O::kTraffic, "", 1, HeaderSplitOverDescriptors},
       {"chain_csum_start_beyond_packet", "NEEDS_CSUM and GSO with csum_start 0xfff0",

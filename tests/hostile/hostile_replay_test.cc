@@ -81,7 +81,7 @@ void* AllocVector(void*, uint32_t size, uint8_t** data) {
 // One loopback round: what the guest sent on queue pair 0 goes back to it.
 void Loopback(vhu_port* port) {
   void* pkts[32];
-  const uint32_t n = vhu_dequeue_burst(port, 0, AllocVector, nullptr, pkts, 32);
+  const uint32_t n = vhu_dequeue_burst(port, 0, AllocVector, nullptr, pkts, 32, nullptr);
   vhu_tx_packet out[32];
   for (uint32_t i = 0; i < n; ++i) {
     auto* v = static_cast<std::vector<uint8_t>*>(pkts[i]);

@@ -82,7 +82,7 @@ TEST(ConcurrencyTest, BurstsFromSeveralThreadsWhileTheControlPathChangesTheDevic
   switches.emplace_back([&] {
     void* pkts[32];
     while (!stop) {
-      uint32_t n = vhu_dequeue_burst(port, 0, AllocVector, nullptr, pkts, 32);
+      uint32_t n = vhu_dequeue_burst(port, 0, AllocVector, nullptr, pkts, 32, nullptr);
       for (uint32_t i = 0; i < n; ++i) delete static_cast<std::vector<uint8_t>*>(pkts[i]);
       dequeued += n;
     }

@@ -214,7 +214,7 @@ TEST_F(HostileTest, IndirectTableThatIsTheRingItselfIsRefused) {
   std::atomic<bool> done{false};
   std::thread burst([&] {
     void* pkts[4];
-    const uint32_t n = vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4);
+    const uint32_t n = vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4, nullptr);
     for (uint32_t i = 0; i < n; ++i) delete static_cast<std::vector<uint8_t>*>(pkts[i]);
     done = true;
   });
@@ -239,7 +239,7 @@ TEST_F(HostileTest, MemoryFileShrunkUnderTheSwitchDisconnects) {
   tx_.Publish(tx_.AddChain({{tx_far, kHeader + 64}}, false));
   rx_.Publish(rx_.AddChain({{rx_far, 2048}}, true));
   void* pkts[4];
-  const uint32_t n = vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4);
+  const uint32_t n = vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4, nullptr);
   for (uint32_t i = 0; i < n; ++i) delete static_cast<std::vector<uint8_t>*>(pkts[i]);
   auto frame = TestFrame(64, 1);
   vhu_tx_packet pkt{frame.data(), 64};
@@ -631,11 +631,11 @@ TEST_F(HostileTest, ChainsHaveAtMost256Descriptors) {
   };
   void* pkts[4];
   post_chain(256);
-  ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 1u);
+  ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4, nullptr), 1u);
   EXPECT_EQ(static_cast<std::vector<uint8_t>*>(pkts[0])->size(), 255u);
   delete static_cast<std::vector<uint8_t>*>(pkts[0]);
   post_chain(257);
-  EXPECT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 0u);
+  EXPECT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4, nullptr), 0u);
   EXPECT_TRUE((*fe)->WaitClosed(5000));
   EXPECT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_DISCONNECTED; }));
   EXPECT_THAT(Status().last_error, ::testing::HasSubstr("more than 256 descriptors"));

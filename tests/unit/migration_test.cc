@@ -249,7 +249,7 @@ TEST_F(MigrationTest, DequeueMarksOnlyTheUsedRing) {
   memset(ram_.host(gpa), 0, kHeader);
   tx_.Publish(tx_.AddChain({{gpa, kHeader + 64}}, false));
   void* pkts[4];
-  ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 1u);
+  ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4, nullptr), 1u);
   delete static_cast<std::vector<uint8_t>*>(pkts[0]);
   EXPECT_EQ(TakeMarked(), UsedPages(1, tx_, 0));
 }
@@ -396,7 +396,7 @@ TEST_F(MigrationTest, SendRarpAnnouncesTheGuestOnTheNextDequeue) {
   const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
   ASSERT_NO_FATAL_FAILURE(StartAfterSendRarp(mac));
   void* pkts[4];
-  ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 1u);
+  ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4, nullptr), 1u);
   auto* frame = static_cast<std::vector<uint8_t>*>(pkts[0]);
   std::vector<uint8_t> expected(kRarpFrameSize);
   BuildRarpFrame(mac, expected.data());
@@ -405,7 +405,8 @@ TEST_F(MigrationTest, SendRarpAnnouncesTheGuestOnTheNextDequeue) {
   EXPECT_EQ((*frame)[13], 0x35);
   EXPECT_EQ(0, memcmp(frame->data() + 6, mac, 6));
   delete frame;
-  EXPECT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 0u) << "once only";
+  EXPECT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4, nullptr), 0u)
+      << "once only";
 }
 
 // The RARP was taken before its packet was allocated: a dequeue that found no packet
@@ -415,8 +416,8 @@ TEST_F(MigrationTest, SendRarpSurvivesADequeueWithNoPacketForIt) {
   ASSERT_NO_FATAL_FAILURE(StartAfterSendRarp(mac));
   void* pkts[4];
   auto no_packet = [](void*, uint32_t, uint8_t**) -> void* { return nullptr; };
-  ASSERT_EQ(vhu_dequeue_burst(port_, 0, no_packet, nullptr, pkts, 4), 0u);
-  ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 1u)
+  ASSERT_EQ(vhu_dequeue_burst(port_, 0, no_packet, nullptr, pkts, 4, nullptr), 0u);
+  ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4, nullptr), 1u)
       << "the announcement was lost with the packet that could not be had";
   auto* frame = static_cast<std::vector<uint8_t>*>(pkts[0]);
   EXPECT_EQ(0, memcmp(frame->data() + 6, mac, 6));

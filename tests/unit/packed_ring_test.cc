@@ -101,7 +101,7 @@ class PackedRingTest : public ::testing::Test {
 
   std::vector<std::vector<uint8_t>> Dequeue() {
     void* pkts[64];
-    uint32_t n = vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 64);
+    uint32_t n = vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 64, &dequeue_dropped_);
     std::vector<std::vector<uint8_t>> out;
     for (uint32_t i = 0; i < n; ++i) {
       auto* v = static_cast<std::vector<uint8_t>*>(pkts[i]);
@@ -113,6 +113,7 @@ class PackedRingTest : public ::testing::Test {
 
   std::string dir_, path_;
   vhu_port* port_ = nullptr;
+  uint32_t dequeue_dropped_ = 0;  // What the last Dequeue() was told it dropped.
   GuestRam ram_{16 << 20};
   PackedDriverRing rx_{ram_, 64};
   PackedDriverRing tx_{ram_, 64};
@@ -340,6 +341,7 @@ TEST_F(PackedRingTest, LoneTransmitBufferAtTheFrameSizeLimit) {
   vhu_vring_get_status(port_, 1, &vs);
   EXPECT_EQ(vs.packets, 1u);
   EXPECT_EQ(vs.drops, 1u);
+  EXPECT_EQ(dequeue_dropped_, 1u) << "the caller is told, to count it";
 }
 
 // No packet to copy a lone buffer's frame into: the buffer stays with us, unreturned,
@@ -350,7 +352,7 @@ TEST_F(PackedRingTest, LoneTransmitBufferWaitsWhenNoPacketCanBeHad) {
   GuestSend(frame, 4);
   auto no_packet = [](void*, uint32_t, uint8_t**) -> void* { return nullptr; };
   void* pkts[4];
-  EXPECT_EQ(vhu_dequeue_burst(port_, 0, no_packet, nullptr, pkts, 4), 0u);
+  EXPECT_EQ(vhu_dequeue_burst(port_, 0, no_packet, nullptr, pkts, 4, nullptr), 0u);
   VringUsedElem e;
   EXPECT_FALSE(tx_.PopUsed(1, &e));
   auto got = Dequeue();
@@ -392,6 +394,7 @@ TEST_F(PackedRingTest, ABurstTakesAtMostARingOfDescriptors) {
   vhu_vring_get_status(port_, 1, &vs);
   EXPECT_EQ(vs.packets, 1u);
   EXPECT_EQ(vs.drops, 1u);
+  EXPECT_EQ(dequeue_dropped_, 1u) << "the caller is told, to count it";
 }
 
 TEST_F(PackedRingTest, ABurstBecomesVisibleToTheDriverWhole) {

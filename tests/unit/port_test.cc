@@ -146,7 +146,7 @@ class PortTest : public ::testing::Test {
 
   std::vector<std::vector<uint8_t>> Dequeue(uint32_t max = 32) {
     void* pkts[64];
-    uint32_t n = vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, max);
+    uint32_t n = vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, max, &dequeue_dropped_);
     std::vector<std::vector<uint8_t>> out;
     for (uint32_t i = 0; i < n; ++i) {
       auto* v = static_cast<std::vector<uint8_t>*>(pkts[i]);
@@ -172,6 +172,7 @@ class PortTest : public ::testing::Test {
 
   std::string dir_, path_, last_create_error_;
   vhu_port* port_ = nullptr;
+  uint32_t dequeue_dropped_ = 0;  // What the last Dequeue() was told it dropped.
   GuestRam ram_{8 << 20};
   DriverRing rx_{ram_, 256};
   DriverRing tx_{ram_, 256};
@@ -244,8 +245,8 @@ TEST_F(PortTest, LastQueuePairMovesPackets) {
   last_tx.Publish(
       last_tx.AddChain({{gpa, static_cast<uint32_t>(kHeader + frame.size())}}, false));
   void* pkts[4];
-  EXPECT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4), 0u);
-  ASSERT_EQ(vhu_dequeue_burst(port_, kLast, AllocVector, nullptr, pkts, 4), 1u);
+  EXPECT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4, nullptr), 0u);
+  ASSERT_EQ(vhu_dequeue_burst(port_, kLast, AllocVector, nullptr, pkts, 4, nullptr), 1u);
   auto* got = static_cast<std::vector<uint8_t>*>(pkts[0]);
   EXPECT_EQ(*got, frame);
   delete got;
@@ -262,10 +263,11 @@ TEST_F(PortTest, LastQueuePairMovesPackets) {
   EXPECT_FALSE(rx_.PopUsed(&e));
 
   // A queue pair in between was never configured: no packets, and an empty status.
-  EXPECT_EQ(vhu_dequeue_burst(port_, 5, AllocVector, nullptr, pkts, 4), 0u);
+  EXPECT_EQ(vhu_dequeue_burst(port_, 5, AllocVector, nullptr, pkts, 4, nullptr), 0u);
   EXPECT_EQ(vhu_enqueue_burst(port_, 5, &pkt, 1, nullptr), 0u);
-  EXPECT_EQ(vhu_dequeue_burst(port_, VHU_MAX_QUEUE_PAIRS, AllocVector, nullptr, pkts, 4),
-            0u);
+  EXPECT_EQ(
+      vhu_dequeue_burst(port_, VHU_MAX_QUEUE_PAIRS, AllocVector, nullptr, pkts, 4, nullptr),
+      0u);
   vhu_vring_status vs;
   ASSERT_TRUE(vhu_vring_get_status(port_, 10, &vs));
   EXPECT_FALSE(vs.started);
@@ -317,6 +319,7 @@ TEST_F(PortTest, DropsFramesAboveThePortsMaxRxFrameSize) {
   vhu_vring_status vs;
   vhu_vring_get_status(port_, 1, &vs);
   EXPECT_EQ(vs.drops, 1u);
+  EXPECT_EQ(dequeue_dropped_, 1u) << "the caller is told, to count it";
   EXPECT_EQ(vs.errors, 0u) << "a frame too large is the guest's loss, not a broken ring";
 }
 
@@ -437,7 +440,7 @@ TEST_F(PortTest, LoneTransmitBufferWaitsWhenNoPacketCanBeHad) {
   GuestSend(frame);
   auto no_packet = [](void*, uint32_t, uint8_t**) -> void* { return nullptr; };
   void* pkts[4];
-  EXPECT_EQ(vhu_dequeue_burst(port_, 0, no_packet, nullptr, pkts, 4), 0u);
+  EXPECT_EQ(vhu_dequeue_burst(port_, 0, no_packet, nullptr, pkts, 4, nullptr), 0u);
   VringUsedElem e;
   EXPECT_FALSE(tx_.PopUsed(&e));
   auto got = Dequeue();

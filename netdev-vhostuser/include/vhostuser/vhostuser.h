@@ -172,13 +172,16 @@ typedef void *vhu_alloc_fn(void *aux, uint32_t size, uint8_t **data);
  * control thread then disconnects the frontend and logs why.  After a live migration
  * whose frontend sent SEND_RARP, the first call for queue pair 0 once it moves packets
  * also returns, first, a RARP frame from the guest's MAC (counted by the caller only).
+ * '*n_dropped' (if non-NULL) is set to the number of frames the guest sent that were
+ * dropped rather than returned: empty ones, and those over the port's
+ * max_rx_frame_size.  Their buffers went back to the guest.
  *
  * While the frontend migrates the guest (VHOST_F_LOG_ALL with a SET_LOG_BASE log), every
  * write into guest memory by this call and vhu_enqueue_burst() marks its pages in the
  * frontend's dirty log. */
 uint32_t vhu_dequeue_burst(struct vhu_port *, uint16_t qp,
                            vhu_alloc_fn *alloc, void *aux,
-                           void **pkts, uint32_t max);
+                           void **pkts, uint32_t max, uint32_t *n_dropped);
 
 struct vhu_tx_packet {
     const void *data;
