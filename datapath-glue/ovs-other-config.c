@@ -19,6 +19,7 @@
 #include <grp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "dirs.h"
 #include "dpdk.h"
@@ -77,6 +78,18 @@ normalize_dir(char *dir)
         *out++ = '/';
     }
     *out = '\0';
+}
+
+/* Whether 'a' and 'b' are one directory reached by two paths (a symlink, a bind
+ * mount): moving the sockets from one to the other would make each port's new socket
+ * where its old one already is, which fails, and would be retried for good. */
+static bool
+same_directory(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    return (!stat(a, &sa) && !stat(b, &sb) && S_ISDIR(sa.st_mode)
+            && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino);
 }
 
 const char *
@@ -226,6 +239,12 @@ dpdk_init(const struct smap *ovs_other_config)
     sock_dir_setting = xstrdup(setting);
     if (sock_dir && !strcmp(dir, sock_dir)) {
         free(dir);      /* Another spelling of the same directory: nothing moves. */
+        return;
+    }
+    if (sock_dir && same_directory(dir, sock_dir)) {
+        VLOG_INFO("other_config:vhost-sock-dir=%s is %s by another path: vhost-user "
+                  "server sockets stay where they are", setting, sock_dir);
+        free(dir);
         return;
     }
     free(sock_dir);

@@ -174,6 +174,20 @@ class PortLifecycleTest(unittest.TestCase):
             self.assertEqual(ovs.get_map("Interface", "vhu0", "status").get("socket"),
                              moved)
 
+            # The same directory through a symlink: nothing moves.  The port made its
+            # new socket where its old one was, failed, and tried again for good.
+            os.symlink("later", os.path.join(ovs.rundir, "alias"))
+            ovs.vsctl("set", "Open_vSwitch", ".", "other_config:vhost-sock-dir=alias")
+            ovs.wait_for(lambda: any("by another path" in line for line in
+                                     ovs.log_lines(levels=("INFO",))),
+                         "the daemon sees the same directory", ovs.vswitchd)
+            time.sleep(1.5)   # A failed move would be retried, and shown, within 1 s.
+            status = ovs.get_map("Interface", "vhu0", "status")
+            self.assertNotIn("config_error", status)
+            self.assertEqual(status.get("socket"), moved)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as guest:
+                guest.connect(moved)   # Still served.
+
     def test_userspace_tso_is_warned_about(self):
         """With userspace-tso-enable, OVS 3.1 drops offloaded packets on their way to a
         port without offloads, counted nowhere the port's users look: say so."""
