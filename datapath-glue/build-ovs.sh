@@ -6,7 +6,8 @@
 # static libraries, its generated headers and three of vswitchd's objects.  Building
 # them takes minutes; every clone and every build tree on a machine needs the very same
 # result, so the build lives in a cache outside any source tree, keyed by what decides
-# its content: the tarball's bytes, the configure flags, the compiler and this recipe.
+# its content: the tarball's bytes, the configure flags, the compiler, the optional
+# libraries configure finds, and this recipe.
 #
 # A build directory counts only once its stamp file exists, and the stamp is written
 # last: a build that failed or was interrupted leaves no stamp and is redone from
@@ -85,6 +86,20 @@ cache_root() {
     fi
 }
 
+# The libraries OVS's configure uses when it finds them (AF_XDP needs libxdp, libbpf
+# and libnuma; DNS names in remotes need libunbound; SSL, libcap-ng), by their headers:
+# installing one, say libxdp-dev to get the afxdp port type, must give a new build
+# rather than the cached one without it.  Prints the headers found, one line.
+optional_libraries() {
+    local header found=()
+    for header in openssl/ssl.h cap-ng.h unbound.h numa.h xdp/xsk.h bpf/libbpf.h; do
+        if [[ -e /usr/include/$header || -e /usr/local/include/$header ]]; then
+            found+=("$header")
+        fi
+    done
+    echo "optional ${found[*]}"
+}
+
 build_key() {
     local compiler
     compiler=$(gcc --version 2>/dev/null | head -n1 || echo unknown)
@@ -97,6 +112,7 @@ build_key() {
         if [[ -n ${CFLAGS:-}${CPPFLAGS:-}${LDFLAGS:-} ]]; then
             echo "CFLAGS=${CFLAGS:-} CPPFLAGS=${CPPFLAGS:-} LDFLAGS=${LDFLAGS:-}"
         fi
+        optional_libraries
     } | sha256sum | cut -c1-16
 }
 
