@@ -264,13 +264,22 @@ bool RingBench::Enqueue() {
   return true;
 }
 
+// Set when any case failed: the run then exits 1, so that the smoke test (ctest
+// bench.ring_microbench.smoke) fails with it rather than print the error and pass.
+bool g_failed = false;
+
+void Fail(benchmark::State& state, const std::string& why) {
+  g_failed = true;
+  state.SkipWithError(why.c_str());
+}
+
 // Benchmark arguments: frame, packed, mergeable, logging.
 void RunCase(benchmark::State& state, Direction direction) {
   const Case c{static_cast<uint32_t>(state.range(0)), state.range(1) != 0,
                state.range(2) != 0, state.range(3) != 0};
   RingBench bench(c);
   if (auto s = bench.Start(); !s.ok()) {
-    state.SkipWithError(s.ToString().c_str());
+    Fail(state, s.ToString());
     return;
   }
   // A lap of both rings first, so that every guest buffer and our packets are touched
@@ -278,14 +287,14 @@ void RunCase(benchmark::State& state, Direction direction) {
   for (uint32_t i = 0; i < kRingSize / kBurst; ++i) {
     if ((direction != Direction::kEnqueue && !bench.Dequeue()) ||
         (direction != Direction::kDequeue && !bench.Enqueue())) {
-      state.SkipWithError(bench.error().c_str());
+      Fail(state, bench.error());
       return;
     }
   }
   for (auto _ : state) {
     if ((direction != Direction::kEnqueue && !bench.Dequeue()) ||
         (direction != Direction::kDequeue && !bench.Enqueue())) {
-      state.SkipWithError(bench.error().c_str());
+      Fail(state, bench.error());
       break;
     }
   }
@@ -325,5 +334,5 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
-  return 0;
+  return vhostuser::testing::g_failed ? 1 : 0;
 }

@@ -407,7 +407,11 @@ class TrafficTest(unittest.TestCase):
             ovs.vsctl("set", "Interface", "vhu0", "mtu_request=9000")
             ovs.wait_for(lambda: ovs.get("Interface", "vhu0", "mtu") == "9000", "mtu 9000")
             ovs.vsctl("set", "Interface", "vhu0", "mtu_request=9800")
-            time.sleep(1)
+            # The refusal is logged once the bridge has seen the request: only then
+            # does the MTU staying where it was say anything.
+            ovs.wait_for(lambda: any("mtu_request=9800 refused" in line for line in
+                                     ovs.log_lines(levels=("WARN",))),
+                         "the refusal of mtu_request=9800", ovs.vswitchd)
             self.assertEqual(ovs.get("Interface", "vhu0", "mtu"), "9000",
                              "an MTU above 9702 is refused")
 
