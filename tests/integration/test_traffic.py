@@ -370,7 +370,8 @@ class TrafficTest(unittest.TestCase):
     def test_socket_dir_helper_will_not_move_connected_guests(self):
         """utilities/ovs-vhostuser-setup-sockdir refuses to change vhost-sock-dir while
         guests are connected to dpdkvhostuser ports (the switch moves their sockets at
-        once and their QEMU never finds them again), unless forced."""
+        once and their QEMU never finds them again), unless forced; forced, the guest
+        loses its link and the port counts a link reset."""
         helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                               "utilities", "ovs-vhostuser-setup-sockdir")
         with self.sandbox() as ovs:
@@ -389,14 +390,29 @@ class TrafficTest(unittest.TestCase):
                              .get("vhost-sock-dir"), None)
             self.assertFalse(os.path.exists(os.path.join(ovs.rundir, "socks")),
                              "refused, yet it made the directory")
-            a.kill()
-            ovs.wait_for(lambda: ovs.get_map("Interface", "vhu0", "status")
-                         .get("status") != "connected", "vhu0 without its guest")
-            result = subprocess.run(argv, env=ovs.env, capture_output=True, text=True,
-                                    timeout=60)
+
+            # Forced: the socket moves, and the guest on it loses its link, which the
+            # port counts as a link reset.
+            resets = int(ovs.get("Interface", "vhu0", "link_resets"))
+            result = subprocess.run(argv + ["--force"], env=ovs.env, capture_output=True,
+                                    text=True, timeout=60)
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
             ovs.wait_for(lambda: os.path.exists(os.path.join(ovs.rundir, "socks", "vhu0")),
                          "vhu0's socket in the new directory")
+            ovs.wait_for(lambda: ovs.get("Interface", "vhu0", "link_state") == "down",
+                         "vhu0's link down once its socket moved")
+            self.assertEqual(int(ovs.get("Interface", "vhu0", "link_resets")), resets + 1)
+            self.assertNotEqual(ovs.get_map("Interface", "vhu0", "status").get("status"),
+                                "connected")
+
+            # Without a guest connected, no --force is needed.
+            a.kill()
+            argv[-1] = "socks2"
+            result = subprocess.run(argv, env=ovs.env, capture_output=True, text=True,
+                                    timeout=60)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            ovs.wait_for(lambda: os.path.exists(os.path.join(ovs.rundir, "socks2", "vhu0")),
+                         "vhu0's socket in the second directory")
 
     def test_admin_down_drops_and_up_resumes(self):
         with self.sandbox() as ovs:
