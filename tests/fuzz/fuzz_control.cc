@@ -160,7 +160,8 @@ class Session {
       std::lock_guard<Spinlock> lock(vq.lock());
       if (vring % 2) {
         void* pkts[64];
-        uint32_t n = vq.Dequeue(AllocPacket, nullptr, pkts, 1 + count % 64);
+        uint32_t dropped;
+        uint32_t n = vq.Dequeue(AllocPacket, nullptr, pkts, 1 + count % 64, &dropped);
         for (uint32_t i = 0; i < n; ++i) free(pkts[i]);
       } else {
         static uint8_t frame[70000];

@@ -251,8 +251,10 @@ void Run(const uint8_t* data, size_t size) {
         void* pkts[64];
         int budget = (op.b & 0x8000) ? op.b % 64 : -1;
         const uint32_t max = 1 + op.a % 64;
-        const uint32_t n = vq.Dequeue(AllocPacket, &budget, pkts, max);
+        uint32_t dropped;
+        const uint32_t n = vq.Dequeue(AllocPacket, &budget, pkts, max, &dropped);
         if (n > max) Violation("Dequeue returned more than asked");
+        if (dropped > max) Violation("Dequeue dropped more than it was asked to take");
         for (uint32_t i = 0; i < n; ++i) free(pkts[i]);
         break;
       }
