@@ -110,6 +110,12 @@ absl::Status Virtqueue::Start(const GuestMemory* memory, const RingFeatures& fea
     started_ = true;
     return absl::OkStatus();
   }
+  // SET_VRING_NUM checked the size against the features of that moment; a frontend may
+  // have set a packed ring's size, then taken the packed feature back.
+  if ((size_ & mask_) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("split ring of size ", size_, ", not a power of two"));
+  }
   if (absl::Status s = Remap(memory); !s.ok()) return s;
   shadow_used_.resize(size_);  // Done already when Device prepared the ring.
 
@@ -579,12 +585,14 @@ uint32_t Virtqueue::EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, boo
   uint64_t written = 0;
   bool num_buffers_known = false;
   while (written < need) {
-    if (avail == avail_end) {
-      *fits = false;  // The guest has not posted enough buffers yet.
-      return 0;
-    }
+    // Before the test for more buffers: a packet that has had a whole ring of them
+    // finds no more posted (there can be no more), and would wait for good.
     if (n_buffers == size_ || (n_buffers == 1 && !features_.mergeable_rx)) {
       *fits = true;  // Larger than this guest's buffers will ever hold: drop it.
+      return 0;
+    }
+    if (avail == avail_end) {
+      *fits = false;  // The guest has not posted enough buffers yet.
       return 0;
     }
     uint16_t head;

@@ -149,7 +149,9 @@ bool Virtqueue::WalkPackedChain(uint16_t position, bool writable, uint16_t* n_de
       }
       const auto* table =
           reinterpret_cast<const PackedDesc*>(memory_->TranslateGuest(addr, len));
-      if (table == nullptr || reinterpret_cast<uintptr_t>(table) % 16) {
+      // The spec asks no alignment of an indirect table; its descriptors' own (8 bytes,
+      // for the atomic loads of their 64-bit addresses) is all we need.
+      if (table == nullptr || reinterpret_cast<uintptr_t>(table) % alignof(PackedDesc)) {
         Fail("indirect table is not inside guest memory");
         return false;
       }
@@ -184,18 +186,26 @@ bool Virtqueue::WalkPackedChain(uint16_t position, bool writable, uint16_t* n_de
   return true;
 }
 
+// A used descriptor's flags: AVAIL and USED equal to the used wrap counter, and WRITE
+// when the device wrote into the buffer.  Without WRITE, the spec has the driver ignore
+// the length (virtio 1.x 2.8.6): a receive buffer's must come with it.
+static uint16_t PackedUsedFlags(bool wrap, uint32_t len) {
+  return static_cast<uint16_t>((wrap ? (kPackedFlagAvail | kPackedFlagUsed) : 0) |
+                               (len != 0 ? kDescFlagWrite : 0));
+}
+
 void Virtqueue::FlushPackedUsed() {
   if (n_pending_ == 0) return;
   const uint16_t first = used_idx_;
-  const uint16_t first_flags = used_wrap_ ? (kPackedFlagAvail | kPackedFlagUsed) : 0;
+  const uint16_t first_flags = PackedUsedFlags(used_wrap_, pending_[0].len);
   for (uint32_t i = 0; i < n_pending_; ++i) {
     const PendingUsed& used = pending_[i];
     PackedDesc* slot = &packed_desc_[used_idx_];
     WriteOnce(&slot->id, used.id);
     WriteOnce(&slot->len, used.len);
     if (i != 0) {
-      const uint16_t flags = used_wrap_ ? (kPackedFlagAvail | kPackedFlagUsed) : 0;
-      __atomic_store_n(&slot->flags, flags, __ATOMIC_RELEASE);
+      __atomic_store_n(&slot->flags, PackedUsedFlags(used_wrap_, used.len),
+                       __ATOMIC_RELEASE);
     }
     used_idx_ = static_cast<uint16_t>(used_idx_ + used.n_descs);
     if (used_idx_ >= size_) {
@@ -234,7 +244,12 @@ void Virtqueue::FinishPackedBurst(uint16_t old_used, bool old_wrap) {
 void Virtqueue::MaybeInterruptPacked(uint16_t old_used, bool old_wrap) {
   if (!call_.valid()) return;
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  const uint16_t flags = ReadOnce(&avail_[1]);
+  // The driver writes off_wrap, then flags (with a write barrier between): reading flags
+  // with acquire makes the off_wrap read below see the value written with them.  Two
+  // relaxed loads may be satisfied out of order (arm64 does), and a new flags with an
+  // old off_wrap names a position already passed: the interrupt the driver waits for
+  // would never come.
+  const uint16_t flags = __atomic_load_n(&avail_[1], __ATOMIC_ACQUIRE);
   bool needed;
   if (flags == kEventFlagsDesc && features_.event_idx) {
     // Interrupt if the position the driver named (with its wrap counter) lies in
@@ -346,13 +361,14 @@ bool Virtqueue::EnqueueOnePacked(const vhu_tx_packet& pkt, bool* fits) {
   uint64_t written = 0;
   bool num_buffers_known = false;
   while (written < need) {
+    // As in EnqueueOne(): a whole ring's descriptors taken, none can follow.
+    if (descs >= size_ || (n_buffers == 1 && !features_.mergeable_rx)) {
+      *fits = true;  // Larger than this guest's buffers will ever hold: drop it.
+      return false;
+    }
     const PackedBurstEntry* entry = PrewalkedAt(position, wrap);
     if (entry == nullptr && !PackedDescAvailable(position, wrap)) {
       *fits = false;  // The guest has not posted enough buffers yet.
-      return false;
-    }
-    if (descs >= size_ || (n_buffers == 1 && !features_.mergeable_rx)) {
-      *fits = true;  // Larger than this guest's buffers will ever hold: drop it.
       return false;
     }
     uint16_t n_descs, id;

@@ -474,6 +474,27 @@ absl::Status VringNum(Env& env, uint32_t num) {
   });
 }
 
+// SET_VRING_NUM 3 is legal while the packed feature is set; the frontend then takes
+// the feature back and starts the ring as a split one, which only takes powers of two.
+absl::Status VringNumPackedThenSplit(Env& env) {
+  GuestRam ram(1 << 20);
+  DriverRing ring(ram, 256);
+  return DroppedAfter(env, [&](Frontend& fe) {
+    RETURN_IF_ERROR(fe.SendU64(Request::kSetFeatures, kFeatures | Bit(feature::kRingPacked)));
+    struct {
+      MemoryTableHeader header;
+      MemoryRegionDesc region;
+    } table{{1, 0}, ram.Region()};
+    RETURN_IF_ERROR(fe.Send(Request::kSetMemTable, &table, sizeof table, {ram.fd()}));
+    RETURN_IF_ERROR(SendState(fe, Request::kSetVringNum, 0, 3));
+    const VringAddress addr = ring.Address(0);
+    RETURN_IF_ERROR(fe.Send(Request::kSetVringAddr, &addr, sizeof addr));
+    RETURN_IF_ERROR(fe.SendU64(Request::kSetFeatures, kFeatures));
+    UniqueFd kick(eventfd(0, EFD_CLOEXEC));
+    return fe.SendU64(Request::kSetVringKick, 0, {kick.get()});
+  });
+}
+
 absl::Status VringIndexHuge(Env& env) {
   return DroppedAfter(env, [](Frontend& fe) {
     return SendState(fe, Request::kSetVringNum, 0x10001, 256);
@@ -1639,6 +1660,9 @@ const std::vector<Case>& Cases() {
        "power of two", 100000, [](Env& env) { return VringNum(env, 300); }},
       {"vring_num_too_large", "SET_VRING_NUM 65536, 100,000 times", O::kError,
        "power of two", 100000, [](Env& env) { return VringNum(env, 65536); }},
+      {"vring_num_packed_then_split",
+       "SET_VRING_NUM 3 under the packed feature, then the ring started as split",
+       O::kError, "not a power of two", 1, VringNumPackedThenSplit},
       {"vring_index_0x10001", "SET_VRING_NUM on vring 0x10001", O::kError, "out of range", 1,
        VringIndexHuge},
       {"vring_index_one_past", "SET_VRING_BASE on vring 256 (of 256)", O::kError,

@@ -483,6 +483,23 @@ TEST_F(PortTest, EnqueueSpreadsOverMergeableBuffers) {
   EXPECT_EQ(vhu_enqueue_burst(port_, 0, &p2, 1, &dropped), 1u);
 }
 
+// A frame larger than a whole ring of the guest's mergeable buffers can never be
+// received: dropped, not left to wait for buffers that cannot come (the ring is full of
+// them already), and the buffers stay for the frames that fit.
+TEST_F(PortTest, DropsWhatAWholeRingOfMergeableBuffersCannotHold) {
+  Start(kModernFeatures | Bit(feature::kNetMrgRxbuf));
+  for (int i = 0; i < 256; ++i) PostRxBuffer(100);
+  auto huge = TestFrame(30000, 1), small = TestFrame(60, 2);
+  vhu_tx_packet pkts[] = {{huge.data(), 30000}, {small.data(), 60}};
+  uint32_t dropped = 0;
+  EXPECT_EQ(vhu_enqueue_burst(port_, 0, pkts, 2, &dropped), 2u);
+  EXPECT_EQ(dropped, 1u);
+  VringUsedElem e;
+  ASSERT_TRUE(rx_.PopUsed(&e));
+  EXPECT_EQ(e.len, kHeader + 60) << "the first buffer went to the frame that fits";
+  EXPECT_FALSE(rx_.PopUsed(&e));
+}
+
 TEST_F(PortTest, EnqueueWritesAHeaderSplitOverSegments) {
   Start(kModernFeatures | Bit(feature::kNetMrgRxbuf));
   // A receive chain whose first buffers are smaller than the header, after an empty

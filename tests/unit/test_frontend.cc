@@ -175,7 +175,8 @@ bool PackedDriverRing::PopUsed(uint16_t n_descs, VringUsedElem* elem) {
   const bool avail = flags & kAvail, used = flags & kUsed;
   if (avail != used || used != used_wrap_) return false;
   elem->id = desc_[used_pos_].id;
-  elem->len = desc_[used_pos_].len;
+  // A driver ignores the length of a used descriptor without WRITE (virtio 1.x 2.8.6).
+  elem->len = (flags & kDescFlagWrite) ? desc_[used_pos_].len : 0;
   used_pos_ = static_cast<uint16_t>(used_pos_ + n_descs);
   if (used_pos_ >= size_) {
     used_pos_ = static_cast<uint16_t>(used_pos_ - size_);
