@@ -87,13 +87,16 @@ cache_root() {
 }
 
 # The libraries OVS's configure uses when it finds them (AF_XDP needs libxdp, libbpf
-# and libnuma; DNS names in remotes need libunbound; SSL, libcap-ng), by their headers:
-# installing one, say libxdp-dev to get the afxdp port type, must give a new build
-# rather than the cached one without it.  Prints the headers found, one line.
+# and libnuma; DNS names in remotes need libunbound; SSL, libcap-ng; libunwind gives
+# backtraces), by their headers: installing one, say libxdp-dev to get the afxdp port
+# type, must give a new build rather than the cached one without it.  Prints the
+# headers found, one line.
 optional_libraries() {
-    local header found=()
-    for header in openssl/ssl.h cap-ng.h unbound.h numa.h xdp/xsk.h bpf/libbpf.h; do
-        if [[ -e /usr/include/$header || -e /usr/local/include/$header ]]; then
+    local header found=() multiarch
+    multiarch=$(gcc -print-multiarch 2>/dev/null || true)
+    for header in openssl/ssl.h cap-ng.h unbound.h numa.h xdp/xsk.h bpf/libbpf.h libunwind.h; do
+        if [[ -e /usr/include/$header || -e /usr/local/include/$header ||
+              ( -n $multiarch && -e /usr/include/$multiarch/$header ) ]]; then
             found+=("$header")
         fi
     done

@@ -1195,10 +1195,13 @@ netdev_vhostuser_get_status(const struct netdev *netdev, struct smap *args)
         smap_add(args, "socket", socket);
     }
     smap_add_format(args, "tx-retries-max", "%d", dev->options.tx_retries_max);
-    if (dev->config_error) {
-        smap_add(args, "config_error", dev->config_error);
-    } else if (dev->port && dev->socket_error) {
-        smap_add(args, "config_error", dev->socket_error);
+    /* Both can hold at once (an out-of-range option beside a socket move that
+     * fails), and neither may hide the other. */
+    const char *socket_error = dev->port ? dev->socket_error : NULL;
+    if (dev->config_error && socket_error) {
+        smap_add_format(args, "config_error", "%s; %s", dev->config_error, socket_error);
+    } else if (dev->config_error || socket_error) {
+        smap_add(args, "config_error", dev->config_error ? dev->config_error : socket_error);
     }
 
     if (!dev->port) {

@@ -164,6 +164,14 @@ class PortLifecycleTest(unittest.TestCase):
             self.assertTrue(os.path.exists(path), "the old socket went with the move")
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as guest:
                 guest.connect(path)   # Still served.
+            # An option out of range meanwhile: neither reason hides the other.
+            ovs.vsctl("set", "Interface", "vhu0", "options:tx-retries-max=99")
+            ovs.wait_for(lambda: "tx-retries-max=99" in ovs.get_map(
+                "Interface", "vhu0", "status").get("config_error", ""),
+                         "the option's warning in config_error")
+            self.assertIn("still on", ovs.get_map("Interface", "vhu0", "status")
+                          .get("config_error", ""))
+            ovs.vsctl("remove", "Interface", "vhu0", "options", "tx-retries-max")
             os.mkdir(newdir)
             moved = os.path.join(newdir, "vhu0")
             ovs.wait_for(lambda: os.path.exists(moved), "the socket in the new directory",

@@ -391,6 +391,20 @@ class TrafficTest(unittest.TestCase):
             self.assertFalse(os.path.exists(os.path.join(ovs.rundir, "socks")),
                              "refused, yet it made the directory")
 
+            # The directory the sockets are in, through a symlink, is no move: allowed,
+            # and the guest keeps its link.
+            os.symlink(".", os.path.join(ovs.rundir, "alias"))
+            resets = int(ovs.get("Interface", "vhu0", "link_resets"))
+            result = subprocess.run(argv[:-1] + ["alias"], env=ovs.env,
+                                    capture_output=True, text=True, timeout=60)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            ovs.wait_for(lambda: any("by another path" in line for line in
+                                     ovs.log_lines(levels=("INFO",))),
+                         "the switch sees the same directory", ovs.vswitchd)
+            self.assertEqual(ovs.get_map("Interface", "vhu0", "status").get("status"),
+                             "connected")
+            self.assertEqual(int(ovs.get("Interface", "vhu0", "link_resets")), resets)
+
             # Forced: the socket moves, and the guest on it loses its link, which the
             # port counts as a link reset.
             resets = int(ovs.get("Interface", "vhu0", "link_resets"))
