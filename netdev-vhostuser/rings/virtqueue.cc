@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -76,7 +77,7 @@ absl::Status Virtqueue::SetBase(uint32_t base, bool packed) {
     last_avail_idx_ = used_idx_ = static_cast<uint16_t>(base & 0x7fff);
     avail_wrap_ = used_wrap_ = (base >> 15) & 1;
   } else {
-    last_avail_idx_ = used_idx_ = static_cast<uint16_t>(base);
+    last_avail_idx_ = used_idx_ = published_used_ = static_cast<uint16_t>(base);
   }
   return absl::OkStatus();
 }
@@ -124,6 +125,8 @@ absl::Status Virtqueue::Start(const GuestMemory* memory, const RingFeatures& fea
   // that it never completed.  Trust the ring, as the guest does.
   uint16_t used_idx = ReadOnce(reinterpret_cast<uint16_t*>(used_ + 2));
   if (used_idx != used_idx_) last_avail_idx_ = used_idx_ = used_idx;
+  published_used_ = used_idx_;
+  hold_idle_since_ns_ = 0;
   // We poll: ask the driver not to kick us (the driver ignores this with EVENT_IDX,
   // where avail_event, which we never move, keeps kicks to one per 2^16 entries).
   WriteOnce(reinterpret_cast<uint16_t*>(used_), kUsedFlagNoNotify);
@@ -176,6 +179,13 @@ absl::Status Virtqueue::Remap(const GuestMemory* memory) {
 }
 
 uint32_t Virtqueue::Stop() {
+  // The transmit buffers held back go back first (kTransmitHold): the frontend reads
+  // used->idx next, and a new backend would take them for never sent.
+  if (started_ && !packed_ && used_ != nullptr && published_used_ != used_idx_) {
+    __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), used_idx_, __ATOMIC_RELEASE);
+    LogWrite(used_ + 2, 2);
+    published_used_ = used_idx_;
+  }
   started_ = false;
   kick_received_ = false;
   kick_fd_.reset();
@@ -219,11 +229,20 @@ void Virtqueue::Reset() {
   enabled_ = false;
   call_.Reset();
   err_fd_.reset();
-  last_avail_idx_ = used_idx_ = last_seen_avail_idx_ = 0;
+  last_avail_idx_ = used_idx_ = published_used_ = last_seen_avail_idx_ = 0;
+  hold_idle_since_ns_ = 0;
   packed_ = false;
   avail_wrap_ = used_wrap_ = true;
   failure_.store(nullptr, std::memory_order_relaxed);
   features_ = {};
+}
+
+void Virtqueue::SetEnabled(bool enabled) {
+  enabled_ = enabled;
+  // A disabled ring is not polled: its held transmit buffers go back now.
+  if (!enabled && started_ && !packed_ && published_used_ != used_idx_) {
+    PublishUsedIdx(used_idx_);
+  }
 }
 
 void Virtqueue::Fail(const char* why) {
@@ -390,12 +409,13 @@ bool Virtqueue::WalkChainFull(uint16_t head, bool writable, uint32_t* n_segments
     index = next;
   }
   walk_budget_ = budget;
+  chain_ring_slots_ = in_indirect ? 1 : hops;
   *n_segments = n;
   *total = bytes;
   return true;
 }
 
-void Virtqueue::PublishUsed(uint16_t old_used) {
+void Virtqueue::WriteUsedEntries(uint16_t old_used) {
   if (used_idx_ == old_used) return;
   auto* used_ring = reinterpret_cast<VringUsedElem*>(used_ + 4);
   const uint32_t count = static_cast<uint16_t>(used_idx_ - old_used);
@@ -404,9 +424,29 @@ void Virtqueue::PublishUsed(uint16_t old_used) {
   memcpy(&used_ring[start], shadow_used_.data(), first * sizeof(VringUsedElem));
   memcpy(used_ring, shadow_used_.data() + first, (count - first) * sizeof(VringUsedElem));
   if (__builtin_expect(log_ != nullptr, 0)) LogUsedEntries(old_used);
-  __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), used_idx_, __ATOMIC_RELEASE);
+}
+
+void Virtqueue::PublishUsedIdx(uint16_t idx) {
+  if (idx == published_used_) return;
+  const uint16_t old = published_used_;
+  // Release: the used elements before the index.
+  __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), idx, __ATOMIC_RELEASE);
   LogWrite(used_ + 2, 2);
-  MaybeInterrupt(old_used);
+  published_used_ = idx;
+  MaybeInterrupt(old, idx);
+}
+
+void Virtqueue::ReturnHeldWhenIdle() {
+  // Read only here, on an empty poll with buffers held: not per packet, nor per burst.
+  // A vDSO call, as the PMD threads' own clock reads.
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  if (hold_idle_since_ns_ == 0) {
+    hold_idle_since_ns_ = now;
+  } else if (now - hold_idle_since_ns_ >= kTransmitHoldIdleNs) {
+    PublishUsedIdx(used_idx_);
+  }
 }
 
 void Virtqueue::LogUsedEntries(uint16_t old_used) const {
@@ -420,7 +460,7 @@ void Virtqueue::LogUsedEntries(uint16_t old_used) const {
   if (count > first) LogWrite(used_ring, uint64_t{count - first} * sizeof(VringUsedElem));
 }
 
-void Virtqueue::MaybeInterrupt(uint16_t old_used) {
+void Virtqueue::MaybeInterrupt(uint16_t old_used, uint16_t new_used) {
   if (!call_.valid()) return;
   // Our used->idx store must be visible before we read the driver's suppression state,
   // or we could miss the interrupt it just asked for.
@@ -428,8 +468,8 @@ void Virtqueue::MaybeInterrupt(uint16_t old_used) {
   bool needed;
   if (features_.event_idx) {
     const uint16_t used_event = ReadOnce(&avail_[2 + size_]);
-    needed = static_cast<uint16_t>(used_idx_ - used_event - 1) <
-             static_cast<uint16_t>(used_idx_ - old_used);
+    needed = static_cast<uint16_t>(new_used - used_event - 1) <
+             static_cast<uint16_t>(new_used - old_used);
   } else {
     needed = !(ReadOnce(&avail_[0]) & kAvailFlagNoInterrupt);
   }
@@ -456,6 +496,10 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
   uint16_t available;
   if (!accessible() || !AvailableEntries(&available)) return 0;
   const uint32_t count = std::min<uint32_t>(available, max);
+  if (count == 0) {
+    if (published_used_ != used_idx_) ReturnHeldWhenIdle();
+    return 0;
+  }
   StartWalkBudget(count);
   BurstEntry entries[kMaxBurstEntries];
   PrewalkBurst(count, /*writable=*/false, features_.net_header_size, entries);
@@ -477,7 +521,8 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
     ++last_avail_idx_;
   }
   EndBurst();
-  PublishUsed(old_used);
+  WriteUsedEntries(old_used);
+  PublishUsedIdx(TransmitUsedToPublish(static_cast<uint16_t>(used_idx_ - old_used) == max));
   CountBurst(received, bytes, dropped);
   *n_dropped = dropped;
   return received;
@@ -582,12 +627,15 @@ uint32_t Virtqueue::EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, boo
 
   uint16_t avail = last_avail_idx_;
   uint32_t n_buffers = 0;
+  uint32_t ring_slots = 0;  // Descriptors of the table its buffers take up.
   uint64_t written = 0;
   bool num_buffers_known = false;
   while (written < need) {
-    // Before the test for more buffers: a packet that has had a whole ring of them
-    // finds no more posted (there can be no more), and would wait for good.
-    if (n_buffers == size_ || (n_buffers == 1 && !features_.mergeable_rx)) {
+    // Before the test for more buffers: a packet whose buffers take up the whole
+    // descriptor table finds no more posted (there can be no more), and would wait
+    // for good.  Counted in descriptors, not buffers: chains of two descriptors fill
+    // the table at half its size in buffers.
+    if (ring_slots >= size_ || (n_buffers == 1 && !features_.mergeable_rx)) {
       *fits = true;  // Larger than this guest's buffers will ever hold: drop it.
       return 0;
     }
@@ -602,6 +650,7 @@ uint32_t Virtqueue::EnqueueOne(const vhu_tx_packet& pkt, uint16_t avail_end, boo
       *fits = false;
       return 0;
     }
+    ring_slots += chain_ring_slots_;
     if (capacity < header_size) {
       // Not even the header fits: the spec's minimum for any receive buffer.  Left
       // alone, chains of empty descriptors would cost a walk each and hold nothing.

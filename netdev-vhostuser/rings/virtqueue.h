@@ -82,6 +82,27 @@ class Virtqueue {
   // 32-packet burst reads at most 1536 descriptors, whatever the ring's size; when the
   // budget runs out the burst ends early, and the next call starts where it stopped.
   static constexpr uint32_t kWalkBudgetPerPacket = 32;
+  // Split rings: the transmit buffers a full dequeue burst leaves unreturned (used
+  // elements written, used->idx not yet past them), at most a quarter of the ring.
+  //
+  // Why: a driver frees its transmitted buffers in bulk when it finds nearly its whole
+  // ring returned.  DPDK's virtio PMD frees every returned mbuf at once when more than
+  // size - tx_free_thresh (default min(32, size / 4)) are returned, and otherwise one
+  // per packet it sends; with a full ring and a device that returns each burst at once,
+  // it frees about a ring's worth every few dozen bursts, which overflows its mempool
+  // cache and makes its next allocations miss.  Its sender then pays more per packet
+  // the quicker the device is.  Keeping the newest 32 back keeps it below the
+  // threshold, in its cheap mode, and costs a driver nothing it needs: the copies are
+  // done, and it can reclaim three quarters of its ring at any time.
+  //
+  // Only after a burst that took all the caller asked for (the guest sends faster than
+  // one call drains): a smaller burst, or no new buffer for kTransmitHoldIdleNs,
+  // returns them all, so that a sender waiting for its buffers (a TCP socket held by
+  // its small-queue limit, a driver draining its ring) never waits long.  Stop(), and
+  // disabling the ring, return them too: a frontend reading used->idx then finds
+  // every buffer it made available returned.
+  static constexpr uint32_t kTransmitHold = 32;
+  static constexpr int64_t kTransmitHoldIdleNs = 50'000;
 
   struct Counters {
     std::atomic<uint64_t> packets{0};
@@ -106,7 +127,7 @@ class Virtqueue {
   void SetKickFd(UniqueFd fd, bool polling);
   void SetCallFd(UniqueFd fd) { call_.Reset(std::move(fd)); }
   void SetErrFd(UniqueFd fd) { err_fd_ = std::move(fd); }
-  void SetEnabled(bool enabled) { enabled_ = enabled; }
+  void SetEnabled(bool enabled);
   // Live migration: every write into guest memory marks 'log' (nullptr: logging off).
   // 'awaiting_log': the frontend asked for logging (VHOST_F_LOG_ALL) and has not given
   // the log yet, as QEMU does when it starts the rings during a migration (its
@@ -203,6 +224,7 @@ class Virtqueue {
       if ((flags & kShape) == (writable ? kDescFlagWrite : 0) && len != 0) {
         if (uint8_t* data = memory_->TranslateGuest(addr, len)) {
           --walk_budget_;
+          chain_ring_slots_ = 1;
           segments_[0] = Segment{data, len};
           *n_segments = 1;
           *total = len;
@@ -325,8 +347,9 @@ class Virtqueue {
     --walk_budget_;
     return true;
   }
-  // Interrupts the guest if it asked to be, for used entries [old_used, used_idx_).
-  void MaybeInterrupt(uint16_t old_used);
+  // Interrupts the guest if it asked to be, used->idx having moved from 'old_used' to
+  // 'new_used'.
+  void MaybeInterrupt(uint16_t old_used, uint16_t new_used);
   // Records the used element of the burst's chain at used index 'index' (split rings:
   // written to the guest's ring by PublishUsed).
   void AddUsed(uint16_t index, uint16_t id, uint32_t len) {
@@ -335,8 +358,29 @@ class Virtqueue {
   }
   // Writes the burst's used elements [old_used, used_idx_) into the used ring and then
   // publishes used->idx (after marking them in the dirty log).
-  void PublishUsed(uint16_t old_used);
+  void PublishUsed(uint16_t old_used) {
+    WriteUsedEntries(old_used);
+    PublishUsedIdx(used_idx_);
+  }
+  // Writes the burst's used elements [old_used, used_idx_) into the used ring, where
+  // the driver does not look until used->idx passes them, and marks them in the log.
+  void WriteUsedEntries(uint16_t old_used);
   void LogUsedEntries(uint16_t old_used) const;
+  // Moves used->idx to 'idx' (in [published_used_, used_idx_]) and interrupts the guest
+  // if it asked to be.
+  void PublishUsedIdx(uint16_t idx);
+  // Split transmit rings: where a dequeue burst that took 'full' (all it was asked
+  // for) leaves used->idx (kTransmitHold).
+  uint16_t TransmitUsedToPublish(bool full) {
+    hold_idle_since_ns_ = 0;
+    const uint32_t hold = full ? std::min(kTransmitHold, size_ / 4) : 0;
+    const uint32_t unpublished = static_cast<uint16_t>(used_idx_ - published_used_);
+    if (unpublished <= hold) return published_used_;
+    return static_cast<uint16_t>(used_idx_ - hold);
+  }
+  // An empty dequeue poll with transmit buffers held: returns them once the ring has
+  // had nothing new for kTransmitHoldIdleNs.
+  void ReturnHeldWhenIdle();
   uint16_t ReadAvailIdx() const;
   bool AvailableEntries(uint16_t* count);
   // Split rings: reads the avail entries of the burst's next 'count' chains (at most
@@ -357,6 +401,7 @@ class Virtqueue {
       const BurstEntry& e = burst_[k];
       if (e.len != 0) {  // Checked by PrewalkBurst().
         --walk_budget_;
+        chain_ring_slots_ = 1;
         segments_[0] = Segment{e.data, e.len};
         *n_segments = 1;
         *total = e.len;
@@ -501,6 +546,10 @@ class Virtqueue {
   // Our side of the indices.
   uint16_t last_avail_idx_ = 0;
   uint16_t used_idx_ = 0;
+  // Split: used->idx as we last stored it; behind used_idx_ by the transmit buffers
+  // held (kTransmitHold), whose used elements are written already.
+  uint16_t published_used_ = 0;
+  int64_t hold_idle_since_ns_ = 0;  // The first empty poll since the last burst, or 0.
   uint16_t last_seen_avail_idx_ = 0;  // For status only.
   // Packed: positions in the descriptor ring rather than free-running indices, and
   // the wrap counters that go with them.
@@ -528,6 +577,10 @@ class Virtqueue {
   bool packed_burst_wrap_ = false;
 
   uint32_t walk_budget_ = 0;  // Descriptor reads left in this call.
+  // Split: the descriptors of the ring's table that the chain WalkChain() last gave
+  // takes up (an indirect chain, one), which a receive burst counts to tell when a
+  // packet holds every buffer the guest could ever post.
+  uint32_t chain_ring_slots_ = 0;
 
   std::atomic<const char*> failure_{nullptr};
   Counters counters_;

@@ -193,12 +193,9 @@ TEST_F(MigrationTest, LogAllBackWithoutANewLogWaitsForOne) {
 TEST_F(MigrationTest, RingRestartedDuringAMigrationWaitsForTheNewLog) {
   Start(kModernFeatures);
   StartLogging(kModernFeatures);
-  VringState state{0, 0};
-  ASSERT_TRUE(frontend_->Send(Request::kGetVringBase, &state, sizeof state).ok());
-  auto reply = frontend_->Receive(Request::kGetVringBase);
-  ASSERT_TRUE(reply.ok());
-  VringState base;
-  memcpy(&base, reply->data(), sizeof base);
+  auto got = frontend_->GetVringBase(0);
+  ASSERT_TRUE(got.ok()) << got.status();
+  VringState base = *got;
   ASSERT_TRUE(frontend_->Send(Request::kSetVringBase, &base, sizeof base).ok());
   UniqueFd kick(eventfd(0, EFD_CLOEXEC));
   ASSERT_TRUE(frontend_->SendU64(Request::kSetVringKick, 0, {kick.get()}).ok());

@@ -69,11 +69,9 @@ class PackedRingTest : public ::testing::Test {
 
   // GET_VRING_BASE of vring 'index', which stops it.
   void GetVringBase(uint32_t index, VringState* got) {
-    VringState state{index, 0};
-    ASSERT_TRUE(frontend_->Send(Request::kGetVringBase, &state, sizeof state).ok());
-    auto reply = frontend_->Receive(Request::kGetVringBase);
-    ASSERT_TRUE(reply.ok());
-    memcpy(got, reply->data(), sizeof *got);
+    auto state = frontend_->GetVringBase(index);
+    ASSERT_TRUE(state.ok()) << state.status();
+    *got = *state;
   }
 
   vhu_port_status Status() {

@@ -163,6 +163,22 @@ class PortTest : public ::testing::Test {
     return gpa;
   }
 
+  // Enqueues a frame of 'big' bytes and one of 'small': expects the first dropped, as
+  // more than the guest's receive buffers can ever hold, and the second in the first
+  // buffer.
+  void ExpectOversizedFrameDroppedAndTheNextDelivered(uint32_t big = 30000,
+                                                      uint32_t small = 60) {
+    auto big_frame = TestFrame(big, 1), small_frame = TestFrame(small, 2);
+    vhu_tx_packet pkts[] = {{big_frame.data(), big}, {small_frame.data(), small}};
+    uint32_t dropped = 0;
+    EXPECT_EQ(vhu_enqueue_burst(port_, 0, pkts, 2, &dropped), 2u);
+    EXPECT_EQ(dropped, 1u);
+    VringUsedElem e;
+    ASSERT_TRUE(rx_.PopUsed(&e));
+    EXPECT_EQ(e.len, kHeader + small) << "the first buffer went to the frame that fits";
+    EXPECT_FALSE(rx_.PopUsed(&e));
+  }
+
   // Expects the connection to be dropped with an error naming 'reason'.
   void ExpectDropped(const std::string& reason) {
     EXPECT_TRUE(frontend_->WaitClosed(5000));
@@ -489,15 +505,18 @@ TEST_F(PortTest, EnqueueSpreadsOverMergeableBuffers) {
 TEST_F(PortTest, DropsWhatAWholeRingOfMergeableBuffersCannotHold) {
   Start(kModernFeatures | Bit(feature::kNetMrgRxbuf));
   for (int i = 0; i < 256; ++i) PostRxBuffer(100);
-  auto huge = TestFrame(30000, 1), small = TestFrame(60, 2);
-  vhu_tx_packet pkts[] = {{huge.data(), 30000}, {small.data(), 60}};
-  uint32_t dropped = 0;
-  EXPECT_EQ(vhu_enqueue_burst(port_, 0, pkts, 2, &dropped), 2u);
-  EXPECT_EQ(dropped, 1u);
-  VringUsedElem e;
-  ASSERT_TRUE(rx_.PopUsed(&e));
-  EXPECT_EQ(e.len, kHeader + 60) << "the first buffer went to the frame that fits";
-  EXPECT_FALSE(rx_.PopUsed(&e));
+  ExpectOversizedFrameDroppedAndTheNextDelivered();
+}
+
+TEST_F(PortTest, DropsWhatAWholeTableOfTwoDescriptorBuffersCannotHold) {
+  // 128 buffers of two descriptors each fill the 256-entry table: the packet that
+  // holds them all can have no more, though it has half the ring's size in buffers.
+  Start(kModernFeatures | Bit(feature::kNetMrgRxbuf));
+  for (int i = 0; i < 128; ++i) {
+    const uint64_t gpa = ram_.Alloc(100);
+    rx_.Publish(rx_.AddChain({{gpa, 50}, {gpa + 50, 50}}, true));
+  }
+  ExpectOversizedFrameDroppedAndTheNextDelivered();
 }
 
 TEST_F(PortTest, EnqueueWritesAHeaderSplitOverSegments) {
@@ -524,14 +543,7 @@ TEST_F(PortTest, EnqueueWritesAHeaderSplitOverSegments) {
 TEST_F(PortTest, DropsWhatNoSingleBufferCanHold) {
   Start(kModernFeatures);
   PostRxBuffer(200);
-  auto big = TestFrame(1000, 1), small = TestFrame(100, 2);
-  vhu_tx_packet pkts[] = {{big.data(), 1000}, {small.data(), 100}};
-  uint32_t dropped = 0;
-  EXPECT_EQ(vhu_enqueue_burst(port_, 0, pkts, 2, &dropped), 2u);
-  EXPECT_EQ(dropped, 1u);
-  VringUsedElem e;
-  ASSERT_TRUE(rx_.PopUsed(&e));
-  EXPECT_EQ(e.len, kHeader + 100) << "the buffer went to the packet that fits";
+  ExpectOversizedFrameDroppedAndTheNextDelivered(1000, 100);
   vhu_vring_status vs;
   vhu_vring_get_status(port_, 0, &vs);
   EXPECT_EQ(vs.drops, 1u);
@@ -581,18 +593,77 @@ TEST_F(PortTest, GetVringBaseStopsTheRingAndReturnsTheNextIndex) {
   GuestSend(TestFrame(64, 1));
   GuestSend(TestFrame(64, 2));
   ASSERT_EQ(Dequeue().size(), 2u);
-  VringState state{1, 0};
-  ASSERT_TRUE(frontend_->Send(Request::kGetVringBase, &state, sizeof state).ok());
-  auto reply = frontend_->Receive(Request::kGetVringBase);
-  ASSERT_TRUE(reply.ok());
-  ASSERT_EQ(reply->size(), sizeof(VringState));
-  VringState got;
-  memcpy(&got, reply->data(), sizeof got);
-  EXPECT_EQ(got.index, 1u);
-  EXPECT_EQ(got.num, 2u);
+  auto got = frontend_->GetVringBase(1);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->index, 1u);
+  EXPECT_EQ(got->num, 2u);
   GuestSend(TestFrame(64, 3));
   EXPECT_TRUE(Dequeue().empty()) << "a stopped ring moves nothing";
   EXPECT_TRUE(WaitFor([&] { return Status().state == VHU_STATE_CONNECTED; }));
+}
+
+// Virtqueue::kTransmitHold: after a full burst the newest transmit buffers stay
+// unreturned, so that a DPDK guest stays in its cheap cleanup mode; anything less than a
+// full burst, and a quiet ring, returns them.
+TEST_F(PortTest, FullTransmitBurstsKeepTheNewestBuffersUntilTheRingGoesQuiet) {
+  UniqueFd call(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  Start(kModernFeatures | Bit(feature::kRingEventIdx), -1, call.get());
+  tx_.set_used_event(0);  // An interrupt once used->idx passes 0.
+  auto interrupts = [&] {
+    uint64_t v = 0;
+    return read(call.get(), &v, sizeof v) == 8 ? v : 0;
+  };
+  constexpr uint16_t kHold = 32;  // min(32, 256 / 4)
+  std::vector<uint16_t> heads;
+  for (int i = 0; i < 40; ++i) heads.push_back(GuestSend(TestFrame(64, i)));
+
+  ASSERT_EQ(Dequeue(32).size(), 32u);
+  EXPECT_EQ(tx_.used_idx(), 0) << "a full burst of 32 keeps its 32";
+  EXPECT_EQ(interrupts(), 0u);
+  ASSERT_EQ(Dequeue(32).size(), 8u);
+  EXPECT_EQ(tx_.used_idx(), 40) << "a burst short of full returns all";
+  EXPECT_EQ(interrupts(), 1u);
+  for (uint16_t head : heads) {
+    VringUsedElem e;
+    ASSERT_TRUE(tx_.PopUsed(&e));
+    EXPECT_EQ(e.id, head) << "in order";
+  }
+
+  for (int i = 0; i < 64; ++i) GuestSend(TestFrame(64, i));
+  tx_.set_used_event(40);
+  ASSERT_EQ(Dequeue(32).size(), 32u);
+  ASSERT_EQ(Dequeue(32).size(), 32u);
+  EXPECT_EQ(tx_.used_idx(), 104 - kHold) << "all but the newest 32";
+  EXPECT_EQ(interrupts(), 1u);
+  tx_.set_used_event(104 - kHold);
+  EXPECT_TRUE(Dequeue().empty());
+  EXPECT_EQ(tx_.used_idx(), 104 - kHold) << "the first empty poll only notes the time";
+  // Quiet for longer than kTransmitHoldIdleNs: the next poll returns them.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  EXPECT_TRUE(Dequeue().empty());
+  EXPECT_EQ(tx_.used_idx(), 104);
+  EXPECT_EQ(interrupts(), 1u);
+}
+
+TEST_F(PortTest, HeldTransmitBuffersGoBackWhenTheRingIsStoppedOrDisabled) {
+  Start(kModernFeatures);
+  for (int i = 0; i < 32; ++i) GuestSend(TestFrame(64, i));
+  ASSERT_EQ(Dequeue(32).size(), 32u);
+  ASSERT_EQ(tx_.used_idx(), 0);
+  VringState off{1, 0};
+  ASSERT_TRUE(frontend_->Send(Request::kSetVringEnable, &off, sizeof off).ok());
+  ASSERT_TRUE(frontend_->Sync().ok());
+  EXPECT_EQ(tx_.used_idx(), 32) << "a disabled ring is not polled: nothing may stay held";
+
+  VringState on{1, 1};
+  ASSERT_TRUE(frontend_->Send(Request::kSetVringEnable, &on, sizeof on).ok());
+  for (int i = 0; i < 32; ++i) GuestSend(TestFrame(64, i));
+  ASSERT_TRUE(WaitFor([&] { return Dequeue(32).size() == 32u; }));
+  ASSERT_EQ(tx_.used_idx(), 32);
+  auto got = frontend_->GetVringBase(1);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->num, 64u);
+  EXPECT_EQ(tx_.used_idx(), 64) << "the frontend reads used->idx after GET_VRING_BASE";
 }
 
 TEST_F(PortTest, MemoryTableChangeWhileRunningRemapsAndUnmapsTheOld) {

@@ -260,6 +260,16 @@ absl::StatusOr<uint64_t> Frontend::GetU64(Request request) {
   return value;
 }
 
+absl::StatusOr<VringState> Frontend::GetVringBase(uint32_t index) {
+  VringState state{index, 0};
+  if (auto s = Send(Request::kGetVringBase, &state, sizeof state); !s.ok()) return s;
+  auto payload = Receive(Request::kGetVringBase);
+  if (!payload.ok()) return payload.status();
+  if (payload->size() != sizeof state) return absl::InternalError("reply is not a state");
+  memcpy(&state, payload->data(), sizeof state);
+  return state;
+}
+
 absl::Status Frontend::Sync() { return GetU64(Request::kGetFeatures).status(); }
 
 bool Frontend::WaitClosed(int timeout_ms) {

@@ -156,6 +156,8 @@ class Frontend {
   }
   absl::StatusOr<std::vector<uint8_t>> Receive(Request expected);
   absl::StatusOr<uint64_t> GetU64(Request request);
+  // GET_VRING_BASE of vring 'index' (which stops it): the reply's state.
+  absl::StatusOr<VringState> GetVringBase(uint32_t index);
   // Sends GET_FEATURES and waits for the reply: every earlier request has been handled.
   absl::Status Sync();
   // True if the backend closed the connection within 'timeout_ms'.

@@ -176,6 +176,12 @@ typedef void *vhu_alloc_fn(void *aux, uint32_t size, uint8_t **data);
  * dropped rather than returned: empty ones, and those over the port's
  * max_rx_frame_size.  Their buffers went back to the guest.
  *
+ * On a split ring, a call that dequeues all 'max' packets leaves the guest's newest
+ * buffers (at most 32, a quarter of the ring) unreturned, so that a guest driver that
+ * frees its transmitted buffers in bulk when it finds its ring nearly all returned
+ * stays in its cheaper mode; a call that finds less, calls that find nothing for 50
+ * microseconds, disabling the ring and GET_VRING_BASE return them.
+ *
  * While the frontend migrates the guest (VHOST_F_LOG_ALL with a SET_LOG_BASE log), every
  * write into guest memory by this call and vhu_enqueue_burst() marks its pages in the
  * frontend's dirty log. */
