@@ -1325,7 +1325,12 @@ netdev_vhostuser_rxq_recv(struct netdev_rxq *rxq, struct dp_packet_batch *batch,
     atomic_read_relaxed(&dev->admin_up, &admin_up);
     if (!dev->port || !admin_up || qid >= dev->n_queues) {
         /* Down: leave the packets in the guest's queue, as a NIC that is down does
-         * not take them off the wire. */
+         * not take them off the wire.  A call for none still gives back, once the
+         * queue is quiet, the buffers the last bursts held (vhu_dequeue_burst()). */
+        if (dev->port && qid < dev->n_queues) {
+            vhu_dequeue_burst(dev->port, qid, alloc_packet, NULL,
+                              (void **) batch->packets, 0, NULL);
+        }
         return EAGAIN;
     }
     n = vhu_dequeue_burst(dev->port, qid, alloc_packet, NULL,

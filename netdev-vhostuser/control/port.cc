@@ -342,12 +342,14 @@ void Port::Disconnect(const absl::Status& why) {
   // worth showing in the port's status.
   const bool error = !absl::IsUnavailable(why);
   ControlLoop::Get().Unwatch(conn_fd_.get());
-  HangUp(conn_fd_);
   reader_.Reset();
   message_.reset();
   {
     std::lock_guard<std::mutex> lock(status_mu_);
+    // Before the hang-up: the rings' last used->idx (the transmit buffers held back,
+    // virtqueue.h) is in guest memory when the frontend sees the connection close.
     device_.Reset();
+    HangUp(conn_fd_);
     connected_ = false;
     ++disconnects_;
     last_error_ = error ? PrintableText(why.message()) : "";

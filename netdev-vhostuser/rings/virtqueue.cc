@@ -124,7 +124,10 @@ absl::Status Virtqueue::Start(const GuestMemory* memory, const RingFeatures& fea
   // disagrees with the base we were given, the previous backend left entries in flight
   // that it never completed.  Trust the ring, as the guest does.
   uint16_t used_idx = ReadOnce(reinterpret_cast<uint16_t*>(used_ + 2));
-  if (used_idx != used_idx_) last_avail_idx_ = used_idx_ = used_idx;
+  if (used_idx != used_idx_) {
+    last_avail_idx_ = used_idx_ = used_idx;
+    interrupt_owed_ = false;  // Not our entries any more.
+  }
   published_used_ = used_idx_;
   hold_idle_since_ns_ = 0;
   // We poll: ask the driver not to kick us (the driver ignores this with EVENT_IDX,
@@ -181,11 +184,7 @@ absl::Status Virtqueue::Remap(const GuestMemory* memory) {
 uint32_t Virtqueue::Stop() {
   // The transmit buffers held back go back first (kTransmitHold): the frontend reads
   // used->idx next, and a new backend would take them for never sent.
-  if (started_ && !packed_ && used_ != nullptr && published_used_ != used_idx_) {
-    __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), used_idx_, __ATOMIC_RELEASE);
-    LogWrite(used_ + 2, 2);
-    published_used_ = used_idx_;
-  }
+  ReturnHeldQuietly();
   started_ = false;
   kick_received_ = false;
   kick_fd_.reset();
@@ -231,6 +230,7 @@ void Virtqueue::Reset() {
   err_fd_.reset();
   last_avail_idx_ = used_idx_ = published_used_ = last_seen_avail_idx_ = 0;
   hold_idle_since_ns_ = 0;
+  interrupt_owed_ = false;
   packed_ = false;
   avail_wrap_ = used_wrap_ = true;
   failure_.store(nullptr, std::memory_order_relaxed);
@@ -240,9 +240,16 @@ void Virtqueue::Reset() {
 void Virtqueue::SetEnabled(bool enabled) {
   enabled_ = enabled;
   // A disabled ring is not polled: its held transmit buffers go back now.
-  if (!enabled && started_ && !packed_ && published_used_ != used_idx_) {
-    PublishUsedIdx(used_idx_);
-  }
+  if (!enabled) ReturnHeldQuietly();
+}
+
+void Virtqueue::ReturnHeldQuietly() {
+  if (!started_ || packed_ || used_ == nullptr || published_used_ == used_idx_) return;
+  __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), used_idx_, __ATOMIC_RELEASE);
+  LogWrite(used_ + 2, 2);
+  if (!interrupt_owed_) interrupt_owed_from_ = published_used_;
+  interrupt_owed_ = true;
+  published_used_ = used_idx_;
 }
 
 void Virtqueue::Fail(const char* why) {
@@ -495,6 +502,10 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
   *n_dropped = 0;
   uint16_t available;
   if (!accessible() || !AvailableEntries(&available)) return 0;
+  if (__builtin_expect(interrupt_owed_, 0)) {
+    interrupt_owed_ = false;
+    MaybeInterrupt(interrupt_owed_from_, published_used_);
+  }
   const uint32_t count = std::min<uint32_t>(available, max);
   if (count == 0) {
     if (published_used_ != used_idx_) ReturnHeldWhenIdle();
@@ -507,12 +518,14 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
   uint32_t received = 0;
   uint64_t bytes = 0;
   uint32_t dropped = 0;
+  uint32_t longer_chains = 0;  // Chains of more than one descriptor of the table.
 
   for (uint32_t i = 0; i < count; ++i) {
     uint16_t head;
     uint32_t n_segments;
     uint64_t total;
     if (!NextChain(last_avail_idx_, /*writable=*/false, &head, &n_segments, &total)) break;
+    longer_chains |= chain_ring_slots_ - 1;
     if (!TakeFrame(n_segments, total, alloc, aux, pkts, &received, &bytes, &dropped)) {
       break;
     }
@@ -522,7 +535,8 @@ uint32_t Virtqueue::Dequeue(vhu_alloc_fn* alloc, void* aux, void** pkts, uint32_
   }
   EndBurst();
   WriteUsedEntries(old_used);
-  PublishUsedIdx(TransmitUsedToPublish(static_cast<uint16_t>(used_idx_ - old_used) == max));
+  PublishUsedIdx(TransmitUsedToPublish(
+      static_cast<uint16_t>(used_idx_ - old_used) == max && longer_chains == 0));
   CountBurst(received, bytes, dropped);
   *n_dropped = dropped;
   return received;

@@ -96,11 +96,15 @@ class Virtqueue {
   // done, and it can reclaim three quarters of its ring at any time.
   //
   // Only after a burst that took all the caller asked for (the guest sends faster than
-  // one call drains): a smaller burst, or no new buffer for kTransmitHoldIdleNs,
-  // returns them all, so that a sender waiting for its buffers (a TCP socket held by
-  // its small-queue limit, a driver draining its ring) never waits long.  Stop(), and
-  // disabling the ring, return them too: a frontend reading used->idx then finds
-  // every buffer it made available returned.
+  // one call drains), each buffer one descriptor of the table (DPDK's shape: the header
+  // in front of the frame, or an indirect table), so that what is held is at most a
+  // quarter of the table; and not while the dirty log is on.  A smaller burst, or
+  // calls that find nothing new for kTransmitHoldIdleNs, return them all, so that a
+  // sender waiting for its buffers (a TCP socket held by its small-queue limit, a
+  // driver draining its ring) never waits long.  Stop(), and disabling the ring,
+  // return them too, so that a frontend reading used->idx then finds every buffer it
+  // made available returned; the interrupt that may be due goes with the ring's next
+  // data-path call, for only data-path threads write call eventfds (call_notifier.h).
   static constexpr uint32_t kTransmitHold = 32;
   static constexpr int64_t kTransmitHoldIdleNs = 50'000;
 
@@ -136,6 +140,8 @@ class Virtqueue {
   void SetLog(const DirtyLog* log, bool awaiting_log) {
     log_ = log;
     awaiting_log_ = awaiting_log;
+    // Nothing is held while logging (kTransmitHold): what was goes back now, marked.
+    if (log != nullptr || awaiting_log) ReturnHeldQuietly();
   }
   // The number of SET_LOG_BASE requests the port must have taken before this ring
   // may use its log (Device::PointAtLog()): one more than when it was stopped during a
@@ -373,7 +379,7 @@ class Virtqueue {
   // for) leaves used->idx (kTransmitHold).
   uint16_t TransmitUsedToPublish(bool full) {
     hold_idle_since_ns_ = 0;
-    const uint32_t hold = full ? std::min(kTransmitHold, size_ / 4) : 0;
+    const uint32_t hold = full && log_ == nullptr ? std::min(kTransmitHold, size_ / 4) : 0;
     const uint32_t unpublished = static_cast<uint16_t>(used_idx_ - published_used_);
     if (unpublished <= hold) return published_used_;
     return static_cast<uint16_t>(used_idx_ - hold);
@@ -381,6 +387,9 @@ class Virtqueue {
   // An empty dequeue poll with transmit buffers held: returns them once the ring has
   // had nothing new for kTransmitHoldIdleNs.
   void ReturnHeldWhenIdle();
+  // Control path (Stop(), SetEnabled()): returns the held transmit buffers without
+  // the interrupt, which it leaves owed to the next data-path call.
+  void ReturnHeldQuietly();
   uint16_t ReadAvailIdx() const;
   bool AvailableEntries(uint16_t* count);
   // Split rings: reads the avail entries of the burst's next 'count' chains (at most
@@ -550,6 +559,9 @@ class Virtqueue {
   // held (kTransmitHold), whose used elements are written already.
   uint16_t published_used_ = 0;
   int64_t hold_idle_since_ns_ = 0;  // The first empty poll since the last burst, or 0.
+  // ReturnHeldQuietly() moved used->idx from interrupt_owed_from_ without interrupting.
+  bool interrupt_owed_ = false;
+  uint16_t interrupt_owed_from_ = 0;
   uint16_t last_seen_avail_idx_ = 0;  // For status only.
   // Packed: positions in the descriptor ring rather than free-running indices, and
   // the wrap counters that go with them.

@@ -251,6 +251,30 @@ TEST_F(MigrationTest, DequeueMarksOnlyTheUsedRing) {
   EXPECT_EQ(TakeMarked(), UsedPages(1, tx_, 0));
 }
 
+// Virtqueue::kTransmitHold: nothing is held while the log is on, and what was held when
+// logging began goes back then, its used->idx marked.
+TEST_F(MigrationTest, TransmitBuffersAreNotHeldWhileLogging) {
+  Start(kModernFeatures);
+  auto frame = TestFrame(64, 1);
+  const uint64_t gpa = BufferAtPage(ram_, 1);
+  memcpy(ram_.host(gpa) + kHeader, frame.data(), 64);
+  memset(ram_.host(gpa), 0, kHeader);
+  auto send_and_take_four = [&] {
+    for (int i = 0; i < 4; ++i) tx_.Publish(tx_.AddChain({{gpa, kHeader + 64}}, false));
+    void* pkts[4];
+    ASSERT_EQ(vhu_dequeue_burst(port_, 0, AllocVector, nullptr, pkts, 4, nullptr), 4u);
+    for (void* pkt : pkts) delete static_cast<std::vector<uint8_t>*>(pkt);
+  };
+  send_and_take_four();
+  ASSERT_EQ(tx_.used_idx(), 0) << "a full burst, held";
+  StartLogging(kModernFeatures);
+  EXPECT_EQ(tx_.used_idx(), 4);
+  const uint64_t used = GpaOfUser(tx_.Address(1).used_user_addr);
+  EXPECT_EQ(TakeMarked(), Pages(used + 2, 2));
+  send_and_take_four();
+  EXPECT_EQ(tx_.used_idx(), 8) << "a full burst while logging, not held";
+}
+
 TEST_F(MigrationTest, PackedEnqueueMarksTheBufferAndTheDescriptor) {
   PackedDriverRing rx(ram_, 256), tx(ram_, 256);
   const uint64_t features = kModernFeatures | Bit(feature::kRingPacked);

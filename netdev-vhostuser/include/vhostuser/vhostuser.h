@@ -144,7 +144,8 @@ struct vhu_vring_status {
     uint16_t size;
     uint16_t last_avail_idx;  /* Next avail entry the backend will consume. */
     uint16_t avail_idx;       /* Guest's avail->idx as last read. */
-    uint16_t used_idx;        /* Backend's used->idx. */
+    uint16_t used_idx;        /* Backend's used index (split rings: up to 32 ahead of
+                               * used->idx while transmit buffers are held). */
     bool call_fd;             /* The guest gave an eventfd to interrupt it. */
     uint64_t packets;
     uint64_t bytes;
@@ -176,11 +177,14 @@ typedef void *vhu_alloc_fn(void *aux, uint32_t size, uint8_t **data);
  * dropped rather than returned: empty ones, and those over the port's
  * max_rx_frame_size.  Their buffers went back to the guest.
  *
- * On a split ring, a call that dequeues all 'max' packets leaves the guest's newest
- * buffers (at most 32, a quarter of the ring) unreturned, so that a guest driver that
- * frees its transmitted buffers in bulk when it finds its ring nearly all returned
- * stays in its cheaper mode; a call that finds less, calls that find nothing for 50
- * microseconds, disabling the ring and GET_VRING_BASE return them.
+ * On a split ring, a call that takes 'max' chains (packets and dropped frames), each
+ * one descriptor of the table, leaves the guest's newest min(32, ring size / 4) buffers
+ * unreturned, so that a guest driver that frees its transmitted buffers in bulk when it
+ * finds its ring nearly all returned stays in its cheaper mode.  A call that takes
+ * fewer returns them, and so do calls that find nothing for 50 microseconds: a caller
+ * that stops dequeuing from a ring for a while (a port that is down) should keep
+ * calling with 'max' 0.  Disabling or stopping the ring, the dirty log and a disconnect
+ * return them too.
  *
  * While the frontend migrates the guest (VHOST_F_LOG_ALL with a SET_LOG_BASE log), every
  * write into guest memory by this call and vhu_enqueue_burst() marks its pages in the
