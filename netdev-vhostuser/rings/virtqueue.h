@@ -95,10 +95,16 @@ class Virtqueue {
   // threshold, in its cheap mode, and costs a driver nothing it needs: the copies are
   // done, and it can reclaim three quarters of its ring at any time.
   //
-  // Only after a burst that took all the caller asked for (the guest sends faster than
-  // one call drains), each buffer one descriptor of the table (DPDK's shape: the header
-  // in front of the frame, or an indirect table), so that what is held is at most a
-  // quarter of the table; and not while the dirty log is on.  A smaller burst, or
+  // Only for a driver that asks for no transmit interrupts (VRING_AVAIL_F_NO_INTERRUPT,
+  // without EVENT_IDX: a polling driver such as DPDK's, which never waits for its
+  // buffers); a driver that takes interrupts (Linux's virtio-net, whose TX NAPI sets
+  // used_event) gets every buffer, and the interrupt, with the burst, so that no
+  // interrupt it waits for can be left to a call that never comes (a ring disabled or
+  // handed to another backend).  Only after a burst that took all the caller asked for
+  // (the guest sends faster than one call drains), each buffer one descriptor of the
+  // table (DPDK's shape: the header in front of the frame, or an indirect table), so
+  // that what is held is at most a quarter of the table; and not while the dirty log
+  // is on.  A smaller burst, or
   // calls that find nothing new for kTransmitHoldIdleNs, return them all, so that a
   // sender waiting for its buffers (a TCP socket held by its small-queue limit, a
   // driver draining its ring) never waits long.  Stop(), and disabling the ring,
@@ -141,7 +147,9 @@ class Virtqueue {
     log_ = log;
     awaiting_log_ = awaiting_log;
     // Nothing is held while logging (kTransmitHold): what was goes back now, marked.
-    if (log != nullptr || awaiting_log) ReturnHeldQuietly();
+    // While the ring waits for its log it is left alone (no burst runs then either);
+    // what it holds goes back when the log comes, or at Stop().
+    if (log != nullptr) ReturnHeldQuietly();
   }
   // The number of SET_LOG_BASE requests the port must have taken before this ring
   // may use its log (Device::PointAtLog()): one more than when it was stopped during a
@@ -379,10 +387,17 @@ class Virtqueue {
   // for) leaves used->idx (kTransmitHold).
   uint16_t TransmitUsedToPublish(bool full) {
     hold_idle_since_ns_ = 0;
-    const uint32_t hold = full && log_ == nullptr ? std::min(kTransmitHold, size_ / 4) : 0;
+    const uint32_t hold =
+        full && DriverIgnoresCompletions() ? std::min(kTransmitHold, size_ / 4) : 0;
     const uint32_t unpublished = static_cast<uint16_t>(used_idx_ - published_used_);
     if (unpublished <= hold) return published_used_;
     return static_cast<uint16_t>(used_idx_ - hold);
+  }
+  // kTransmitHold's condition: a polling driver, and no dirty log.  avail->flags shares
+  // its line with avail->idx, which the burst has just read.
+  bool DriverIgnoresCompletions() const {
+    return log_ == nullptr && !features_.event_idx &&
+           (ReadOnce(&avail_[0]) & kAvailFlagNoInterrupt) != 0;
   }
   // An empty dequeue poll with transmit buffers held: returns them once the ring has
   // had nothing new for kTransmitHoldIdleNs.

@@ -255,6 +255,7 @@ TEST_F(MigrationTest, DequeueMarksOnlyTheUsedRing) {
 // logging began goes back then, its used->idx marked.
 TEST_F(MigrationTest, TransmitBuffersAreNotHeldWhileLogging) {
   Start(kModernFeatures);
+  tx_.set_avail_flags(kAvailFlagNoInterrupt);  // A polling driver: held when not logging.
   auto frame = TestFrame(64, 1);
   const uint64_t gpa = BufferAtPage(ram_, 1);
   memcpy(ram_.host(gpa) + kHeader, frame.data(), 64);

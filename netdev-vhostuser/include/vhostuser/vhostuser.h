@@ -177,7 +177,8 @@ typedef void *vhu_alloc_fn(void *aux, uint32_t size, uint8_t **data);
  * dropped rather than returned: empty ones, and those over the port's
  * max_rx_frame_size.  Their buffers went back to the guest.
  *
- * On a split ring, a call that takes 'max' chains (packets and dropped frames), each
+ * On a split ring whose driver asks for no interrupts (a polling driver, such as
+ * DPDK's virtio PMD), a call that takes 'max' chains (packets and dropped frames), each
  * one descriptor of the table, leaves the guest's newest min(32, ring size / 4) buffers
  * unreturned, so that a guest driver that frees its transmitted buffers in bulk when it
  * finds its ring nearly all returned stays in its cheaper mode.  A call that takes
