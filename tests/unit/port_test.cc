@@ -637,6 +637,35 @@ TEST_F(PortTest, FullTransmitBurstsKeepTheNewestBuffersUntilTheRingGoesQuiet) {
   EXPECT_NE(read(call.get(), &v, sizeof v), 8) << "the guest asked for no interrupts";
 }
 
+// A port that is down polls with max 0 (the provider's rxq_recv): its held buffers go
+// back once the ring has been quiet for us, though the guest has more to send.
+TEST_F(PortTest, CallsForNothingReturnHeldBuffersWhileTheGuestHasMore) {
+  Start(kModernFeatures);
+  tx_.set_avail_flags(kAvailFlagNoInterrupt);
+  for (int i = 0; i < 40; ++i) GuestSend(TestFrame(64, i));
+  ASSERT_EQ(Dequeue(32).size(), 32u);
+  ASSERT_EQ(tx_.used_idx(), 0);
+  EXPECT_TRUE(Dequeue(0).empty());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  EXPECT_TRUE(Dequeue(0).empty());
+  EXPECT_EQ(tx_.used_idx(), 32) << "the 32 held, and none of the 8 waiting";
+}
+
+// A disconnect returns held buffers, before the hang-up, so that a frontend that reads
+// used->idx on seeing the socket close finds every buffer it made available returned
+// (the order is by reading: polling every 10 ms, this test sees that they come back).
+TEST_F(PortTest, HeldTransmitBuffersAreReturnedBeforeTheHangUp) {
+  Start(kModernFeatures);
+  tx_.set_avail_flags(kAvailFlagNoInterrupt);
+  for (int i = 0; i < 32; ++i) GuestSend(TestFrame(64, i));
+  ASSERT_EQ(Dequeue(32).size(), 32u);
+  ASSERT_EQ(tx_.used_idx(), 0);
+  VringState bad{1, 2};  // SET_VRING_ENABLE takes 0 or 1: the port drops the frontend.
+  ASSERT_TRUE(frontend_->Send(Request::kSetVringEnable, &bad, sizeof bad).ok());
+  ASSERT_TRUE(frontend_->WaitClosed(5000));
+  EXPECT_EQ(tx_.used_idx(), 32);
+}
+
 // A driver that takes transmit interrupts may wait for its buffers (Linux's TX NAPI
 // sets used_event and sleeps): it gets all of them, and the interrupt, with the burst.
 class TransmitInterruptTest : public PortTest, public ::testing::WithParamInterface<bool> {};
