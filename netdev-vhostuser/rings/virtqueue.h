@@ -104,10 +104,9 @@ class Virtqueue {
   // (the guest sends faster than one call drains), each buffer one descriptor of the
   // table (DPDK's shape: the header in front of the frame, or an indirect table), so
   // that what is held is at most a quarter of the table; and not while the dirty log
-  // is on.  A smaller burst, or
-  // calls that find nothing new for kTransmitHoldIdleNs, return them all, so that a
-  // sender waiting for its buffers (a TCP socket held by its small-queue limit, a
-  // driver draining its ring) never waits long.  Stop(), and disabling the ring,
+  // is on.  A smaller burst, or calls that find nothing new for kTransmitHoldIdleNs,
+  // return them all, so that a sender waiting for its buffers (a driver draining its
+  // ring) never waits long.  Stop(), disabling the ring and the dirty log starting
   // return them too, so that a frontend reading used->idx then finds every buffer it
   // made available returned; the interrupt that may be due goes with the ring's next
   // data-path call, for only data-path threads write call eventfds (call_notifier.h).
@@ -402,8 +401,8 @@ class Virtqueue {
   // An empty dequeue poll with transmit buffers held: returns them once the ring has
   // had nothing new for kTransmitHoldIdleNs.
   void ReturnHeldWhenIdle();
-  // Control path (Stop(), SetEnabled()): returns the held transmit buffers without
-  // the interrupt, which it leaves owed to the next data-path call.
+  // Control path (Stop(), SetEnabled(), SetLog()): returns the held transmit buffers
+  // without the interrupt, which it leaves owed to the next data-path call.
   void ReturnHeldQuietly();
   uint16_t ReadAvailIdx() const;
   bool AvailableEntries(uint16_t* count);
